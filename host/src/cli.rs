@@ -1,0 +1,353 @@
+//! The command line: `mmvip [--config FILE] <plugin> [ARGS...]`, `compile`, `plugins`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use crate::cache::{self, Source};
+use crate::caps::StateStore;
+use crate::caps::failover_flag::FlagFile;
+use crate::caps::mariadb::MariaDb;
+use crate::caps::vip::LocalAddresses;
+use crate::config::{Config, Grant, PluginSpec};
+use crate::error::{Error, Result};
+use crate::keepalived;
+use crate::log::{Log, LogContext};
+use crate::runtime::{self, Bounds, Capabilities, HookKind, Invocation};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mmvip",
+    version,
+    about = "keepalived hooks for a MariaDB master/master pair, run as sandboxed WebAssembly plugins",
+    after_help = "Exit status: 0 the hook succeeded or the check passed; 1 the check failed or the hook could not do its job; 2 usage or configuration error.\nConfig: --config, else $MMVIP_CONFIG, else /etc/mmvip/mmvip.toml."
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Precompile every configured plugin into the cache.
+    Compile,
+    /// List plugins: name, file, hook and WIT version, grants.
+    Plugins,
+    /// Run one hook: `mmvip <plugin> [ARGS...]`; the exit status is its verdict.
+    #[command(external_subcommand)]
+    Hook(Vec<OsString>),
+}
+
+/// Runs the command line and returns the process exit status.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let started = Instant::now();
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => return clap_exit(error),
+    };
+    let config_path = Config::locate(cli.config);
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(error) => return report_error(None, &error),
+    };
+    match cli.command {
+        Command::Compile => compile_all(&config),
+        Command::Plugins => list_plugins(&config),
+        Command::Hook(words) => {
+            let words: Vec<String> = words
+                .into_iter()
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect();
+            let (name, args) = words
+                .split_first()
+                .expect("clap yields the subcommand name");
+            run_hook(&config, name, args, started)
+        }
+    }
+}
+
+/// Help and version go to stdout with status 0; anything else is one line, status 2.
+fn clap_exit(error: clap::Error) -> u8 {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            print!("{error}");
+            0
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+            eprintln!(
+                "mmvip: no plugin given; usage: mmvip [--config FILE] <plugin> [ARGS...] (see mmvip --help)"
+            );
+            2
+        }
+        _ => {
+            let text = error.to_string();
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            eprintln!("mmvip: {line} (see mmvip --help)");
+            2
+        }
+    }
+}
+
+fn report_error(log: Option<&Log>, error: &Error) -> u8 {
+    if let Some(log) = log {
+        log.write("error", &[("verdict", "error"), ("msg", error.message())]);
+    }
+    eprintln!("mmvip: {error}");
+    error.exit_code()
+}
+
+fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) -> u8 {
+    let spec = match config.plugin(name) {
+        Ok(spec) => spec,
+        Err(error) => return report_error(None, &error),
+    };
+    let mut log = Log::open(
+        &config.log_file,
+        LogContext {
+            plugin: name.to_string(),
+            ..LogContext::default()
+        },
+    );
+    let loaded = load_plugin(config, &spec, &log);
+    let (component, shape) = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => return report_error(Some(&log), &error),
+    };
+    let (args, transition) = match shape.kind {
+        HookKind::Check => (raw_args.to_vec(), None),
+        HookKind::Notify => match keepalived::split_transition(raw_args) {
+            Ok(split) => split,
+            Err(error) => return report_error(Some(&log), &error),
+        },
+    };
+    if let Some(transition) = &transition {
+        log = Log::open(
+            &config.log_file,
+            LogContext {
+                plugin: name.to_string(),
+                instance: Some(transition.name.clone()),
+                state: Some(keepalived::state_word(transition.state).to_string()),
+            },
+        );
+    }
+    let deadline = started + spec.timeout;
+    // Notify hooks change the node's role: one at a time, in arrival order.
+    let _lock = match shape.kind {
+        HookKind::Notify => match crate::lock::acquire(&config.state_dir, deadline) {
+            Ok(lock) => Some(lock),
+            Err(error) => return report_error(Some(&log), &error),
+        },
+        HookKind::Check => None,
+    };
+    let caps = match capabilities(config, &spec, &log, deadline) {
+        Ok(caps) => caps,
+        Err(error) => return report_error(Some(&log), &error),
+    };
+    let invocation = Invocation {
+        args,
+        transition,
+        settings: spec.settings.clone(),
+    };
+    let bounds = Bounds {
+        timeout: deadline.saturating_duration_since(Instant::now()),
+        memory_bytes: spec.memory_bytes,
+    };
+    let report = match runtime::run(
+        cache_engine(),
+        &component,
+        &shape,
+        &spec.grants,
+        caps,
+        &invocation,
+        bounds,
+    ) {
+        Ok(report) => report,
+        Err(error) => return report_error(Some(&log), &error),
+    };
+    for line in report.stderr.lines().filter(|l| !l.trim().is_empty()) {
+        log.write("warn", &[("stderr", line)]);
+    }
+    let duration = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
+    let level = if report.verdict == runtime::Verdict::Pass {
+        "info"
+    } else {
+        "error"
+    };
+    log.write(
+        level,
+        &[
+            ("verdict", report.verdict.word()),
+            ("duration_ms", &duration),
+            ("msg", &report.message),
+        ],
+    );
+    if report.verdict == runtime::Verdict::Pass {
+        println!("{name}: {}", report.message);
+    } else {
+        eprintln!(
+            "mmvip: {name}: {}: {}",
+            report.verdict.word(),
+            report.message
+        );
+    }
+    report.verdict.exit_code()
+}
+
+/// The engine is built once per process; every command uses the same configuration.
+fn cache_engine() -> &'static wasmtime::Engine {
+    static ENGINE: std::sync::OnceLock<wasmtime::Engine> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| match runtime::engine() {
+        Ok(engine) => engine,
+        Err(error) => {
+            eprintln!("mmvip: {error}");
+            std::process::exit(1);
+        }
+    })
+}
+
+fn load_plugin(
+    config: &Config,
+    spec: &PluginSpec,
+    log: &Log,
+) -> Result<(wasmtime::component::Component, runtime::Shape)> {
+    crate::trust::require_trusted(&spec.path, "plugin")?;
+    let (component, _) = cache::load(cache_engine(), &spec.path, &config.cache_dir, log)?;
+    let shape = runtime::inspect(cache_engine(), &component, &spec.name, &spec.grants)?;
+    Ok((component, shape))
+}
+
+/// Back-ends for exactly the granted capabilities.
+fn capabilities(
+    config: &Config,
+    spec: &PluginSpec,
+    log: &Log,
+    deadline: Instant,
+) -> Result<Capabilities> {
+    let mut caps = Capabilities::new(log.clone());
+    let granted = |grant| spec.grants.contains(&grant);
+    if granted(Grant::FailoverFlag) {
+        caps.failover_flag = Some(Box::new(FlagFile::new(&config.failover_file)));
+    }
+    if granted(Grant::SqlRead) || granted(Grant::SqlAdmin) || granted(Grant::SqlRaw) {
+        let password = match &config.mariadb.password_file {
+            Some(path) => Some(read_password(path)?),
+            None => None,
+        };
+        caps.sql = Some(Box::new(MariaDb::new(
+            config.mariadb.clone(),
+            password,
+            deadline,
+            log.clone(),
+        )));
+    }
+    if granted(Grant::Vip) {
+        caps.vip = Some(Box::new(LocalAddresses));
+    }
+    if granted(Grant::State) {
+        let path = config.state_dir.join("state");
+        let state = StateStore::load(&path)
+            .map_err(|e| Error::failed(format!("state file {}: {e}", path.display())))?;
+        caps.state = Some(state);
+    }
+    Ok(caps)
+}
+
+fn read_password(path: &std::path::Path) -> Result<String> {
+    let path = crate::trust::require_secret(path, "password file")?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::usage(format!("password file {}: {e}", path.display())))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn compile_all(config: &Config) -> u8 {
+    let names = match config.plugin_names() {
+        Ok(names) => names,
+        Err(error) => return report_error(None, &error),
+    };
+    let log = Log::open(
+        &config.log_file,
+        LogContext {
+            plugin: "compile".into(),
+            ..LogContext::default()
+        },
+    );
+    let mut status = 0;
+    for name in names {
+        let result = config.plugin(&name).and_then(|spec| {
+            crate::trust::require_trusted(&spec.path, "plugin")?;
+            let (component, source) =
+                cache::load(cache_engine(), &spec.path, &config.cache_dir, &log)?;
+            runtime::inspect(cache_engine(), &component, &name, &spec.grants)?;
+            Ok(source)
+        });
+        match result {
+            Ok(Source::Cache) => println!("{name}: already cached"),
+            Ok(Source::Compiled) => println!("{name}: compiled"),
+            Err(error) => {
+                eprintln!("mmvip: {name}: {error}");
+                status = status.max(error.exit_code());
+            }
+        }
+    }
+    status
+}
+
+fn list_plugins(config: &Config) -> u8 {
+    let names = match config.plugin_names() {
+        Ok(names) => names,
+        Err(error) => return report_error(None, &error),
+    };
+    let log = Log::open(
+        &config.log_file,
+        LogContext {
+            plugin: "plugins".into(),
+            ..LogContext::default()
+        },
+    );
+    let mut status = 0;
+    println!(
+        "{:<12} {:<40} {:<16} {:<40} STATUS",
+        "NAME", "FILE", "HOOK", "GRANTS"
+    );
+    for name in names {
+        let spec = match config.plugin(&name) {
+            Ok(spec) => spec,
+            Err(error) => {
+                eprintln!("mmvip: {error}");
+                status = 2;
+                continue;
+            }
+        };
+        let grants: Vec<&str> = spec.grants.iter().map(|g| g.name()).collect();
+        let grants = if grants.is_empty() {
+            "-".to_string()
+        } else {
+            grants.join(",")
+        };
+        let (hook, outcome) = match load_plugin(config, &spec, &log) {
+            Ok((_, shape)) => (
+                format!("{}@{}", shape.kind.interface(), shape.version),
+                "ok".to_string(),
+            ),
+            Err(error) => {
+                status = 2;
+                ("-".to_string(), error.to_string())
+            }
+        };
+        println!(
+            "{name:<12} {:<40} {hook:<16} {grants:<40} {outcome}",
+            spec.path.display()
+        );
+    }
+    status
+}

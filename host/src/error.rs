@@ -1,0 +1,45 @@
+//! The one error type of the host: every failure carries the exit status it maps to.
+
+use std::fmt;
+
+/// An error that ends an `mmvip` run with a one-line message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Usage or configuration problem: exit status 2.
+    Usage(String),
+    /// The check failed or the hook could not do its job: exit status 1.
+    Failed(String),
+}
+
+impl Error {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::Usage(message.into())
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        Error::Failed(message.into())
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Failed(_) => 1,
+            Error::Usage(_) => 2,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Usage(message) | Error::Failed(message) => message,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,20 @@
+//! `mmvip failover`: the `vrrp_script` that replaces `chk_failover.sh`.
+//!
+//! Fails while the site's failover flag file exists, so keepalived lowers this
+//! node's priority and the VIP moves away for planned maintenance.
+
+use mmvip_sdk::{Call, Check, Outcome, failed, failover_flag};
+
+struct Failover;
+
+impl Check for Failover {
+    fn check(_call: &Call) -> Outcome {
+        match failover_flag::is_raised() {
+            Ok(false) => Ok("failover flag absent".to_string()),
+            Ok(true) => Err(failed("failover flag present: planned switch-over")),
+            Err(error) => Err(failed(format!("cannot check failover flag: {error}"))),
+        }
+    }
+}
+
+mmvip_sdk::export_check!(Failover);
