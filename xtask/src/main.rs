@@ -1,1 +1,141 @@
-fn main() {}
+//! Project tasks: `cargo xtask <build|test|bench|lab>`. Each builds what it needs
+//! first, so one command works on a checkout with nothing built yet.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Crates that only make sense for wasm32-wasip2: the plugins and the test guests.
+fn component_crates(root: &Path) -> Vec<String> {
+    let mut crates = Vec::new();
+    for (dir, prefix) in [("plugins", "mmvip-plugin-"), ("tests/guests", "guest-")] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.path().join("Cargo.toml").exists() {
+                crates.push(format!("{prefix}{}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    crates.sort();
+    crates
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+/// The host (release), the lab, and every component.
+fn build(root: &Path) -> Result<(), String> {
+    cargo(
+        root,
+        &["build", "--release", "-p", "mmvip", "-p", "mmvip-lab"],
+    )?;
+    let crates = component_crates(root);
+    let mut args = vec!["build", "--release", "--target", "wasm32-wasip2"];
+    for name in &crates {
+        args.extend(["-p", name.as_str()]);
+    }
+    cargo(root, &args)
+}
+
+fn run(root: &Path, program: &Path, args: &[String]) -> Result<(), String> {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} failed ({status})", program.display()))
+    }
+}
+
+fn main() -> ExitCode {
+    let root = workspace_root();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest.to_vec()),
+        None => ("help", Vec::new()),
+    };
+    let lab = root.join("target/release/mmvip-lab");
+    let result = match task {
+        "build" => build(&root),
+        "test" => build(&root)
+            .and_then(|()| {
+                cargo(
+                    &root,
+                    &[
+                        "test",
+                        "--release",
+                        "-p",
+                        "mmvip",
+                        "-p",
+                        "mmvip-lab",
+                        "-p",
+                        "xtask",
+                    ],
+                )
+            })
+            .and_then(|()| run(&root, &lab, &["ci".to_string()])),
+        "bench" => {
+            build(&root).and_then(|()| cargo(&root, &["bench", "-p", "mmvip", "--bench", "hooks"]))
+        }
+        "lab" => build(&root).and_then(|()| {
+            run(
+                &root,
+                &lab,
+                &if rest.is_empty() {
+                    vec!["run".to_string()]
+                } else {
+                    rest
+                },
+            )
+        }),
+        _ => {
+            eprintln!("usage: cargo xtask <build|test|bench|lab [ARGS...]>");
+            eprintln!(
+                "  build  the mmvip host, the lab and every plugin and test guest (wasm32-wasip2)"
+            );
+            eprintln!(
+                "  test   build, then run the whole test suite and the lab's CI scenarios (as root)"
+            );
+            eprintln!(
+                "  bench  build, then run the benchmarks (as root; starts throwaway MariaDB servers)"
+            );
+            eprintln!(
+                "  lab    build, then run the failover lab (`lab up`, `lab down`, `lab run --help`)"
+            );
+            return if task == "help" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, Row, Value};
+use mysql_common::proto::codec::error::PacketCodecError;
 
 use super::{ClientConnection, EventInfo, ReplicaStatus, Sql, SqlError};
 use crate::config::MariaDbConfig;
@@ -82,31 +83,26 @@ impl MariaDb {
 
     fn error(&self, error: mysql::Error, timeout: Duration) -> SqlError {
         let socket = self.config.socket.display();
-        match error {
-            mysql::Error::MySqlError(e) => SqlError::Server((e.code, e.message)),
-            mysql::Error::IoError(e)
-                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-            {
+        let transport = |kind: ErrorKind, why: &dyn std::fmt::Display| {
+            if is_timeout(kind) {
                 SqlError::Timeout(format!(
                     "no answer on {socket} within {} ms",
                     timeout.as_millis()
                 ))
+            } else {
+                SqlError::Unreachable(format!("{socket}: {why}"))
             }
-            mysql::Error::IoError(e) => SqlError::Unreachable(format!("{socket}: {e}")),
+        };
+        match error {
+            mysql::Error::MySqlError(e) => SqlError::Server((e.code, e.message)),
+            mysql::Error::IoError(e) | mysql::Error::CodecError(PacketCodecError::Io(e)) => {
+                transport(e.kind(), &e)
+            }
             mysql::Error::DriverError(mysql::DriverError::CouldNotConnect(Some((
                 _,
                 why,
                 kind,
-            )))) => {
-                if matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-                    SqlError::Timeout(format!(
-                        "no answer on {socket} within {} ms",
-                        timeout.as_millis()
-                    ))
-                } else {
-                    SqlError::Unreachable(format!("{socket}: {why}"))
-                }
-            }
+            )))) => transport(kind, &why),
             other => SqlError::Unreachable(format!("{socket}: {other}")),
         }
     }
@@ -300,6 +296,11 @@ impl Sql for MariaDb {
         self.log.write("info", &[("sql", statement)]);
         self.rows(statement)
     }
+}
+
+/// A socket read/write timeout shows up as `WouldBlock` (EAGAIN) on Linux.
+fn is_timeout(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
 fn refused(why: String) -> SqlError {

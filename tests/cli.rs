@@ -1,0 +1,320 @@
+//! The `mmvip` binary end to end: command-line and configuration errors, config
+//! discovery, trust rules, and keepalived's argument conventions.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::{Site, exit_code, stderr, stdout};
+
+fn mmvip_raw(args: &[&str], config_env: Option<&std::path::Path>) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mmvip"));
+    command.args(args).env_remove("MMVIP_CONFIG");
+    if let Some(path) = config_env {
+        command.env("MMVIP_CONFIG", path);
+    }
+    command.output().unwrap()
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let help = mmvip_raw(&["--help"], None);
+    assert_eq!(exit_code(&help), 0);
+    assert!(
+        stdout(&help).contains("Usage: mmvip [OPTIONS] <COMMAND>"),
+        "{}",
+        stdout(&help)
+    );
+    assert!(stdout(&help).contains("Exit status: 0"));
+    let version = mmvip_raw(&["--version"], None);
+    assert_eq!(exit_code(&version), 0);
+    assert_eq!(
+        stdout(&version).trim(),
+        format!("mmvip {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn no_plugin_is_a_one_line_usage_error() {
+    let output = mmvip_raw(&[], None);
+    assert_eq!(exit_code(&output), 2);
+    assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
+    assert!(stderr(&output).starts_with("mmvip: no plugin given"));
+}
+
+#[test]
+fn unknown_option_is_a_one_line_usage_error() {
+    let output = mmvip_raw(&["--frobnicate", "health"], None);
+    assert_eq!(exit_code(&output), 2);
+    assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
+    assert!(stderr(&output).contains("--frobnicate"));
+}
+
+#[test]
+fn missing_config_names_the_file() {
+    let output = mmvip_raw(&["--config", "/nonexistent/mmvip.toml", "health"], None);
+    assert_eq!(exit_code(&output), 2);
+    assert!(
+        stderr(&output).contains("/nonexistent/mmvip.toml"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn config_env_overrides_default_and_flag_wins_over_env() {
+    let site = Site::new();
+    site.install_builtins();
+    // MMVIP_CONFIG is used when there is no --config.
+    let output = mmvip_raw(&["failover"], Some(&site.config_path()));
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    // --config wins over MMVIP_CONFIG.
+    let output = mmvip_raw(
+        &["--config", "/nonexistent/flag.toml", "failover"],
+        Some(&site.config_path()),
+    );
+    assert_eq!(exit_code(&output), 2);
+    assert!(stderr(&output).contains("/nonexistent/flag.toml"));
+    // Without either, the default path is read.
+    let output = mmvip_raw(&["failover"], None);
+    if !std::path::Path::new("/etc/mmvip/mmvip.toml").exists() {
+        assert_eq!(exit_code(&output), 2);
+        assert!(
+            stderr(&output).contains("/etc/mmvip/mmvip.toml"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn unknown_config_key_names_file_line_and_key() {
+    let site = Site::new().with_config("\n[plugins.health]\ntimeout_ms = 500\n");
+    let text = std::fs::read_to_string(site.config_path()).unwrap();
+    std::fs::write(
+        site.config_path(),
+        format!("{text}\n[mariadb2]\nsocket = \"/x\"\n"),
+    )
+    .unwrap();
+    let line = text.lines().count() + 2;
+    let output = site.mmvip(&["health"]);
+    assert_eq!(exit_code(&output), 2);
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("mmvip.toml:{line}:")),
+        "{message}"
+    );
+    assert!(message.contains("mariadb2"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+}
+
+#[test]
+fn wrong_type_names_file_line_and_key() {
+    let site = Site::new().with_config("[plugins.health]\ntimeout_ms = \"soon\"\n");
+    let line = std::fs::read_to_string(site.config_path())
+        .unwrap()
+        .lines()
+        .count();
+    let output = site.mmvip(&["health"]);
+    assert_eq!(exit_code(&output), 2);
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("mmvip.toml:{line}: [plugins.health] timeout_ms")),
+        "{message}"
+    );
+}
+
+#[test]
+fn plugin_that_is_not_installed_is_a_configuration_error() {
+    let site = Site::new();
+    let output = site.mmvip(&["health"]);
+    assert_eq!(exit_code(&output), 2);
+    assert!(
+        stderr(&output).contains("plugins/health.wasm"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        site.log_text().contains("verdict=error"),
+        "{}",
+        site.log_text()
+    );
+}
+
+#[test]
+fn path_like_plugin_name_is_refused() {
+    let site = Site::new();
+    let output = site.mmvip(&["../../bin/sh"]);
+    assert_eq!(exit_code(&output), 2);
+    assert!(
+        stderr(&output).contains("invalid plugin name"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn config_writable_by_others_is_refused() {
+    let site = Site::new();
+    site.install_builtins();
+    chmod(&site.config_path(), 0o666);
+    let output = site.mmvip(&["failover"]);
+    assert_eq!(exit_code(&output), 2);
+    assert!(
+        stderr(&output).contains("refusing config"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn plugin_writable_by_others_is_refused() {
+    let site = Site::new();
+    site.install_builtins();
+    chmod(&site.path("plugins/failover.wasm"), 0o646);
+    let output = site.mmvip(&["failover"]);
+    assert_eq!(exit_code(&output), 2);
+    assert!(
+        stderr(&output).contains("refusing plugin"),
+        "{}",
+        stderr(&output)
+    );
+    chmod(&site.path("plugins"), 0o777);
+    chmod(&site.path("plugins/failover.wasm"), 0o644);
+    let output = site.mmvip(&["failover"]);
+    assert_eq!(
+        exit_code(&output),
+        2,
+        "a group/other-writable plugin dir must be refused too"
+    );
+}
+
+#[test]
+fn password_file_readable_by_others_is_refused() {
+    let site = Site::new();
+    site.install_builtins();
+    let password = site.path("password");
+    std::fs::write(&password, "secret").unwrap();
+    chmod(&password, 0o644);
+    let text = std::fs::read_to_string(site.config_path())
+        .unwrap()
+        .replace(
+            "timeout_ms = 500\n",
+            &format!(
+                "timeout_ms = 500\npassword_file = \"{}\"\n",
+                password.display()
+            ),
+        );
+    std::fs::write(site.config_path(), text).unwrap();
+    let output = site.mmvip(&["health"]);
+    assert_eq!(exit_code(&output), 2);
+    assert!(
+        stderr(&output).contains("readable by group or others"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn failover_check_follows_the_flag_file() {
+    let site = Site::new();
+    site.install_builtins();
+    assert_eq!(exit_code(&site.mmvip(&["failover"])), 0);
+    std::fs::write(site.flag_path(), "").unwrap();
+    let output = site.mmvip(&["failover"]);
+    assert_eq!(exit_code(&output), 1);
+    assert!(stderr(&output).contains("failover flag present"));
+    std::fs::remove_file(site.flag_path()).unwrap();
+    assert_eq!(exit_code(&site.mmvip(&["failover"])), 0);
+}
+
+#[test]
+fn notify_takes_keepalived_arguments() {
+    let site = Site::new();
+    site.install_builtins();
+    let output = site.mmvip(&["notify", "INSTANCE", "VI_1", "BACKUP", "100"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let log = site.log_text();
+    assert!(
+        log.contains(
+            "plugin=notify instance=VI_1 state=BACKUP level=info msg=\"INSTANCE VI_1 BACKUP 100\""
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn malformed_keepalived_arguments_are_a_usage_error() {
+    let site = Site::new();
+    site.install_builtins();
+    let output = site.mmvip(&["notify", "INSTANCE", "VI_1", "BOGUS", "100"]);
+    assert_eq!(exit_code(&output), 2);
+    assert!(
+        stderr(&output).contains("unknown state `BOGUS`"),
+        "{}",
+        stderr(&output)
+    );
+    let output = site.mmvip(&["notify", "GROUP", "G1", "MASTER", "many"]);
+    assert_eq!(exit_code(&output), 2);
+}
+
+#[test]
+fn plugins_lists_name_file_hook_and_grants() {
+    let site = Site::new();
+    site.install_builtins();
+    let output = site.mmvip(&["plugins"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let listing = stdout(&output);
+    let health = listing
+        .lines()
+        .find(|l| l.starts_with("health "))
+        .expect("health listed");
+    assert!(
+        health.contains("health.wasm")
+            && health.contains("check@0.1.0")
+            && health.contains("log,sql-read"),
+        "{health}"
+    );
+    let notify = listing
+        .lines()
+        .find(|l| l.starts_with("notify "))
+        .expect("notify listed");
+    assert!(notify.contains("notify@0.1.0"), "{notify}");
+}
+
+#[test]
+fn compile_fills_the_cache_once() {
+    let site = Site::new();
+    site.install_builtins();
+    let first = site.mmvip(&["compile"]);
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    assert_eq!(
+        stdout(&first).matches(": compiled").count(),
+        3,
+        "{}",
+        stdout(&first)
+    );
+    let second = site.mmvip(&["compile"]);
+    assert_eq!(
+        stdout(&second).matches(": already cached").count(),
+        3,
+        "{}",
+        stdout(&second)
+    );
+}
+
+#[test]
+fn compile_reports_a_broken_plugin_and_fails() {
+    let site = Site::new();
+    site.install_builtins();
+    std::fs::write(site.path("plugins/broken.wasm"), "nope").unwrap();
+    let output = site.mmvip(&["compile"]);
+    assert_eq!(exit_code(&output), 2);
+    assert!(stderr(&output).contains("broken"), "{}", stderr(&output));
+    assert_eq!(stdout(&output).matches(": compiled").count(), 3);
+}

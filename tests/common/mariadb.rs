@@ -1,0 +1,250 @@
+//! Real, throwaway `mariadbd` instances for tests: a temp datadir, a unix socket,
+//! optionally a loopback port for replication. Every server is stopped by PID when
+//! its handle drops, even when the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, OptsBuilder};
+use rustix::process::{Pid, Signal, kill_process};
+
+const MARIADBD: &str = "/usr/sbin/mariadbd";
+const INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a node of the seed's master/master pair is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct Replication {
+    pub server_id: u32,
+    pub port: u16,
+    /// 1 or 2: `auto_increment_offset` and `gtid_domain_id` follow it.
+    pub offset: u32,
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub replication: Option<Replication>,
+    child: Option<Child>,
+    stopped_pid: Option<Pid>,
+}
+
+fn require_binaries() {
+    for binary in [MARIADBD, INSTALL_DB] {
+        assert!(
+            Path::new(binary).exists(),
+            "{binary} not found: these tests need Debian's mariadb-server (apt-get install mariadb-server)"
+        );
+    }
+}
+
+impl Server {
+    /// A standalone server with networking off.
+    pub fn start() -> Server {
+        Server::start_with(None)
+    }
+
+    /// A server configured like one node of the seed's GTID master/master ring.
+    pub fn start_replicating(replication: Replication) -> Server {
+        Server::start_with(Some(replication))
+    }
+
+    fn start_with(replication: Option<Replication>) -> Server {
+        require_binaries();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let datadir = dir.path().join("data");
+        let install = Command::new(INSTALL_DB)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", datadir.display()))
+            .args([
+                "--user=root",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run mariadb-install-db");
+        assert!(
+            install.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&install.stderr)
+        );
+        let socket = dir.path().join("mysqld.sock");
+        let mut server = Server {
+            dir,
+            socket,
+            replication,
+            child: None,
+            stopped_pid: None,
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let root = self.dir.path();
+        let mut command = Command::new(MARIADBD);
+        command
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", root.join("data").display()))
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg(format!("--pid-file={}", root.join("mysqld.pid").display()))
+            .arg(format!("--log-error={}", root.join("error.log").display()))
+            .args([
+                "--user=root",
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-log-file-size=16M",
+                "--max-connections=400",
+                "--skip-name-resolve",
+            ]);
+        match self.replication {
+            None => {
+                command.arg("--skip-networking");
+            }
+            Some(r) => {
+                command.args([
+                    "--bind-address=127.0.0.1".to_string(),
+                    format!("--port={}", r.port),
+                    format!("--server-id={}", r.server_id),
+                    format!("--log-bin={}", root.join("binlog").display()),
+                    "--log-slave-updates=ON".to_string(),
+                    format!("--gtid-domain-id={}", r.offset),
+                    "--gtid-strict-mode=ON".to_string(),
+                    "--auto-increment-increment=2".to_string(),
+                    format!("--auto-increment-offset={}", r.offset),
+                    "--read-only=ON".to_string(),
+                    "--binlog-format=ROW".to_string(),
+                ]);
+            }
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mariadbd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            if self.try_connect().is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "mariadbd exited with {status} at start: see {}",
+                    self.dir.path().join("error.log").display()
+                );
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "mariadbd did not accept connections within {START_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn try_connect(&self) -> mysql::Result<Conn> {
+        Conn::new(
+            OptsBuilder::new()
+                .socket(Some(self.socket.to_string_lossy()))
+                .user(Some("root"))
+                .prefer_socket(false)
+                .read_timeout(Some(Duration::from_secs(20)))
+                .write_timeout(Some(Duration::from_secs(20))),
+        )
+    }
+
+    pub fn pid(&self) -> Pid {
+        let child = self.child.as_ref().expect("server is running");
+        Pid::from_child(child)
+    }
+
+    /// A root connection over the socket.
+    pub fn root(&self) -> Conn {
+        self.try_connect().expect("connect as root")
+    }
+
+    /// Connects as an ordinary user over the socket.
+    pub fn connect_as(&self, user: &str, password: &str) -> mysql::Result<Conn> {
+        Conn::new(
+            OptsBuilder::new()
+                .socket(Some(self.socket.to_string_lossy()))
+                .user(Some(user))
+                .pass(Some(password))
+                .prefer_socket(false)
+                .read_timeout(Some(Duration::from_secs(10))),
+        )
+    }
+
+    pub fn exec(&self, sql: &str) {
+        self.root()
+            .query_drop(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub fn value(&self, sql: &str) -> Option<String> {
+        self.root()
+            .query_first::<Option<String>, _>(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .flatten()
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.value("SELECT @@GLOBAL.read_only").as_deref() == Some("1")
+    }
+
+    /// SIGSTOP: the server keeps its socket but answers nothing.
+    pub fn freeze(&self) {
+        kill_process(self.pid(), Signal::STOP).expect("SIGSTOP mariadbd");
+    }
+
+    pub fn thaw(&self) {
+        kill_process(self.pid(), Signal::CONT).expect("SIGCONT mariadbd");
+    }
+
+    /// Clean shutdown (SIGTERM) and wait for the process to end.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_child(&child);
+            let _ = kill_process(pid, Signal::CONT);
+            let _ = kill_process(pid, Signal::TERM);
+            let _ = child.wait();
+            self.stopped_pid = Some(pid);
+        }
+    }
+
+    /// Starts the server again on the same datadir, socket and port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_child(&child);
+            let _ = kill_process(pid, Signal::CONT);
+            let _ = kill_process(pid, Signal::KILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free loopback port (bound and released; the kernel will not hand it out again
+/// at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

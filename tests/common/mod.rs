@@ -1,0 +1,176 @@
+//! Shared test harness: built plugin paths, a throwaway mmvip site (config, plugin
+//! dir, cache, log), in-process plugin runs with test back-ends, and real `mariadbd`.
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+pub mod mariadb;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use mmvip::cache;
+use mmvip::config::Grant;
+use mmvip::log::{Log, LogContext};
+use mmvip::runtime::{self, Bounds, Capabilities, Invocation, Report};
+
+/// A component built by `cargo xtask build` (plugins and adversarial test guests).
+pub fn wasm(crate_name: &str) -> PathBuf {
+    let file = crate_name.replace('-', "_");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{file}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the components first with `cargo xtask build` (or run the tests with `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
+/// A throwaway site: everything mmvip reads and writes lives in one temp dir.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub config_extra: String,
+    pub socket: PathBuf,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        let socket = dir.path().join("no-mariadb.sock");
+        let site = Site {
+            dir,
+            config_extra: String::new(),
+            socket,
+        };
+        site.write_config();
+        site
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("mmvip.toml")
+    }
+
+    pub fn flag_path(&self) -> PathBuf {
+        self.path("failover")
+    }
+
+    /// Points the site at a MariaDB socket.
+    pub fn with_socket(mut self, socket: &Path) -> Site {
+        self.socket = socket.to_path_buf();
+        self.write_config();
+        self
+    }
+
+    /// Appends TOML (plugin tables, `[mariadb]` keys go through `mariadb_extra`).
+    pub fn with_config(mut self, extra: &str) -> Site {
+        self.config_extra.push_str(extra);
+        self.write_config();
+        self
+    }
+
+    pub fn write_config(&self) {
+        let root = self.dir.path().display();
+        let text = format!(
+            "plugin_dir = \"{root}/plugins\"\ncache_dir = \"{root}/cache\"\nlog_file = \"{root}/mmvip.log\"\nfailover_file = \"{root}/failover\"\nstate_dir = \"{root}/state\"\n\n[mariadb]\nsocket = \"{}\"\ntimeout_ms = 500\n{}",
+            self.socket.display(),
+            self.config_extra
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Installs a built component as `<plugin>.wasm`.
+    pub fn install(&self, plugin: &str, crate_name: &str) -> PathBuf {
+        let target = self.path("plugins").join(format!("{plugin}.wasm"));
+        std::fs::copy(wasm(crate_name), &target).unwrap();
+        target
+    }
+
+    pub fn install_builtins(&self) {
+        for name in ["health", "failover", "notify"] {
+            self.install(name, &format!("mmvip-plugin-{name}"));
+        }
+    }
+
+    /// Runs the real `mmvip` binary with `--config` for this site.
+    pub fn mmvip(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mmvip"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env_remove("MMVIP_CONFIG")
+            .output()
+            .expect("run mmvip")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.path("mmvip.log")).unwrap_or_default()
+    }
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn exit_code(output: &Output) -> i32 {
+    output.status.code().expect("mmvip exited by a signal")
+}
+
+/// The result of running a plugin in-process through the host's own runtime.
+pub struct InProcess {
+    pub report: Report,
+    pub log: String,
+}
+
+/// Loads `crate_name`'s component through the host's cache and runs it with the
+/// given test back-ends (`setup` fills them in) under `bounds`.
+pub fn run_in_process(
+    crate_name: &str,
+    grants: &[Grant],
+    invocation: Invocation,
+    bounds: Bounds,
+    setup: impl FnOnce(&mut Capabilities),
+) -> Result<InProcess, mmvip::error::Error> {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("test.log");
+    let log = Log::open(
+        &log_path,
+        LogContext {
+            plugin: crate_name.into(),
+            ..LogContext::default()
+        },
+    );
+    let engine = runtime::engine()?;
+    let (component, _) = cache::load(&engine, &wasm(crate_name), &dir.path().join("cache"), &log)?;
+    let shape = runtime::inspect(&engine, &component, crate_name, grants)?;
+    let mut caps = Capabilities::new(log);
+    setup(&mut caps);
+    let report = runtime::run(
+        &engine,
+        &component,
+        &shape,
+        grants,
+        caps,
+        &invocation,
+        bounds,
+    )?;
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    Ok(InProcess { report, log })
+}
+
+pub fn bounds(timeout_ms: u64) -> Bounds {
+    Bounds {
+        timeout: Duration::from_millis(timeout_ms),
+        memory_bytes: 64 << 20,
+    }
+}

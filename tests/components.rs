@@ -1,0 +1,205 @@
+//! Component tests: each built-in plugin instantiated through the host's own runtime
+//! with test back-ends for its capabilities, covering every branch of its logic.
+
+mod common;
+
+use common::{bounds, run_in_process};
+use mmvip::bindings::{TargetKind, Transition, VrrpState};
+use mmvip::caps::{ClientConnection, EventInfo, FailoverFlag, ReplicaStatus, Sql, SqlError};
+use mmvip::config::Grant;
+use mmvip::runtime::{Invocation, Verdict};
+
+/// An SQL back-end whose `ping` answers as told; anything else is a test bug.
+struct ScriptedPing(Result<(), SqlError>);
+
+impl Sql for ScriptedPing {
+    fn ping(&mut self) -> Result<(), SqlError> {
+        self.0.clone()
+    }
+    fn global_variable(&mut self, _: &str) -> Result<Option<String>, SqlError> {
+        unreachable!("health only pings")
+    }
+    fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
+        unreachable!("health only pings")
+    }
+    fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
+        unreachable!("health only pings")
+    }
+    fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
+        unreachable!("health only pings")
+    }
+    fn set_global_variable(&mut self, _: &str, _: &str) -> Result<(), SqlError> {
+        unreachable!("health only pings")
+    }
+    fn wait_for_gtid(&mut self, _: &str, _: u32) -> Result<bool, SqlError> {
+        unreachable!("health only pings")
+    }
+    fn kill_connection(&mut self, _: u64) -> Result<bool, SqlError> {
+        unreachable!("health only pings")
+    }
+    fn set_event_enabled(&mut self, _: &str, _: &str, _: bool, _: &str) -> Result<(), SqlError> {
+        unreachable!("health only pings")
+    }
+    fn query(&mut self, _: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
+        unreachable!("health only pings")
+    }
+}
+
+struct ScriptedFlag(Result<bool, String>);
+
+impl FailoverFlag for ScriptedFlag {
+    fn is_raised(&mut self) -> Result<bool, String> {
+        self.0.clone()
+    }
+}
+
+const HEALTH_GRANTS: &[Grant] = &[Grant::Log, Grant::SqlRead];
+const FAILOVER_GRANTS: &[Grant] = &[Grant::Log, Grant::FailoverFlag];
+
+fn health(ping: Result<(), SqlError>) -> (Verdict, String) {
+    let run = run_in_process(
+        "mmvip-plugin-health",
+        HEALTH_GRANTS,
+        Invocation::default(),
+        bounds(2000),
+        |caps| {
+            caps.sql = Some(Box::new(ScriptedPing(ping)));
+        },
+    )
+    .expect("health loads");
+    (run.report.verdict, run.report.message)
+}
+
+#[test]
+fn health_passes_when_mariadb_answers() {
+    let (verdict, message) = health(Ok(()));
+    assert_eq!(verdict, Verdict::Pass);
+    assert_eq!(message, "mariadb answered");
+}
+
+#[test]
+fn health_fails_when_mariadb_is_unreachable() {
+    let (verdict, message) = health(Err(SqlError::Unreachable(
+        "/run/mysqld/mysqld.sock: No such file".into(),
+    )));
+    assert_eq!(verdict, Verdict::Fail);
+    assert_eq!(
+        message,
+        "mariadb unreachable: /run/mysqld/mysqld.sock: No such file"
+    );
+}
+
+#[test]
+fn health_fails_when_mariadb_times_out() {
+    let (verdict, message) = health(Err(SqlError::Timeout("no answer within 500 ms".into())));
+    assert_eq!(verdict, Verdict::Fail);
+    assert_eq!(message, "mariadb timed out: no answer within 500 ms");
+}
+
+#[test]
+fn health_fails_when_mariadb_refuses() {
+    let (verdict, message) = health(Err(SqlError::Server((1045, "Access denied".into()))));
+    assert_eq!(verdict, Verdict::Fail);
+    assert_eq!(message, "mariadb error 1045: Access denied");
+}
+
+fn failover(flag: Result<bool, String>) -> (Verdict, String) {
+    let run = run_in_process(
+        "mmvip-plugin-failover",
+        FAILOVER_GRANTS,
+        Invocation::default(),
+        bounds(2000),
+        |caps| {
+            caps.failover_flag = Some(Box::new(ScriptedFlag(flag)));
+        },
+    )
+    .expect("failover loads");
+    (run.report.verdict, run.report.message)
+}
+
+#[test]
+fn failover_passes_while_flag_is_absent() {
+    assert_eq!(
+        failover(Ok(false)),
+        (Verdict::Pass, "failover flag absent".into())
+    );
+}
+
+#[test]
+fn failover_fails_while_flag_is_present() {
+    assert_eq!(
+        failover(Ok(true)),
+        (
+            Verdict::Fail,
+            "failover flag present: planned switch-over".into()
+        )
+    );
+}
+
+#[test]
+fn failover_fails_when_flag_cannot_be_checked() {
+    let (verdict, message) = failover(Err("cannot open /etc/keepalived: Permission denied".into()));
+    assert_eq!(verdict, Verdict::Fail);
+    assert!(
+        message.starts_with("cannot check failover flag: cannot open /etc/keepalived"),
+        "{message}"
+    );
+}
+
+fn notify(transition: Option<Transition>) -> common::InProcess {
+    let invocation = Invocation {
+        transition,
+        ..Invocation::default()
+    };
+    run_in_process(
+        "mmvip-plugin-notify",
+        &[Grant::Log],
+        invocation,
+        bounds(2000),
+        |_| {},
+    )
+    .expect("notify loads")
+}
+
+#[test]
+fn notify_logs_each_transition() {
+    let run = notify(Some(Transition {
+        kind: TargetKind::Instance,
+        name: "VI_1".into(),
+        state: VrrpState::Master,
+        priority: 101,
+    }));
+    assert_eq!(run.report.verdict, Verdict::Pass);
+    assert_eq!(run.report.message, "INSTANCE VI_1 MASTER 101");
+    assert!(
+        run.log.contains("msg=\"INSTANCE VI_1 MASTER 101\""),
+        "{}",
+        run.log
+    );
+}
+
+#[test]
+fn notify_names_groups_and_every_state() {
+    for (state, word) in [
+        (VrrpState::Backup, "BACKUP"),
+        (VrrpState::Fault, "FAULT"),
+        (VrrpState::Stop, "STOP"),
+        (VrrpState::Deleted, "DELETED"),
+    ] {
+        let run = notify(Some(Transition {
+            kind: TargetKind::Group,
+            name: "G1".into(),
+            state,
+            priority: 0,
+        }));
+        assert_eq!(run.report.message, format!("GROUP G1 {word} 0"));
+    }
+}
+
+#[test]
+fn notify_without_transition_is_a_usage_error() {
+    let run = notify(None);
+    assert_eq!(run.report.verdict, Verdict::Usage);
+    assert_eq!(run.report.verdict.exit_code(), 2);
+    assert!(run.report.message.contains("keepalived's `notify` line"));
+}

@@ -1,0 +1,17 @@
+//! A check that opens a TCP connection. Its component imports wasi:sockets, which
+//! mmvip never links: it must be refused before it runs.
+
+use mmvip_sdk::{Call, Check, Outcome, failed};
+
+struct NetCat;
+
+impl Check for NetCat {
+    fn check(_call: &Call) -> Outcome {
+        match std::net::TcpStream::connect("127.0.0.1:3306") {
+            Ok(_) => Ok("connected".into()),
+            Err(e) => Err(failed(e.to_string())),
+        }
+    }
+}
+
+mmvip_sdk::export_check!(NetCat);
