@@ -153,10 +153,14 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
         Ok(caps) => caps,
         Err(error) => return report_error(Some(&log), &error),
     };
+    let mut settings = spec.settings.clone();
+    if shape.kind == HookKind::Notify {
+        settings.extend(config.instance_settings());
+    }
     let invocation = Invocation {
         args,
         transition,
-        settings: spec.settings.clone(),
+        settings,
     };
     let bounds = Bounds {
         timeout: deadline.saturating_duration_since(Instant::now()),

@@ -85,6 +85,31 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub mariadb: MariaDbConfig,
     pub plugins: BTreeMap<String, PluginTable>,
+    /// VRRP instances by name: the VIP each moves and whether it carries writes.
+    pub instances: BTreeMap<String, Instance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub vip: std::net::IpAddr,
+    pub role: Role,
+}
+
+/// `rw`: holding this instance's VIP makes the node writable. `ro`: it never
+/// changes `read_only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl Role {
+    pub fn word(self) -> &'static str {
+        match self {
+            Role::ReadWrite => "rw",
+            Role::ReadOnly => "ro",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +153,16 @@ struct RawConfig {
     mariadb: RawMariaDb,
     #[serde(default)]
     plugins: BTreeMap<String, BTreeMap<String, Spanned<toml::Value>>>,
+    #[serde(default)]
+    instances: BTreeMap<String, RawInstance>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstance {
+    vip: Spanned<String>,
+    #[serde(default)]
+    role: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -182,6 +217,35 @@ impl Config {
             plugins.insert(name, parsed);
         }
 
+        let mut instances = BTreeMap::new();
+        for (name, raw_instance) in raw.instances {
+            let vip = raw_instance.vip.get_ref().parse().map_err(|_| {
+                at(
+                    raw_instance.vip.span().start,
+                    &format!(
+                        "[instances.{name}] vip: `{}` is not an IP address",
+                        raw_instance.vip.get_ref()
+                    ),
+                )
+            })?;
+            let role = match raw_instance.role {
+                None => Role::ReadWrite,
+                Some(role) => match role.get_ref().as_str() {
+                    "rw" => Role::ReadWrite,
+                    "ro" => Role::ReadOnly,
+                    other => {
+                        return Err(at(
+                            role.span().start,
+                            &format!(
+                                "[instances.{name}] role: expected \"rw\" or \"ro\", not `{other}`"
+                            ),
+                        ));
+                    }
+                },
+            };
+            instances.insert(name, Instance { vip, role });
+        }
+
         let mariadb = raw.mariadb;
         let timeout_ms = match mariadb.timeout_ms {
             Some(t) if *t.get_ref() == 0 => {
@@ -210,7 +274,25 @@ impl Config {
                 timeout: Duration::from_millis(timeout_ms),
             },
             plugins,
+            instances,
         })
+    }
+
+    /// The instances as settings for notify plugins: `instances.NAME.vip` and
+    /// `instances.NAME.role` for each `[instances.NAME]`.
+    pub fn instance_settings(&self) -> Vec<(String, String)> {
+        self.instances
+            .iter()
+            .flat_map(|(name, instance)| {
+                [
+                    (format!("instances.{name}.vip"), instance.vip.to_string()),
+                    (
+                        format!("instances.{name}.role"),
+                        instance.role.word().to_string(),
+                    ),
+                ]
+            })
+            .collect()
     }
 
     /// The merged spec for plugin `name`. A plugin with neither a config table nor
@@ -418,6 +500,28 @@ mod tests {
             "{err}"
         );
         assert!(err.message().contains("timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn instances_map_names_to_vip_and_role() {
+        let config = parse("[instances.VI_1]\nvip = \"10.77.1.99\"\nrole = \"rw\"\n[instances.VI_2]\nvip = \"10.77.1.98\"\nrole = \"ro\"\n").unwrap();
+        assert_eq!(config.instances["VI_2"].role, Role::ReadOnly);
+        assert_eq!(
+            config.instance_settings(),
+            vec![
+                ("instances.VI_1.vip".to_string(), "10.77.1.99".to_string()),
+                ("instances.VI_1.role".to_string(), "rw".to_string()),
+                ("instances.VI_2.vip".to_string(), "10.77.1.98".to_string()),
+                ("instances.VI_2.role".to_string(), "ro".to_string()),
+            ]
+        );
+        let err = parse("[instances.VI_1]\nvip = \"10.77.1.99\"\nrole = \"writer\"\n").unwrap_err();
+        assert!(
+            err.message().starts_with("/etc/mmvip/mmvip.toml:3:"),
+            "{err}"
+        );
+        let err = parse("[instances.VI_1]\nvip = \"vip-host\"\n").unwrap_err();
+        assert!(err.message().contains("not an IP address"), "{err}");
     }
 
     #[test]

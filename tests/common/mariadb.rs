@@ -93,6 +93,7 @@ impl Server {
             .arg(format!("--socket={}", self.socket.display()))
             .arg(format!("--pid-file={}", root.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", root.join("error.log").display()))
+            .arg(format!("--tmpdir={}", root.display()))
             .args([
                 "--user=root",
                 "--innodb-buffer-pool-size=32M",
@@ -247,4 +248,81 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+pub const REPLICATION_USER: &str = "repl";
+pub const REPLICATION_PASSWORD: &str = "repl-secret";
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-secret";
+
+/// Two servers configured like the seed's pair, the GTID ring closed with
+/// `master_use_gtid`, an `app` database and an ordinary (non-SUPER) `app` user.
+pub struct Pair {
+    pub node1: Server,
+    pub node2: Server,
+}
+
+impl Pair {
+    pub fn start() -> Pair {
+        let node1 = Server::start_replicating(Replication {
+            server_id: 1,
+            port: free_port(),
+            offset: 1,
+        });
+        let node2 = Server::start_replicating(Replication {
+            server_id: 2,
+            port: free_port(),
+            offset: 2,
+        });
+        for node in [&node1, &node2] {
+            // Created outside the binlog on both nodes so it never replicates and collides.
+            node.exec(&format!(
+                "SET sql_log_bin = 0; CREATE USER '{REPLICATION_USER}'@'127.0.0.1' IDENTIFIED BY '{REPLICATION_PASSWORD}'; GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'127.0.0.1'; SET sql_log_bin = 1"
+            ));
+        }
+        let pair = Pair { node1, node2 };
+        pair.point(&pair.node1, &pair.node2);
+        pair.point(&pair.node2, &pair.node1);
+        pair.node1.exec(&format!(
+            "CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64)); CREATE USER '{APP_USER}'@'localhost' IDENTIFIED BY '{APP_PASSWORD}'; GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO '{APP_USER}'@'localhost'"
+        ));
+        pair.wait_converged();
+        pair
+    }
+
+    /// Makes `replica` replicate from `source`.
+    fn point(&self, replica: &Server, source: &Server) {
+        let port = source.replication.expect("replicating server").port;
+        replica.exec(&format!(
+            "CHANGE MASTER TO master_host = '127.0.0.1', master_port = {port}, master_user = '{REPLICATION_USER}', master_password = '{REPLICATION_PASSWORD}', master_use_gtid = current_pos, master_connect_retry = 1, master_heartbeat_period = 1; START SLAVE"
+        ));
+    }
+
+    /// Waits until both nodes have the same `gtid_current_pos` and replication runs.
+    pub fn wait_converged(&self) {
+        let started = Instant::now();
+        loop {
+            let one = self.node1.value("SELECT @@GLOBAL.gtid_current_pos");
+            let two = self.node2.value("SELECT @@GLOBAL.gtid_current_pos");
+            if one == two && replicating(&self.node1) && replicating(&self.node2) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "pair did not converge: {one:?} vs {two:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Both replication threads of `server` are running.
+pub fn replicating(server: &Server) -> bool {
+    let mut conn = server.root();
+    let row: Option<mysql::Row> = conn.query_first("SHOW SLAVE STATUS").unwrap();
+    row.is_some_and(|row| {
+        let io: Option<String> = row.get("Slave_IO_Running");
+        let sql: Option<String> = row.get("Slave_SQL_Running");
+        io.as_deref() == Some("Yes") && sql.as_deref() == Some("Yes")
+    })
 }

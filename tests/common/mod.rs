@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mariadb;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,6 +28,11 @@ pub fn wasm(crate_name: &str) -> PathBuf {
     );
     path
 }
+
+/// The plugins mmvip ships.
+pub const BUILTINS: [&str; 7] = [
+    "health", "failover", "notify", "master", "backup", "fault", "stop",
+];
 
 /// A throwaway site: everything mmvip reads and writes lives in one temp dir.
 pub struct Site {
@@ -93,7 +99,7 @@ impl Site {
     }
 
     pub fn install_builtins(&self) {
-        for name in ["health", "failover", "notify"] {
+        for name in BUILTINS {
             self.install(name, &format!("mmvip-plugin-{name}"));
         }
     }

@@ -1,0 +1,708 @@
+//! Component tests of the role plugins' logic (`master`, `backup`, `fault`, `stop`):
+//! the real components, run by the host's runtime, against a scripted database and
+//! scripted VIP ownership. The real-pair behaviour is in role_pair.rs.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use common::{bounds, run_in_process};
+use mmvip::bindings::{TargetKind, Transition, VrrpState};
+use mmvip::caps::{ClientConnection, EventInfo, ReplicaStatus, Sql, SqlError, StateStore, Vip};
+use mmvip::config::Grant;
+use mmvip::runtime::{Invocation, Verdict};
+
+const ROLE_GRANTS: &[Grant] = &[
+    Grant::Log,
+    Grant::SqlRead,
+    Grant::SqlAdmin,
+    Grant::Vip,
+    Grant::State,
+];
+
+/// A scripted MariaDB: variables, replication status, connections and events, with
+/// every mutating call recorded.
+#[derive(Clone)]
+struct FakeDb {
+    variables: BTreeMap<String, String>,
+    replicas: Vec<ReplicaStatus>,
+    wait_reaches: bool,
+    connections: Vec<ClientConnection>,
+    already_gone: BTreeSet<u64>,
+    events: Vec<EventInfo>,
+    unreachable: bool,
+    /// `SET GLOBAL` is accepted but does not take (as under a proxy or a bug).
+    set_ignored: bool,
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeDb {
+    fn new() -> FakeDb {
+        FakeDb {
+            variables: [("read_only", "1"), ("gtid_domain_id", "2")]
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            replicas: vec![replica("Yes", "Yes", "1-1-10,2-2-7")],
+            wait_reaches: true,
+            connections: Vec::new(),
+            already_gone: BTreeSet::new(),
+            events: Vec::new(),
+            unreachable: false,
+            set_ignored: false,
+            calls: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn reachable(&self) -> Result<(), SqlError> {
+        if self.unreachable {
+            Err(SqlError::Unreachable(
+                "/run/mysqld/mysqld.sock: Connection refused".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn replica(io: &str, sql: &str, io_pos: &str) -> ReplicaStatus {
+    ReplicaStatus {
+        connection_name: String::new(),
+        io_running: io.into(),
+        sql_running: sql.into(),
+        gtid_io_pos: io_pos.into(),
+        last_io_error: String::new(),
+        last_sql_error: String::new(),
+        seconds_behind_master: Some(0),
+    }
+}
+
+fn connection(id: u64, user: &str, command: &str) -> ClientConnection {
+    ClientConnection {
+        id,
+        user: user.into(),
+        host: "localhost".into(),
+        command: command.into(),
+        is_self: false,
+    }
+}
+
+impl Sql for FakeDb {
+    fn ping(&mut self) -> Result<(), SqlError> {
+        self.reachable()
+    }
+    fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError> {
+        self.reachable()?;
+        Ok(self.variables.get(name).cloned())
+    }
+    fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
+        self.reachable()?;
+        Ok(self.replicas.clone())
+    }
+    fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
+        self.reachable()?;
+        Ok(self.connections.clone())
+    }
+    fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
+        self.reachable()?;
+        Ok(self.events.clone())
+    }
+    fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
+        self.reachable()?;
+        self.record(format!("SET {name}={value}"));
+        if !self.set_ignored {
+            let stored = if value == "ON" { "1" } else { "0" };
+            self.variables.insert(name.into(), stored.into());
+        }
+        Ok(())
+    }
+    fn wait_for_gtid(&mut self, position: &str, _timeout_ms: u32) -> Result<bool, SqlError> {
+        self.reachable()?;
+        self.record(format!("WAIT {position}"));
+        Ok(self.wait_reaches)
+    }
+    fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
+        self.reachable()?;
+        self.record(format!("KILL {id}"));
+        Ok(!self.already_gone.contains(&id))
+    }
+    fn set_event_enabled(
+        &mut self,
+        schema: &str,
+        name: &str,
+        enabled: bool,
+        comment: &str,
+    ) -> Result<(), SqlError> {
+        self.record(format!(
+            "EVENT {schema}.{name} {} {comment}",
+            if enabled { "ENABLE" } else { "DISABLE" }
+        ));
+        if let Some(event) = self
+            .events
+            .iter_mut()
+            .find(|e| e.schema == schema && e.name == name)
+        {
+            event.status = if enabled { "ENABLED" } else { "DISABLED" }.into();
+            event.comment = comment.into();
+        }
+        Ok(())
+    }
+    fn query(&mut self, _: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
+        unreachable!("role plugins never use raw SQL")
+    }
+}
+
+/// A shared handle so the test can read the fake's state after the run.
+struct Shared(Arc<Mutex<FakeDb>>);
+
+impl Sql for Shared {
+    fn ping(&mut self) -> Result<(), SqlError> {
+        self.0.lock().unwrap().ping()
+    }
+    fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError> {
+        self.0.lock().unwrap().global_variable(name)
+    }
+    fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
+        self.0.lock().unwrap().replicas()
+    }
+    fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
+        self.0.lock().unwrap().connections()
+    }
+    fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
+        self.0.lock().unwrap().events()
+    }
+    fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
+        self.0.lock().unwrap().set_global_variable(name, value)
+    }
+    fn wait_for_gtid(&mut self, position: &str, timeout_ms: u32) -> Result<bool, SqlError> {
+        self.0.lock().unwrap().wait_for_gtid(position, timeout_ms)
+    }
+    fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
+        self.0.lock().unwrap().kill_connection(id)
+    }
+    fn set_event_enabled(
+        &mut self,
+        schema: &str,
+        name: &str,
+        enabled: bool,
+        comment: &str,
+    ) -> Result<(), SqlError> {
+        self.0
+            .lock()
+            .unwrap()
+            .set_event_enabled(schema, name, enabled, comment)
+    }
+    fn query(&mut self, statement: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
+        self.0.lock().unwrap().query(statement)
+    }
+}
+
+struct HeldVips(BTreeSet<String>);
+
+impl Vip for HeldVips {
+    fn holds(&mut self, address: &str) -> Result<bool, String> {
+        Ok(self.0.contains(address))
+    }
+}
+
+/// The site: VI_1 (rw) on 10.0.0.1 and, optionally, VI_2 on 10.0.0.2.
+fn settings(vi2_role: Option<&str>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    settings.push(("instances.VI_1.vip".into(), "10.0.0.1".into()));
+    settings.push(("instances.VI_1.role".into(), "rw".into()));
+    if let Some(role) = vi2_role {
+        settings.push(("instances.VI_2.vip".into(), "10.0.0.2".into()));
+        settings.push(("instances.VI_2.role".into(), role.into()));
+    }
+    settings
+}
+
+struct Outcome {
+    verdict: Verdict,
+    message: String,
+    log: String,
+    db: FakeDb,
+    state: StateStore,
+}
+
+fn run(
+    plugin: &str,
+    db: FakeDb,
+    held: &[&str],
+    args: &[&str],
+    settings: Vec<(String, String)>,
+) -> Outcome {
+    run_event(plugin, db, held, args, settings, None)
+}
+
+fn run_event(
+    plugin: &str,
+    db: FakeDb,
+    held: &[&str],
+    args: &[&str],
+    settings: Vec<(String, String)>,
+    transition: Option<Transition>,
+) -> Outcome {
+    let shared = Arc::new(Mutex::new(db));
+    let state_dir = tempfile::tempdir().unwrap();
+    let state_path = state_dir.path().join("state");
+    let invocation = Invocation {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        transition,
+        settings,
+    };
+    let held: BTreeSet<String> = held.iter().map(|a| a.to_string()).collect();
+    let run = run_in_process(
+        &format!("mmvip-plugin-{plugin}"),
+        ROLE_GRANTS,
+        invocation,
+        bounds(5000),
+        |caps| {
+            caps.sql = Some(Box::new(Shared(shared.clone())));
+            caps.vip = Some(Box::new(HeldVips(held)));
+            caps.state = Some(StateStore::load(&state_path).unwrap());
+        },
+    )
+    .expect("plugin loads");
+    let db = shared.lock().unwrap().clone();
+    Outcome {
+        verdict: run.report.verdict,
+        message: run.report.message,
+        log: run.log,
+        db,
+        state: StateStore::load(&state_path).unwrap(),
+    }
+}
+
+#[test]
+fn master_waits_for_the_peer_domain_then_goes_writable() {
+    let out = run(
+        "master",
+        FakeDb::new(),
+        &["10.0.0.1"],
+        &["--instance=VI_1"],
+        settings(None, &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
+    // Own domain 2 is left out of the wait; the position is read twice to see it still.
+    assert_eq!(out.db.calls(), vec!["WAIT 1-1-10", "SET read_only=OFF"]);
+    assert!(
+        out.message
+            .starts_with("writable for VI_1; caught up (applied up to 1-1-10)"),
+        "{}",
+        out.message
+    );
+    assert_eq!(out.state.get("VI_1").as_deref(), Some("MASTER"));
+    assert_eq!(out.state.get("writable").as_deref(), Some("yes"));
+}
+
+#[test]
+fn master_takes_the_instance_from_keepalived_notify_arguments() {
+    let event = Transition {
+        kind: TargetKind::Instance,
+        name: "VI_1".into(),
+        state: VrrpState::Master,
+        priority: 100,
+    };
+    let out = run_event(
+        "master",
+        FakeDb::new(),
+        &["10.0.0.1"],
+        &[],
+        settings(Some("rw"), &[]),
+        Some(event),
+    );
+    assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
+}
+
+#[test]
+fn master_refuses_without_the_vip() {
+    let out = run(
+        "master",
+        FakeDb::new(),
+        &[],
+        &["--instance=VI_1"],
+        settings(None, &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Fail);
+    assert!(
+        out.message
+            .contains("VIP 10.0.0.1 of VI_1 is not on this node"),
+        "{}",
+        out.message
+    );
+    assert!(out.db.calls().is_empty(), "{:?}", out.db.calls());
+}
+
+#[test]
+fn master_catchup_timeout_stays_read_only_by_default() {
+    let mut db = FakeDb::new();
+    db.wait_reaches = false;
+    let out = run(
+        "master",
+        db,
+        &["10.0.0.1"],
+        &["--instance=VI_1"],
+        settings(None, &[("catchup_timeout", "2s")]),
+    );
+    assert_eq!(out.verdict, Verdict::Fail);
+    assert!(
+        out.message
+            .contains("relay log not applied up to 1-1-10 within 2 s"),
+        "{}",
+        out.message
+    );
+    assert!(!out.db.calls().iter().any(|c| c.starts_with("SET")));
+    assert!(out.log.contains("level=error"), "{}", out.log);
+}
+
+#[test]
+fn master_catchup_timeout_goes_writable_when_told_to() {
+    let mut db = FakeDb::new();
+    db.wait_reaches = false;
+    let extra = [("on_catchup_timeout", "go-writable")];
+    let out = run(
+        "master",
+        db,
+        &["10.0.0.1"],
+        &["--instance=VI_1"],
+        settings(None, &extra),
+    );
+    assert_eq!(out.verdict, Verdict::Pass);
+    assert_eq!(out.db.variables["read_only"], "0");
+    assert!(out.log.contains("GOING WRITABLE ANYWAY"), "{}", out.log);
+}
+
+#[test]
+fn master_reports_a_broken_replica_instead_of_waiting() {
+    let mut db = FakeDb::new();
+    db.replicas = vec![replica("Yes", "No", "1-1-10")];
+    db.replicas[0].last_sql_error = "Duplicate entry '7' for key 'PRIMARY'".into();
+    let out = run(
+        "master",
+        db,
+        &["10.0.0.1"],
+        &["--instance=VI_1"],
+        settings(None, &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Fail);
+    assert!(
+        out.message.contains("SQL thread No (Duplicate entry"),
+        "{}",
+        out.message
+    );
+    assert!(out.db.calls().is_empty());
+}
+
+#[test]
+fn master_drains_what_was_received_when_the_peer_is_gone() {
+    let mut db = FakeDb::new();
+    db.replicas = vec![replica("Connecting", "Yes", "1-1-42")];
+    let out = run(
+        "master",
+        db,
+        &["10.0.0.1"],
+        &["--instance=VI_1"],
+        settings(None, &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
+    assert_eq!(out.db.calls(), vec!["WAIT 1-1-42", "SET read_only=OFF"]);
+    assert!(out.log.contains("IO thread Connecting"), "{}", out.log);
+}
+
+#[test]
+fn master_without_replication_has_nothing_to_wait_for() {
+    let mut db = FakeDb::new();
+    db.replicas.clear();
+    let out = run(
+        "master",
+        db,
+        &["10.0.0.1"],
+        &["--wait=no", "--instance=VI_1"],
+        settings(None, &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Pass);
+    assert_eq!(out.db.calls(), vec!["SET read_only=OFF"]);
+    assert!(out.message.contains("catch-up skipped"), "{}", out.message);
+}
+
+#[test]
+fn master_verifies_the_variable_after_setting_it() {
+    let mut db = FakeDb::new();
+    db.set_ignored = true;
+    let out = run(
+        "master",
+        db,
+        &["10.0.0.1"],
+        &["--instance=VI_1"],
+        settings(None, &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Fail);
+    assert_eq!(out.message, "read_only reads 1 after SET OFF");
+}
+
+#[test]
+fn master_needs_to_know_the_instance() {
+    let out = run(
+        "master",
+        FakeDb::new(),
+        &["10.0.0.1"],
+        &[],
+        settings(Some("rw"), &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Usage);
+    assert!(out.message.contains("no instance named"), "{}", out.message);
+    let out = run(
+        "master",
+        FakeDb::new(),
+        &["10.0.0.1"],
+        &["--instance=VI_9"],
+        settings(None, &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Usage);
+    assert!(
+        out.message.contains("add [instances.VI_9]"),
+        "{}",
+        out.message
+    );
+    // With one instance configured it is implied.
+    let out = run(
+        "master",
+        FakeDb::new(),
+        &["10.0.0.1"],
+        &[],
+        settings(None, &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
+}
+
+#[test]
+fn master_of_an_ro_instance_changes_nothing() {
+    let out = run(
+        "master",
+        FakeDb::new(),
+        &["10.0.0.2"],
+        &["--instance=VI_2"],
+        settings(Some("ro"), &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Pass);
+    assert!(out.db.calls().is_empty());
+}
+
+#[test]
+fn master_refuses_bad_arguments_without_acting() {
+    for args in [
+        ["--wait=perhaps", "--instance=VI_1"],
+        ["--password=x", "--instance=VI_1"],
+        ["--frobnicate", "--instance=VI_1"],
+    ] {
+        let out = run(
+            "master",
+            FakeDb::new(),
+            &["10.0.0.1"],
+            &args,
+            settings(None, &[]),
+        );
+        assert_eq!(out.verdict, Verdict::Usage, "{args:?}");
+        assert!(out.db.calls().is_empty(), "{args:?}");
+    }
+}
+
+fn crowded_db() -> FakeDb {
+    let mut db = FakeDb::new();
+    db.variables.insert("read_only".into(), "0".into());
+    db.connections = vec![
+        connection(1, "system user", "Slave_IO"),
+        connection(2, "system user", "Slave_SQL"),
+        connection(3, "event_scheduler", "Daemon"),
+        connection(4, "repl", "Binlog Dump"),
+        ClientConnection {
+            is_self: true,
+            ..connection(5, "root", "Query")
+        },
+        connection(6, "monitor", "Sleep"),
+        connection(7, "app", "Sleep"),
+        connection(8, "app", "Query"),
+    ];
+    db.already_gone.insert(8);
+    db
+}
+
+#[test]
+fn backup_goes_read_only_first_then_kills_only_clients() {
+    let out = run(
+        "backup",
+        crowded_db(),
+        &[],
+        &["--instance=VI_1"],
+        settings(None, &[("spare_users", "monitor")]),
+    );
+    assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
+    assert_eq!(out.db.calls(), vec!["SET read_only=ON", "KILL 7", "KILL 8"]);
+    assert_eq!(
+        out.message,
+        "read-only; killed 1 client connections (1 already gone)"
+    );
+    assert_eq!(out.state.get("VI_1").as_deref(), Some("BACKUP"));
+    assert_eq!(out.state.get("writable").as_deref(), Some("no"));
+}
+
+#[test]
+fn fault_and_stop_demote_exactly_like_backup() {
+    for plugin in ["fault", "stop"] {
+        let out = run(
+            plugin,
+            crowded_db(),
+            &[],
+            &["--instance=VI_1"],
+            settings(None, &[]),
+        );
+        assert_eq!(out.verdict, Verdict::Pass, "{plugin}: {}", out.message);
+        assert_eq!(
+            out.db.calls(),
+            vec!["SET read_only=ON", "KILL 6", "KILL 7", "KILL 8"],
+            "{plugin}"
+        );
+        assert_eq!(
+            out.state.get("VI_1").as_deref(),
+            Some(plugin.to_uppercase().as_str())
+        );
+    }
+}
+
+#[test]
+fn backup_keeps_the_node_writable_while_another_rw_vip_is_held() {
+    let out = run(
+        "backup",
+        crowded_db(),
+        &["10.0.0.2"],
+        &["--instance=VI_1"],
+        settings(Some("rw"), &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Pass);
+    assert!(out.db.calls().is_empty());
+    assert_eq!(
+        out.message,
+        "still holds the rw VIP of VI_2: staying writable"
+    );
+    // An ro VIP does not keep it writable.
+    let out = run(
+        "backup",
+        crowded_db(),
+        &["10.0.0.2"],
+        &["--instance=VI_1"],
+        settings(Some("ro"), &[]),
+    );
+    assert_eq!(out.db.calls()[0], "SET read_only=ON");
+}
+
+#[test]
+fn backup_with_bad_arguments_still_demotes_then_reports() {
+    let out = run(
+        "backup",
+        crowded_db(),
+        &[],
+        &["--kill=maybe", "--password=x", "--instance=VI_1"],
+        settings(None, &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Usage);
+    assert_eq!(out.db.variables["read_only"], "1");
+    assert!(
+        out.message.starts_with("read-only; killed"),
+        "{}",
+        out.message
+    );
+    assert!(
+        out.message.contains("--password is refused"),
+        "{}",
+        out.message
+    );
+    // An unknown instance also demotes (the safe direction).
+    let out = run(
+        "backup",
+        crowded_db(),
+        &[],
+        &["--instance=VI_7"],
+        settings(None, &[]),
+    );
+    assert_eq!(out.db.variables["read_only"], "1");
+}
+
+#[test]
+fn backup_against_an_unreachable_server_fails() {
+    let mut db = crowded_db();
+    db.unreachable = true;
+    let out = run("backup", db, &[], &["--instance=VI_1"], settings(None, &[]));
+    assert_eq!(out.verdict, Verdict::Fail);
+    assert!(
+        out.message.contains("mariadb unreachable"),
+        "{}",
+        out.message
+    );
+}
+
+#[test]
+fn events_are_disabled_on_demotion_and_only_those_re_enabled_on_promotion() {
+    let mut db = crowded_db();
+    db.events = vec![
+        EventInfo {
+            schema: "app".into(),
+            name: "purge".into(),
+            status: "ENABLED".into(),
+            comment: "nightly".into(),
+        },
+        EventInfo {
+            schema: "app".into(),
+            name: "manual".into(),
+            status: "DISABLED".into(),
+            comment: "".into(),
+        },
+    ];
+    let extra = [("handle_events", "true")];
+    let out = run(
+        "backup",
+        db,
+        &[],
+        &["--instance=VI_1"],
+        settings(None, &extra),
+    );
+    assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
+    assert!(
+        out.db
+            .calls()
+            .contains(&"EVENT app.purge DISABLE mmvip-disabled:nightly".to_string())
+    );
+    assert!(!out.db.calls().iter().any(|c| c.contains("manual")));
+
+    let out = run(
+        "master",
+        out.db,
+        &["10.0.0.1"],
+        &["--instance=VI_1"],
+        settings(None, &extra),
+    );
+    assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
+    assert!(
+        out.db
+            .calls()
+            .contains(&"EVENT app.purge ENABLE nightly".to_string())
+    );
+    assert!(!out.db.calls().iter().any(|c| c.contains("manual ENABLE")));
+    assert!(
+        out.message.ends_with("re-enabled 1 events"),
+        "{}",
+        out.message
+    );
+}
