@@ -172,7 +172,149 @@ fn health_benchmark() {
     );
 }
 
+/// Runs `argv` with its network namespace switched to `netns` right before exec, so
+/// the measured time is the hook process itself (no `ip netns exec` in between).
+fn run_in_netns(netns: &str, argv: &[String]) -> Duration {
+    use std::os::unix::process::CommandExt;
+    let path = std::ffi::CString::new(format!("/var/run/netns/{netns}")).unwrap();
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls (open, setns) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", argv[0]));
+    let elapsed = started.elapsed();
+    assert!(status.success(), "{} failed: {status}", argv.join(" "));
+    elapsed
+}
+
+fn time_shell(script: &Path) -> Duration {
+    let started = Instant::now();
+    let status = Command::new(script).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success(), "{} failed", script.display());
+    started.elapsed()
+}
+
+const ROLE_ROUNDS: usize = 30;
+const IDLE_CLIENTS: usize = 200;
+const BACKUP_ROUNDS: usize = 10;
+
+fn role_benchmark() {
+    use common::mariadb::{APP_PASSWORD, APP_USER, Pair};
+    let pair = Pair::start();
+    let server = &pair.node1;
+    let site = Site::new()
+        .with_socket(&server.socket)
+        .with_config("[instances.VI_1]\nvip = \"10.99.0.1\"\nrole = \"rw\"\n");
+    site.install_builtins();
+    let netns = common::netns::Netns::new();
+    netns.hold("10.99.0.1");
+    let mmvip = env!("CARGO_BIN_EXE_mmvip").to_string();
+    let config = site.config_path().display().to_string();
+    let hook = |name: &str| {
+        vec![
+            mmvip.clone(),
+            "--config".into(),
+            config.clone(),
+            name.into(),
+            "--instance=VI_1".into(),
+        ]
+    };
+    assert!(
+        Command::new(&mmvip)
+            .args(["--config", &config, "compile"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let socket = server.socket.display().to_string();
+
+    // The original keepalived_master.sh steps: poll Seconds_Behind_Master until 0,
+    // then SET GLOBAL read_only = OFF (never verified).
+    let master_sh = site.path("keepalived_master.sh");
+    write_script(
+        &master_sh,
+        &format!(
+            "while true; do\n  lag=$(mysql --socket={socket} -e 'SHOW SLAVE STATUS\\G' | awk '/Seconds_Behind_Master/ {{print $2}}')\n  [ \"$lag\" = 0 ] || [ \"$lag\" = NULL ] && break\n  sleep 0.5\ndone\nmysql --socket={socket} -e 'SET GLOBAL read_only = OFF'"
+        ),
+    );
+    // The original keepalived_backup.sh steps: read_only ON, then one KILL per client.
+    let backup_sh = site.path("keepalived_backup.sh");
+    write_script(
+        &backup_sh,
+        &format!(
+            "mysql --socket={socket} -e 'SET GLOBAL read_only = ON'\nfor id in $(mysql --socket={socket} -N -e \"SELECT ID FROM information_schema.PROCESSLIST WHERE USER NOT IN ('system user', 'event_scheduler') AND COMMAND NOT LIKE 'Binlog Dump%' AND ID <> CONNECTION_ID()\"); do\n  mysql --socket={socket} -e \"KILL $id\" 2>/dev/null\ndone"
+        ),
+    );
+
+    let (mut mmvip_master, mut shell_master) = (Vec::new(), Vec::new());
+    for _ in 0..ROLE_ROUNDS {
+        server.exec("SET GLOBAL read_only = ON");
+        mmvip_master.push(run_in_netns(&netns.name, &hook("master")));
+        assert!(
+            !server.read_only(),
+            "mmvip master did not make the node writable"
+        );
+        server.exec("SET GLOBAL read_only = ON");
+        shell_master.push(time_shell(&master_sh));
+        assert!(!server.read_only());
+    }
+
+    let (mut mmvip_backup, mut shell_backup) = (Vec::new(), Vec::new());
+    for round in 0..BACKUP_ROUNDS * 2 {
+        server.exec("SET GLOBAL read_only = OFF");
+        let mut clients: Vec<_> = (0..IDLE_CLIENTS)
+            .map(|_| server.connect_as(APP_USER, APP_PASSWORD).unwrap())
+            .collect();
+        if round % 2 == 0 {
+            mmvip_backup.push(run_in_netns(&netns.name, &hook("backup")));
+        } else {
+            shell_backup.push(time_shell(&backup_sh));
+        }
+        assert!(server.read_only());
+        use mysql::prelude::Queryable;
+        let survivors = clients
+            .iter_mut()
+            .map(|c| c.query_drop("SELECT 1").is_ok())
+            .filter(|alive| *alive)
+            .count();
+        assert_eq!(survivors, 0, "client connections survived the demotion");
+    }
+
+    println!(
+        "\n## Role hooks on a real pair, replication caught up (median wall time, whole process)\n"
+    );
+    println!("| step | mmvip ms | original shell steps ms | target |");
+    println!("|---|---:|---:|---|");
+    println!(
+        "| master: start to read_only OFF verified ({ROLE_ROUNDS} runs) | {} | {} | < 20 ms |",
+        ms(median(mmvip_master)),
+        ms(median(shell_master))
+    );
+    println!(
+        "| backup: read_only ON + kill {IDLE_CLIENTS} idle clients ({BACKUP_ROUNDS} runs) | {} | {} | < 100 ms |",
+        ms(median(mmvip_backup)),
+        ms(median(shell_backup))
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; there are no filters to honour.
     health_benchmark();
+    role_benchmark();
 }
