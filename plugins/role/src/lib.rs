@@ -182,7 +182,7 @@ fn kill_clients(options: &Options) -> Result<String, HookError> {
             || connection.user == "system user"
             || connection.user == "event_scheduler"
             || connection.command.starts_with("Binlog Dump")
-            || options.spare_users.iter().any(|u| *u == connection.user);
+            || options.spare_users.contains(&connection.user);
         if spared {
             continue;
         }
