@@ -1,6 +1,8 @@
 //! Compiled-component cache: a plugin is compiled once per content and engine, and
 //! the native code is kept in a root-only directory. Every cache file carries a
 //! checksum of its payload, so a corrupt or foreign file is rebuilt, never executed.
+//! Only root can write there, so the checksum guards against damage, not forgery: a
+//! CRC is enough and costs a fraction of a cryptographic hash on every hook run.
 
 use std::fs::{self, OpenOptions};
 use std::hash::{Hash, Hasher};
@@ -15,8 +17,9 @@ use wasmtime::component::Component;
 use crate::error::{Error, Result};
 use crate::log::Log;
 
-const CACHE_MAGIC: &[u8; 8] = b"MMVIPC01";
-const HEADER_LEN: usize = CACHE_MAGIC.len() + 32;
+const CACHE_MAGIC: &[u8; 8] = b"MMVIPC02";
+/// Magic, then the payload's CRC-32 (IEEE), little-endian.
+const HEADER_LEN: usize = CACHE_MAGIC.len() + 4;
 /// No hook plugin comes near this; a larger file is refused rather than read.
 const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
@@ -130,7 +133,7 @@ fn read_cached(engine: &Engine, path: &Path) -> std::result::Result<Option<Compo
         return Err("not an mmvip cache file".into());
     }
     let (header, payload) = bytes.split_at(HEADER_LEN);
-    if Sha256::digest(payload).as_slice() != &header[CACHE_MAGIC.len()..] {
+    if crc32fast::hash(payload).to_le_bytes() != header[CACHE_MAGIC.len()..] {
         return Err("checksum mismatch (corrupt)".into());
     }
     // SAFETY: the payload is byte-for-byte what this host wrote after compiling it
@@ -152,7 +155,7 @@ fn store(cache_dir: &Path, cache_file: &Path, compiled: &[u8]) -> std::io::Resul
             .mode(0o600)
             .open(&temp)?;
         file.write_all(CACHE_MAGIC)?;
-        file.write_all(&Sha256::digest(compiled))?;
+        file.write_all(&crc32fast::hash(compiled).to_le_bytes())?;
         file.write_all(compiled)?;
         file.sync_all()?;
         fs::rename(&temp, cache_file)

@@ -111,6 +111,12 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
         Ok(spec) => spec,
         Err(error) => return report_error(None, &error),
     };
+    if [Grant::SqlRead, Grant::SqlAdmin, Grant::SqlRaw]
+        .iter()
+        .any(|g| spec.grants.contains(g))
+    {
+        crate::caps::mariadb::warm_up_driver();
+    }
     let mut log = Log::open(
         &config.log_file,
         LogContext {
@@ -166,7 +172,7 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
         timeout: deadline.saturating_duration_since(Instant::now()),
         memory_bytes: spec.memory_bytes,
     };
-    let report = match runtime::run(
+    let (report, _instance) = match runtime::run(
         cache_engine(),
         &component,
         &shape,
@@ -175,7 +181,7 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
         &invocation,
         bounds,
     ) {
-        Ok(report) => report,
+        Ok(finished) => finished,
         Err(error) => return report_error(Some(&log), &error),
     };
     for line in report.stderr.lines().filter(|l| !l.trim().is_empty()) {
@@ -204,7 +210,9 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
             report.message
         );
     }
-    report.verdict.exit_code()
+    // Everything is logged and the state committed: the process ends here, without
+    // tearing the wasm instance down first (the kernel reclaims it in one go).
+    std::process::exit(i32::from(report.verdict.exit_code()))
 }
 
 /// The engine is built once per process; every command uses the same configuration.

@@ -249,6 +249,13 @@ pub struct Bounds {
     pub memory_bytes: usize,
 }
 
+/// The finished instance of a run. Dropping it tears the instance down; a process
+/// about to exit can skip that (`std::process::exit` while holding it), since the
+/// kernel reclaims the memory faster than unmapping it piece by piece.
+pub struct Instance {
+    _store: Store<HookState>,
+}
+
 /// Instantiates `component` with exactly the granted capabilities and runs its hook.
 /// Load problems (refused imports, link errors) are `Err`; everything the plugin
 /// does once running is in the `Report`.
@@ -260,7 +267,7 @@ pub fn run(
     caps: Capabilities,
     invocation: &Invocation,
     bounds: Bounds,
-) -> Result<Report> {
+) -> Result<(Report, Instance)> {
     let linker = linker(engine, grants)?;
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
     let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
@@ -327,11 +334,14 @@ pub fn run(
         Ok(Err(bindings::types::HookError::Usage(why))) => (Verdict::Usage, why),
         Err(error) => describe_trap(&error, bounds),
     };
-    Ok(Report {
-        verdict,
-        message,
-        stderr,
-    })
+    Ok((
+        Report {
+            verdict,
+            message,
+            stderr,
+        },
+        Instance { _store: store },
+    ))
 }
 
 fn describe_trap(error: &wasmtime::Error, bounds: Bounds) -> (Verdict, String) {

@@ -161,7 +161,7 @@ pub fn run_in_process(
     let shape = runtime::inspect(&engine, &component, crate_name, grants)?;
     let mut caps = Capabilities::new(log);
     setup(&mut caps);
-    let report = runtime::run(
+    let (report, _instance) = runtime::run(
         &engine,
         &component,
         &shape,

@@ -303,6 +303,32 @@ fn is_timeout(kind: ErrorKind) -> bool {
     matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
+/// The driver compiles two version-parsing regexes on its first handshake, which
+/// costs more than the rest of a health check together. Parsing a stand-in handshake
+/// on a second thread while the engine and plugin load takes that off the hook's
+/// critical path (the driver's lazy statics are shared, and initialized once).
+pub fn warm_up_driver() {
+    use mysql_common::constants::{CapabilityFlags, StatusFlags};
+    use mysql_common::packets::HandshakePacket;
+    std::thread::spawn(|| {
+        let packet = HandshakePacket::new(
+            10,
+            &b"10.11.0-MariaDB"[..],
+            0,
+            [0; 8],
+            None::<&[u8]>,
+            CapabilityFlags::empty(),
+            0,
+            StatusFlags::empty(),
+            None::<&[u8]>,
+        );
+        std::hint::black_box((
+            packet.server_version_parsed(),
+            packet.maria_db_server_version_parsed(),
+        ));
+    });
+}
+
 fn refused(why: String) -> SqlError {
     SqlError::Server((0, format!("refused by mmvip: {why}")))
 }
