@@ -328,12 +328,14 @@ fn concurrent_hooks_are_serialized() {
             let hook = if i % 2 == 0 { "master" } else { "backup" };
             node.netns
                 .command(&node.site.config_path(), &[hook, "--instance=VI_1"])
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert_ok(&output);
     }
     // Each run's lines are contiguous: no run started before the previous one ended.
     let log = node.site.log_text();

@@ -111,12 +111,6 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
         Ok(spec) => spec,
         Err(error) => return report_error(None, &error),
     };
-    if [Grant::SqlRead, Grant::SqlAdmin, Grant::SqlRaw]
-        .iter()
-        .any(|g| spec.grants.contains(g))
-    {
-        crate::caps::mariadb::warm_up_driver();
-    }
     let mut log = Log::open(
         &config.log_file,
         LogContext {
@@ -124,8 +118,16 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
             ..LogContext::default()
         },
     );
-    let loaded = load_plugin(config, &spec, &log);
-    let (component, shape) = match loaded {
+    let deadline = started + spec.timeout;
+    // The MariaDB handshake overlaps loading the plugin.
+    let mut sql = match sql_backend(config, &spec, &log, deadline) {
+        Ok(sql) => sql,
+        Err(error) => return report_error(Some(&log), &error),
+    };
+    if let Some(sql) = sql.as_mut() {
+        sql.connect_ahead();
+    }
+    let (component, shape) = match load_plugin(config, &spec, &log) {
         Ok(loaded) => loaded,
         Err(error) => return report_error(Some(&log), &error),
     };
@@ -145,17 +147,24 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
                 state: Some(keepalived::state_word(transition.state).to_string()),
             },
         );
+        if let Some(sql) = sql.as_mut() {
+            sql.set_log(log.clone());
+        }
     }
-    let deadline = started + spec.timeout;
     // Notify hooks change the node's role: one at a time, in arrival order.
     let _lock = match shape.kind {
         HookKind::Notify => match crate::lock::acquire(&config.state_dir, deadline) {
-            Ok(lock) => Some(lock),
+            Ok(lock) => {
+                if let Some(sql) = sql.as_mut() {
+                    sql.forget_connection();
+                }
+                Some(lock)
+            }
             Err(error) => return report_error(Some(&log), &error),
         },
         HookKind::Check => None,
     };
-    let caps = match capabilities(config, &spec, &log, deadline) {
+    let caps = match capabilities(config, &spec, &log, sql) {
         Ok(caps) => caps,
         Err(error) => return report_error(Some(&log), &error),
     };
@@ -238,29 +247,45 @@ fn load_plugin(
     Ok((component, shape))
 }
 
+/// The MariaDB back-end, when any SQL capability is granted.
+fn sql_backend(
+    config: &Config,
+    spec: &PluginSpec,
+    log: &Log,
+    deadline: Instant,
+) -> Result<Option<MariaDb>> {
+    let granted = [Grant::SqlRead, Grant::SqlAdmin, Grant::SqlRaw]
+        .iter()
+        .any(|g| spec.grants.contains(g));
+    if !granted {
+        return Ok(None);
+    }
+    let password = match &config.mariadb.password_file {
+        Some(path) => Some(read_password(path)?),
+        None => None,
+    };
+    Ok(Some(MariaDb::new(
+        config.mariadb.clone(),
+        password,
+        deadline,
+        log.clone(),
+    )))
+}
+
 /// Back-ends for exactly the granted capabilities.
 fn capabilities(
     config: &Config,
     spec: &PluginSpec,
     log: &Log,
-    deadline: Instant,
+    sql: Option<MariaDb>,
 ) -> Result<Capabilities> {
     let mut caps = Capabilities::new(log.clone());
     let granted = |grant| spec.grants.contains(&grant);
     if granted(Grant::FailoverFlag) {
         caps.failover_flag = Some(Box::new(FlagFile::new(&config.failover_file)));
     }
-    if granted(Grant::SqlRead) || granted(Grant::SqlAdmin) || granted(Grant::SqlRaw) {
-        let password = match &config.mariadb.password_file {
-            Some(path) => Some(read_password(path)?),
-            None => None,
-        };
-        caps.sql = Some(Box::new(MariaDb::new(
-            config.mariadb.clone(),
-            password,
-            deadline,
-            log.clone(),
-        )));
+    if let Some(sql) = sql {
+        caps.sql = Some(Box::new(sql));
     }
     if granted(Grant::Vip) {
         caps.vip = Some(Box::new(LocalAddresses));

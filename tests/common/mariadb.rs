@@ -55,6 +55,12 @@ impl Server {
         require_binaries();
         let dir = tempfile::tempdir().expect("temp dir");
         let datadir = dir.path().join("data");
+        // Bootstraps run one at a time: concurrent ones were seen to trip over each
+        // other's temporary tables.
+        static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let installing = INSTALL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let install = Command::new(INSTALL_DB)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", datadir.display()))
@@ -67,11 +73,16 @@ impl Server {
             .stderr(Stdio::piped())
             .output()
             .expect("run mariadb-install-db");
-        assert!(
-            install.status.success(),
-            "mariadb-install-db failed: {}",
-            String::from_utf8_lossy(&install.stderr)
-        );
+        drop(installing);
+        if !install.status.success() {
+            let stderr = String::from_utf8_lossy(&install.stderr);
+            let last: Vec<&str> = stderr.lines().rev().take(6).collect();
+            panic!(
+                "mariadb-install-db failed ({}): {}",
+                install.status,
+                last.join(" | ")
+            );
+        }
         let socket = dir.path().join("mysqld.sock");
         let mut server = Server {
             dir,

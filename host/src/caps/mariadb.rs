@@ -1,8 +1,9 @@
-//! The MariaDB back-end: one connection over the unix socket, opened on first use,
+//! The MariaDB back-end: one connection over the unix socket, opened ahead or on first use,
 //! with connect/read/write timeouts that never outlast the hook's deadline. Every
 //! statement a plugin causes is logged before it is sent.
 
 use std::io::ErrorKind;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
@@ -19,46 +20,14 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(30);
 const MAX_PACKET: usize = 16 << 20;
 const ER_NO_SUCH_THREAD: u16 = 1094;
 
-pub struct MariaDb {
+/// Where and as whom to connect.
+#[derive(Clone)]
+struct Endpoint {
     config: MariaDbConfig,
     password: Option<String>,
-    deadline: Instant,
-    log: Log,
-    conn: Option<Conn>,
 }
 
-impl MariaDb {
-    pub fn new(
-        config: MariaDbConfig,
-        password: Option<String>,
-        deadline: Instant,
-        log: Log,
-    ) -> Self {
-        MariaDb {
-            config,
-            password,
-            deadline,
-            log,
-            conn: None,
-        }
-    }
-
-    /// The time one server round trip may take: the configured timeout, cut short by
-    /// the hook's deadline.
-    fn io_budget(&self, wanted: Duration) -> Result<Duration, SqlError> {
-        let left = self
-            .deadline
-            .saturating_duration_since(Instant::now())
-            .saturating_sub(DEADLINE_MARGIN);
-        let budget = wanted.min(left);
-        if budget < Duration::from_millis(1) {
-            return Err(SqlError::Timeout(
-                "hook deadline reached before the statement".into(),
-            ));
-        }
-        Ok(budget)
-    }
-
+impl Endpoint {
     fn open(&self, timeout: Duration) -> Result<Conn, SqlError> {
         let opts = OptsBuilder::new()
             .socket(Some(self.config.socket.to_string_lossy()))
@@ -71,14 +40,6 @@ impl MariaDb {
             .read_timeout(Some(timeout))
             .write_timeout(Some(timeout));
         Conn::new(opts).map_err(|e| self.error(e, timeout))
-    }
-
-    fn conn(&mut self) -> Result<&mut Conn, SqlError> {
-        if self.conn.is_none() {
-            let timeout = self.io_budget(self.config.timeout)?;
-            self.conn = Some(self.open(timeout)?);
-        }
-        Ok(self.conn.as_mut().expect("connection opened above"))
     }
 
     fn error(&self, error: mysql::Error, timeout: Duration) -> SqlError {
@@ -106,6 +67,93 @@ impl MariaDb {
             other => SqlError::Unreachable(format!("{socket}: {other}")),
         }
     }
+}
+
+pub struct MariaDb {
+    endpoint: Endpoint,
+    deadline: Instant,
+    log: Log,
+    conn: Option<Conn>,
+    /// A connection being opened ahead of the plugin's first statement.
+    opening: Option<JoinHandle<Result<Conn, SqlError>>>,
+}
+
+impl MariaDb {
+    pub fn new(
+        config: MariaDbConfig,
+        password: Option<String>,
+        deadline: Instant,
+        log: Log,
+    ) -> Self {
+        MariaDb {
+            endpoint: Endpoint { config, password },
+            deadline,
+            log,
+            conn: None,
+            opening: None,
+        }
+    }
+
+    /// Starts connecting on a second thread, so the handshake overlaps loading the
+    /// plugin; the first statement waits for it. Failures surface at that statement,
+    /// exactly as with a connection opened on first use.
+    pub fn connect_ahead(&mut self) {
+        if self.conn.is_some() || self.opening.is_some() {
+            return;
+        }
+        let Ok(timeout) = self.io_budget(self.endpoint.config.timeout) else {
+            return;
+        };
+        let endpoint = self.endpoint.clone();
+        self.opening = Some(std::thread::spawn(move || endpoint.open(timeout)));
+    }
+
+    /// Drops a connection opened ahead: a hook that waited for the node lock may have
+    /// had it killed by the demotion that held the lock.
+    pub fn forget_connection(&mut self) {
+        self.opening = None;
+        self.conn = None;
+    }
+
+    /// Tags later statement lines with what became known after start-up.
+    pub fn set_log(&mut self, log: Log) {
+        self.log = log;
+    }
+
+    /// The time one server round trip may take: the configured timeout, cut short by
+    /// the hook's deadline.
+    fn io_budget(&self, wanted: Duration) -> Result<Duration, SqlError> {
+        let left = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(DEADLINE_MARGIN);
+        let budget = wanted.min(left);
+        if budget < Duration::from_millis(1) {
+            return Err(SqlError::Timeout(
+                "hook deadline reached before the statement".into(),
+            ));
+        }
+        Ok(budget)
+    }
+
+    fn conn(&mut self) -> Result<&mut Conn, SqlError> {
+        if self.conn.is_none() {
+            let opened = match self.opening.take() {
+                Some(opening) => opening.join().unwrap_or_else(|_| {
+                    Err(SqlError::Unreachable("connecting thread panicked".into()))
+                }),
+                None => self
+                    .endpoint
+                    .open(self.io_budget(self.endpoint.config.timeout)?),
+            };
+            self.conn = Some(opened?);
+        }
+        Ok(self.conn.as_mut().expect("connection opened above"))
+    }
+
+    fn error(&self, error: mysql::Error, timeout: Duration) -> SqlError {
+        self.endpoint.error(error, timeout)
+    }
 
     /// Runs one statement, logging it first. A connection that failed at the
     /// transport level is dropped, since its state is unknown.
@@ -115,7 +163,7 @@ impl MariaDb {
         action: impl FnOnce(&mut Conn, &str) -> mysql::Result<T>,
     ) -> Result<T, SqlError> {
         self.log.write("debug", &[("sql", statement)]);
-        let timeout = self.config.timeout;
+        let timeout = self.endpoint.config.timeout;
         let result = action(self.conn()?, statement);
         result.map_err(|error| {
             if !matches!(error, mysql::Error::MySqlError(_)) {
@@ -218,7 +266,7 @@ impl Sql for MariaDb {
         }
         let statement = format!("SET GLOBAL {name} = {value}");
         self.log.write("info", &[("sql", &statement)]);
-        let timeout = self.config.timeout;
+        let timeout = self.endpoint.config.timeout;
         let conn = self.conn()?;
         conn.query_drop(&statement)
             .map_err(|e| self.error(e, timeout))
@@ -234,14 +282,14 @@ impl Sql for MariaDb {
         // The wait blocks server-side, so it runs on its own connection whose read
         // timeout covers the wait, both capped by the hook deadline.
         let wait = Duration::from_millis(timeout_ms.into());
-        let budget = self.io_budget(wait + self.config.timeout)?;
+        let budget = self.io_budget(wait + self.endpoint.config.timeout)?;
         let wait = wait.min(budget.saturating_sub(Duration::from_millis(50)));
         let statement = format!(
             "SELECT MASTER_GTID_WAIT('{position}', {:.3})",
             wait.as_secs_f64()
         );
         self.log.write("debug", &[("sql", &statement)]);
-        let mut conn = self.open(budget)?;
+        let mut conn = self.endpoint.open(budget)?;
         let result: Option<Option<i64>> = conn
             .query_first(&statement)
             .map_err(|e| self.error(e, budget))?;
@@ -258,7 +306,7 @@ impl Sql for MariaDb {
     fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
         let statement = format!("KILL CONNECTION {id}");
         self.log.write("info", &[("sql", &statement)]);
-        let timeout = self.config.timeout;
+        let timeout = self.endpoint.config.timeout;
         match self.conn()?.query_drop(&statement) {
             Ok(()) => Ok(true),
             Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_THREAD => Ok(false),
@@ -301,32 +349,6 @@ impl Sql for MariaDb {
 /// A socket read/write timeout shows up as `WouldBlock` (EAGAIN) on Linux.
 fn is_timeout(kind: ErrorKind) -> bool {
     matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut)
-}
-
-/// The driver compiles two version-parsing regexes on its first handshake, which
-/// costs more than the rest of a health check together. Parsing a stand-in handshake
-/// on a second thread while the engine and plugin load takes that off the hook's
-/// critical path (the driver's lazy statics are shared, and initialized once).
-pub fn warm_up_driver() {
-    use mysql_common::constants::{CapabilityFlags, StatusFlags};
-    use mysql_common::packets::HandshakePacket;
-    std::thread::spawn(|| {
-        let packet = HandshakePacket::new(
-            10,
-            &b"10.11.0-MariaDB"[..],
-            0,
-            [0; 8],
-            None::<&[u8]>,
-            CapabilityFlags::empty(),
-            0,
-            StatusFlags::empty(),
-            None::<&[u8]>,
-        );
-        std::hint::black_box((
-            packet.server_version_parsed(),
-            packet.maria_db_server_version_parsed(),
-        ));
-    });
 }
 
 fn refused(why: String) -> SqlError {
