@@ -96,44 +96,55 @@ fn connection(id: u64, user: &str, command: &str) -> ClientConnection {
     }
 }
 
-impl Sql for FakeDb {
+/// The fake behind a lock, shared with the test so it can read the state afterwards.
+struct Shared(Arc<Mutex<FakeDb>>);
+
+impl Sql for Shared {
     fn ping(&mut self) -> Result<(), SqlError> {
-        self.reachable()
+        let db = self.0.lock().unwrap();
+        db.reachable()
     }
     fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError> {
-        self.reachable()?;
-        Ok(self.variables.get(name).cloned())
+        let db = self.0.lock().unwrap();
+        db.reachable()?;
+        Ok(db.variables.get(name).cloned())
     }
     fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
-        self.reachable()?;
-        Ok(self.replicas.clone())
+        let db = self.0.lock().unwrap();
+        db.reachable()?;
+        Ok(db.replicas.clone())
     }
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
-        self.reachable()?;
-        Ok(self.connections.clone())
+        let db = self.0.lock().unwrap();
+        db.reachable()?;
+        Ok(db.connections.clone())
     }
     fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
-        self.reachable()?;
-        Ok(self.events.clone())
+        let db = self.0.lock().unwrap();
+        db.reachable()?;
+        Ok(db.events.clone())
     }
     fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
-        self.reachable()?;
-        self.record(format!("SET {name}={value}"));
-        if !self.set_ignored {
+        let mut db = self.0.lock().unwrap();
+        db.reachable()?;
+        db.record(format!("SET {name}={value}"));
+        if !db.set_ignored {
             let stored = if value == "ON" { "1" } else { "0" };
-            self.variables.insert(name.into(), stored.into());
+            db.variables.insert(name.into(), stored.into());
         }
         Ok(())
     }
     fn wait_for_gtid(&mut self, position: &str, _timeout_ms: u32) -> Result<bool, SqlError> {
-        self.reachable()?;
-        self.record(format!("WAIT {position}"));
-        Ok(self.wait_reaches)
+        let db = self.0.lock().unwrap();
+        db.reachable()?;
+        db.record(format!("WAIT {position}"));
+        Ok(db.wait_reaches)
     }
     fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
-        self.reachable()?;
-        self.record(format!("KILL {id}"));
-        Ok(!self.already_gone.contains(&id))
+        let db = self.0.lock().unwrap();
+        db.reachable()?;
+        db.record(format!("KILL {id}"));
+        Ok(!db.already_gone.contains(&id))
     }
     fn set_event_enabled(
         &mut self,
@@ -142,11 +153,12 @@ impl Sql for FakeDb {
         enabled: bool,
         comment: &str,
     ) -> Result<(), SqlError> {
-        self.record(format!(
+        let mut db = self.0.lock().unwrap();
+        db.record(format!(
             "EVENT {schema}.{name} {} {comment}",
             if enabled { "ENABLE" } else { "DISABLE" }
         ));
-        if let Some(event) = self
+        if let Some(event) = db
             .events
             .iter_mut()
             .find(|e| e.schema == schema && e.name == name)
@@ -158,51 +170,6 @@ impl Sql for FakeDb {
     }
     fn query(&mut self, _: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
         unreachable!("role plugins never use raw SQL")
-    }
-}
-
-/// A shared handle so the test can read the fake's state after the run.
-struct Shared(Arc<Mutex<FakeDb>>);
-
-impl Sql for Shared {
-    fn ping(&mut self) -> Result<(), SqlError> {
-        self.0.lock().unwrap().ping()
-    }
-    fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError> {
-        self.0.lock().unwrap().global_variable(name)
-    }
-    fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
-        self.0.lock().unwrap().replicas()
-    }
-    fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
-        self.0.lock().unwrap().connections()
-    }
-    fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
-        self.0.lock().unwrap().events()
-    }
-    fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
-        self.0.lock().unwrap().set_global_variable(name, value)
-    }
-    fn wait_for_gtid(&mut self, position: &str, timeout_ms: u32) -> Result<bool, SqlError> {
-        self.0.lock().unwrap().wait_for_gtid(position, timeout_ms)
-    }
-    fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
-        self.0.lock().unwrap().kill_connection(id)
-    }
-    fn set_event_enabled(
-        &mut self,
-        schema: &str,
-        name: &str,
-        enabled: bool,
-        comment: &str,
-    ) -> Result<(), SqlError> {
-        self.0
-            .lock()
-            .unwrap()
-            .set_event_enabled(schema, name, enabled, comment)
-    }
-    fn query(&mut self, statement: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
-        self.0.lock().unwrap().query(statement)
     }
 }
 
