@@ -1,1 +1,287 @@
-fn main() {}
+//! `mmvip-lab`: run the failover lab, bring it up for exploration, or tear it down.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use mmvip_lab::hooks::HookSet;
+use mmvip_lab::keepalived::{Layout, Timers};
+use mmvip_lab::{HookChoice, RunOptions, report, wait};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mmvip-lab",
+    about = "Failover lab for mmvip: two MariaDB nodes and a client in network namespaces, real keepalived, measured scenarios",
+    after_help = "Run as root. Exit status: 0 all scenarios passed; 1 a scenario lost an acknowledged write, did not converge, or its VIP never moved; 2 setup or usage error; 130 interrupted."
+)]
+struct Cli {
+    /// Lab root: per-node files, logs and the state file `down` uses
+    /// [default: $MMVIP_LAB_ROOT, else /tmp/mmvip-lab].
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the scenarios, print the table, write lab-report.json.
+    Run {
+        /// mmvip, the shell baseline, or both (mmvip on every scenario plus the
+        /// baseline on scenarios 1, 4 and 6).
+        #[arg(long, value_enum, default_value_t = HooksArg::Both)]
+        hooks: HooksArg,
+        /// Comma-separated scenario numbers (1-7) or `all`.
+        #[arg(long, default_value = "all")]
+        scenarios: String,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "lab-report.json")]
+        report: PathBuf,
+        /// Also write the table as Markdown (for BENCHMARKS.md).
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// Where a failed scenario's logs are copied.
+        #[arg(long, default_value = "lab-logs")]
+        logs: PathBuf,
+        /// Copy every scenario's logs there, not only a failed one's.
+        #[arg(long)]
+        keep_logs: bool,
+        #[command(flatten)]
+        artifacts: ArtifactArgs,
+    },
+    /// Bring one lab up and leave it running (stop it with `down`).
+    Up {
+        #[arg(long, value_enum, default_value_t = LayoutArg::Single)]
+        layout: LayoutArg,
+        #[arg(long, value_enum, default_value_t = OneHooksArg::Mmvip)]
+        hooks: OneHooksArg,
+        #[command(flatten)]
+        artifacts: ArtifactArgs,
+    },
+    /// Stop every lab process and delete every lab namespace, also after a crash.
+    Down,
+}
+
+#[derive(clap::Args, Debug)]
+struct ArtifactArgs {
+    /// The mmvip binary [default: $MMVIP_LAB_MMVIP, else target/release/mmvip].
+    #[arg(long)]
+    mmvip: Option<PathBuf>,
+    /// Directory of the built mmvip_plugin_*.wasm [default: $MMVIP_LAB_PLUGINS, else
+    /// target/wasm32-wasip2/release].
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum HooksArg {
+    Mmvip,
+    Shell,
+    Both,
+    /// mmvip's health/failover/notify with the shell role-change hooks.
+    MmvipChecks,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OneHooksArg {
+    Mmvip,
+    Shell,
+    MmvipChecks,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    Single,
+    Dual,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = cli
+        .root
+        .or_else(|| std::env::var_os("MMVIP_LAB_ROOT").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(mmvip_lab::DEFAULT_ROOT));
+    install_signal_handling(root.clone());
+    let status = match cli.command {
+        Command::Run {
+            hooks,
+            scenarios,
+            report,
+            markdown,
+            logs,
+            keep_logs,
+            artifacts,
+        } => run(
+            root,
+            hooks,
+            &scenarios,
+            report,
+            markdown,
+            (logs, keep_logs),
+            artifacts,
+        ),
+        Command::Up {
+            layout,
+            hooks,
+            artifacts,
+        } => up(root, layout, hooks, artifacts),
+        Command::Down => match mmvip_lab::down(&root) {
+            Ok(problems) if problems.is_empty() => {
+                println!("mmvip-lab: nothing of the lab is left");
+                0
+            }
+            Ok(problems) => {
+                for problem in problems {
+                    eprintln!("mmvip-lab: down: {problem}");
+                }
+                1
+            }
+            Err(error) => fail(&error),
+        },
+    };
+    ExitCode::from(status)
+}
+
+fn fail(error: &anyhow::Error) -> u8 {
+    if wait::interrupted() {
+        eprintln!("mmvip-lab: interrupted; the lab was torn down");
+        return 130;
+    }
+    eprintln!("mmvip-lab: {error:#}");
+    2
+}
+
+fn run(
+    root: PathBuf,
+    hooks: HooksArg,
+    scenarios: &str,
+    report_path: PathBuf,
+    markdown: Option<PathBuf>,
+    (logs, keep_logs): (PathBuf, bool),
+    artifacts: ArtifactArgs,
+) -> u8 {
+    let scenarios = match mmvip_lab::parse_scenarios(scenarios) {
+        Ok(s) => s,
+        Err(error) => return fail(&error),
+    };
+    let hooks = match hooks {
+        HooksArg::Mmvip => HookChoice::One(HookSet::Mmvip),
+        HooksArg::Shell => HookChoice::One(HookSet::Shell),
+        HooksArg::MmvipChecks => HookChoice::One(HookSet::MmvipChecks),
+        HooksArg::Both => HookChoice::Both,
+    };
+    let options = RunOptions {
+        root,
+        artifacts: mmvip_lab::artifacts(artifacts.mmvip, artifacts.plugins),
+        hooks,
+        scenarios,
+        timers: Timers::default(),
+        logs_dir: absolute(logs),
+        keep_logs,
+    };
+    let report = match mmvip_lab::run(&options, &mut |line| eprintln!("mmvip-lab: {line}")) {
+        Ok(report) => report,
+        Err(error) => return fail(&error),
+    };
+    println!("\n{}", report::table(&report.scenarios));
+    println!("timers: {}", report.timers);
+    println!("total: {:.1} s", report.total_s);
+    if let Err(error) = std::fs::write(&report_path, report.to_json()) {
+        eprintln!("mmvip-lab: write {}: {error}", report_path.display());
+        return 2;
+    }
+    println!("report: {}", report_path.display());
+    if let Some(path) = markdown
+        && let Err(error) = std::fs::write(&path, report::markdown(&report.scenarios))
+    {
+        eprintln!("mmvip-lab: write {}: {error}", path.display());
+        return 2;
+    }
+    if report.failed() { 1 } else { 0 }
+}
+
+fn up(root: PathBuf, layout: LayoutArg, hooks: OneHooksArg, artifacts: ArtifactArgs) -> u8 {
+    let layout = match layout {
+        LayoutArg::Single => Layout::Single,
+        LayoutArg::Dual => Layout::Dual,
+    };
+    let hooks = match hooks {
+        OneHooksArg::Mmvip => HookSet::Mmvip,
+        OneHooksArg::Shell => HookSet::Shell,
+        OneHooksArg::MmvipChecks => HookSet::MmvipChecks,
+    };
+    let artifacts = mmvip_lab::artifacts(artifacts.mmvip, artifacts.plugins);
+    match mmvip_lab::up(&root, &artifacts, layout, hooks, &Timers::default()) {
+        Ok(summary) => {
+            let root = summary.root.display();
+            println!(
+                "mmvip-lab: lab up ({} layout, {} hooks) in {root}\n\
+                 \n  write through the VIP:  ip netns exec mmvl-client mariadb -h 10.77.1.99 -u app -papp-lab-secret lab\n  \
+                 node shell:             ip netns exec mmvl-node1 bash\n  \
+                 node1 SQL:              mariadb -S {root}/node1/run/mysqld.sock -u root\n  \
+                 keepalived config:      {}\n  \
+                 logs:                   {root}/node1/keepalived.log, {root}/node1/mariadbd.err\n  \
+                 planned switch-over:    touch {root}/node1/etc/failover\n  \
+                 tear down:              mmvip-lab down",
+                layout.name(),
+                hooks.name(),
+                summary.keepalived_conf.display()
+            );
+            0
+        }
+        Err(error) => fail(&error),
+    }
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(&path))
+            .unwrap_or(path)
+    }
+}
+
+/// Ctrl-C (or SIGTERM/SIGHUP) first asks the lab to stop: every wait notices within
+/// a poll step and the lab tears itself down in order. A second signal cleans up from
+/// the state file at once and exits. Signals are blocked in every thread and taken by
+/// one thread with sigwait, so no handler runs in an arbitrary thread.
+fn install_signal_handling(root: PathBuf) {
+    // SAFETY: plain libc signal-set calls on a local, initialised sigset_t, made
+    // before any other thread exists, so every later thread inherits the mask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut received = 0;
+            loop {
+                let mut signal = 0;
+                // SAFETY: `set` is a valid sigset_t; `signal` is a valid out-pointer.
+                if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
+                    continue;
+                }
+                received += 1;
+                if received == 1 {
+                    eprintln!("mmvip-lab: stopping and cleaning up (signal again to force)");
+                    wait::interrupt();
+                } else {
+                    eprintln!("mmvip-lab: forced cleanup");
+                    let _ = mmvip_lab::down(&root);
+                    std::process::exit(130);
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        eprintln!("mmvip-lab: cannot watch for Ctrl-C: {error}");
+    }
+}

@@ -1,0 +1,474 @@
+//! The hooks keepalived runs on each node: mmvip and its plugins, installed the way
+//! the README tells a user to, or the shell baseline that mimics the original scripts.
+//! Either way the result is a set of command lines for keepalived.conf.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cleanup::set_mode;
+use crate::keepalived::Instance;
+use crate::paths::NodePaths;
+
+/// Which hooks keepalived runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HookSet {
+    /// Every hook is `mmvip <plugin>`: health, failover, notify, master, backup,
+    /// fault, stop.
+    Mmvip,
+    /// Shell scripts that do what the original scripts did.
+    Shell,
+    /// mmvip's checks and notify logger with the shell role-change hooks: exercises
+    /// the plugins that exist before the role-change plugins do.
+    MmvipChecks,
+}
+
+impl HookSet {
+    pub fn name(self) -> &'static str {
+        match self {
+            HookSet::Mmvip => "mmvip",
+            HookSet::Shell => "shell",
+            HookSet::MmvipChecks => "mmvip-checks",
+        }
+    }
+
+    /// The plugins this hook set needs installed.
+    pub fn plugins(self) -> &'static [&'static str] {
+        match self {
+            HookSet::Mmvip => &[
+                "health", "failover", "notify", "master", "backup", "fault", "stop",
+            ],
+            HookSet::MmvipChecks => &["health", "failover", "notify"],
+            HookSet::Shell => &[],
+        }
+    }
+}
+
+/// Where the built mmvip binary and plugins are.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    pub mmvip_bin: PathBuf,
+    /// Cargo's output directory for wasm32-wasip2 (`mmvip_plugin_<name>.wasm`).
+    pub plugin_dir: PathBuf,
+}
+
+impl Artifacts {
+    pub fn built_plugin(&self, name: &str) -> PathBuf {
+        self.plugin_dir.join(format!("mmvip_plugin_{name}.wasm"))
+    }
+
+    /// Refuses early, in one line, when the hook set needs files that are not built.
+    pub fn preflight(&self, hooks: HookSet) -> Result<()> {
+        if hooks == HookSet::Shell {
+            return Ok(());
+        }
+        if !self.mmvip_bin.is_file() {
+            bail!(
+                "mmvip binary not found at {}: run `cargo build --release` (or pass --mmvip)",
+                self.mmvip_bin.display()
+            );
+        }
+        let missing: Vec<&str> = hooks
+            .plugins()
+            .iter()
+            .copied()
+            .filter(|name| !self.built_plugin(name).is_file())
+            .collect();
+        if !missing.is_empty() {
+            let packages: Vec<String> = missing
+                .iter()
+                .map(|name| format!("-p mmvip-plugin-{name}"))
+                .collect();
+            bail!(
+                "{} hooks need plugins not built in {}: {} (build: cargo build --release --target wasm32-wasip2 {}; or run with --hooks shell)",
+                hooks.name(),
+                self.plugin_dir.display(),
+                missing.join(", "),
+                packages.join(" ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The keepalived role-change hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Backup,
+    Fault,
+    Stop,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Master, Role::Backup, Role::Fault, Role::Stop];
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Backup => "backup",
+            Role::Fault => "fault",
+            Role::Stop => "stop",
+        }
+    }
+}
+
+/// Command lines keepalived runs on one node. keepalived splits them on whitespace
+/// and execs them without a shell, so they hold plain words only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCommands {
+    pub check_mysql: String,
+    pub check_failover: String,
+    /// `notify_master` etc. without the instance.
+    pub roles: [String; 4],
+    /// notify_* get nothing appended by keepalived, so mmvip is told the instance.
+    pub roles_take_instance: bool,
+    pub notify: String,
+}
+
+impl HookCommands {
+    /// The command for `role` in `instance`, one of `all` the pair's instances.
+    pub fn role(&self, role: Role, instance: &Instance, all: &[Instance]) -> String {
+        let index = Role::ALL.iter().position(|r| *r == role).unwrap_or(0);
+        let base = &self.roles[index];
+        if self.roles_take_instance {
+            return format!("{base} --instance={}", instance.name);
+        }
+        // The original scripts are instance-blind: with two read/write VIPs, losing
+        // one VIP would make a node read-only while it still serves the other. The
+        // baseline's only adaptation for the two-VIP layout: skip the demotion while
+        // this node holds another read/write VIP.
+        let others: Vec<String> = all
+            .iter()
+            .filter(|other| other.name != instance.name)
+            .map(|other| other.vip.to_string())
+            .collect();
+        if role == Role::Backup && !others.is_empty() {
+            format!("{base} --unless-holding={}", others.join(","))
+        } else {
+            base.clone()
+        }
+    }
+
+    pub fn mmvip(paths: &NodePaths) -> HookCommands {
+        let run = |plugin: &str| {
+            format!(
+                "{} --config {} {plugin}",
+                paths.mmvip_bin().display(),
+                paths.mmvip_config().display()
+            )
+        };
+        HookCommands {
+            check_mysql: run("health"),
+            check_failover: run("failover"),
+            roles: Role::ALL.map(|role| run(role.word())),
+            roles_take_instance: true,
+            notify: run("notify"),
+        }
+    }
+
+    pub fn shell(paths: &NodePaths) -> HookCommands {
+        let script = |name: &str| paths.hooks_dir().join(name).display().to_string();
+        let socket = paths.socket().display().to_string();
+        let log = paths.hooks_log().display().to_string();
+        HookCommands {
+            check_mysql: format!("{} {}", script("chk_mysql.sh"), paths.pid_file().display()),
+            check_failover: format!(
+                "{} {}",
+                script("chk_failover.sh"),
+                paths.failover_file().display()
+            ),
+            roles: [
+                format!(
+                    "{} --socket={socket} --wait=yes --variable=read_only --log={log}",
+                    script("keepalived_master.sh")
+                ),
+                format!(
+                    "{} --socket={socket} --kill=yes --variable=read_only --log={log}",
+                    script("keepalived_backup.sh")
+                ),
+                format!("{} {log} fault", script("keepalived_log.sh")),
+                format!("{} {log} stop", script("keepalived_log.sh")),
+            ],
+            roles_take_instance: false,
+            notify: format!("{} {log}", script("keepalived_notify.sh")),
+        }
+    }
+
+    /// mmvip's checks and notify logger, the shell's role changes.
+    pub fn mmvip_checks(paths: &NodePaths) -> HookCommands {
+        let mmvip = HookCommands::mmvip(paths);
+        HookCommands {
+            check_mysql: mmvip.check_mysql,
+            check_failover: mmvip.check_failover,
+            notify: mmvip.notify,
+            ..HookCommands::shell(paths)
+        }
+    }
+}
+
+/// The baseline scripts, kept as files under lab/baseline and built into the lab.
+const BASELINE_SCRIPTS: [(&str, &str); 6] = [
+    ("chk_mysql.sh", include_str!("../baseline/chk_mysql.sh")),
+    (
+        "chk_failover.sh",
+        include_str!("../baseline/chk_failover.sh"),
+    ),
+    (
+        "keepalived_master.sh",
+        include_str!("../baseline/keepalived_master.sh"),
+    ),
+    (
+        "keepalived_backup.sh",
+        include_str!("../baseline/keepalived_backup.sh"),
+    ),
+    (
+        "keepalived_log.sh",
+        include_str!("../baseline/keepalived_log.sh"),
+    ),
+    (
+        "keepalived_notify.sh",
+        include_str!("../baseline/keepalived_notify.sh"),
+    ),
+];
+
+/// Installs `hooks` on one node and returns the command lines for keepalived.
+pub fn install(
+    hooks: HookSet,
+    paths: &NodePaths,
+    artifacts: &Artifacts,
+    instances: &[Instance],
+) -> Result<HookCommands> {
+    fs::create_dir_all(paths.etc_dir())?;
+    set_mode(&paths.etc_dir(), 0o755)?;
+    if hooks != HookSet::Mmvip {
+        install_shell(paths)?;
+    }
+    match hooks {
+        HookSet::Shell => Ok(HookCommands::shell(paths)),
+        HookSet::Mmvip => {
+            install_mmvip(paths, artifacts, hooks, Some(instances))?;
+            Ok(HookCommands::mmvip(paths))
+        }
+        // The host accepts [instances] only together with the role-change plugins.
+        HookSet::MmvipChecks => {
+            install_mmvip(paths, artifacts, hooks, None)?;
+            Ok(HookCommands::mmvip_checks(paths))
+        }
+    }
+}
+
+/// Root-owned 0755 scripts with a `#!` line in root-owned 0755 directories: what
+/// keepalived's `enable_script_security` demands, or it drops the script.
+fn install_shell(paths: &NodePaths) -> Result<()> {
+    let dir = paths.hooks_dir();
+    fs::create_dir_all(&dir)?;
+    set_mode(&dir, 0o755)?;
+    for (name, text) in BASELINE_SCRIPTS {
+        if !text.starts_with("#!") {
+            bail!("baseline script {name} has no #! line: keepalived would treat it as passing");
+        }
+        let path = dir.join(name);
+        fs::write(&path, text)?;
+        set_mode(&path, 0o755)?;
+    }
+    Ok(())
+}
+
+/// Installs mmvip as the README tells a user: copy the binary, copy each plugin as
+/// `<name>.wasm`, write the config, precompile with `mmvip --config CFG compile`.
+fn install_mmvip(
+    paths: &NodePaths,
+    artifacts: &Artifacts,
+    hooks: HookSet,
+    instances: Option<&[Instance]>,
+) -> Result<()> {
+    let bin_dir = paths.mmvip_bin().parent().map(Path::to_path_buf);
+    for dir in [
+        Some(paths.mmvip_dir()),
+        bin_dir,
+        Some(paths.mmvip_plugins()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        fs::create_dir_all(&dir)?;
+        set_mode(&dir, 0o755)?;
+    }
+    for dir in [paths.mmvip_cache(), paths.mmvip_state()] {
+        fs::create_dir_all(&dir)?;
+        set_mode(&dir, 0o700)?;
+    }
+    fs::copy(&artifacts.mmvip_bin, paths.mmvip_bin())
+        .with_context(|| format!("copy {}", artifacts.mmvip_bin.display()))?;
+    set_mode(&paths.mmvip_bin(), 0o755)?;
+    for name in hooks.plugins() {
+        let target = paths.mmvip_plugins().join(format!("{name}.wasm"));
+        fs::copy(artifacts.built_plugin(name), &target)
+            .with_context(|| format!("copy plugin {name}"))?;
+        set_mode(&target, 0o644)?;
+    }
+    fs::write(paths.mmvip_config(), render_mmvip_config(paths, instances))?;
+    set_mode(&paths.mmvip_config(), 0o644)?;
+    let output = Command::new(paths.mmvip_bin())
+        .arg("--config")
+        .arg(paths.mmvip_config())
+        .arg("compile")
+        .output()
+        .context("run mmvip compile")?;
+    if !output.status.success() {
+        bail!(
+            "mmvip compile failed on {}: {}",
+            paths.dir.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The node's mmvip.toml. `instances` is None while the host has no role-change
+/// plugins (it rejects an [instances] table it does not know).
+pub fn render_mmvip_config(paths: &NodePaths, instances: Option<&[Instance]>) -> String {
+    let mut text = format!(
+        "\
+# mmvip on {dir}: one config per lab node, passed with --config.
+plugin_dir    = \"{plugins}\"
+cache_dir     = \"{cache}\"
+log_file      = \"{log}\"
+failover_file = \"{failover}\"
+state_dir     = \"{state}\"
+
+[mariadb]
+socket     = \"{socket}\"
+user       = \"root\"
+timeout_ms = 1000
+",
+        dir = paths.dir.display(),
+        plugins = paths.mmvip_plugins().display(),
+        cache = paths.mmvip_cache().display(),
+        log = paths.mmvip_log().display(),
+        failover = paths.failover_file().display(),
+        state = paths.mmvip_state().display(),
+        socket = paths.socket().display(),
+    );
+    for instance in instances.unwrap_or_default() {
+        let _ = write!(
+            text,
+            "\n[instances.{}]\nvip  = \"{}\"\nrole = \"rw\"\n",
+            instance.name, instance.vip
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keepalived::Layout;
+    use crate::topology::NodeId;
+
+    fn paths() -> NodePaths {
+        NodePaths::new(Path::new("/tmp/mmvip-lab"), NodeId::One)
+    }
+
+    #[test]
+    fn mmvip_role_hooks_name_the_instance() {
+        let commands = HookCommands::mmvip(&paths());
+        let single = Layout::Single.instances();
+        assert_eq!(
+            commands.role(Role::Master, &single[0], &single),
+            "/tmp/mmvip-lab/node1/mmvip/bin/mmvip --config /tmp/mmvip-lab/node1/mmvip/mmvip.toml master --instance=VI_1"
+        );
+        assert_eq!(
+            commands.check_mysql,
+            "/tmp/mmvip-lab/node1/mmvip/bin/mmvip --config /tmp/mmvip-lab/node1/mmvip/mmvip.toml health"
+        );
+    }
+
+    #[test]
+    fn shell_role_hooks_are_instance_blind_like_the_originals() {
+        let commands = HookCommands::shell(&paths());
+        let single = Layout::Single.instances();
+        let master = commands.role(Role::Master, &single[0], &single);
+        assert!(master.contains("keepalived_master.sh --socket=/tmp/mmvip-lab/node1/run/mysqld.sock --wait=yes --variable=read_only"));
+        assert!(!master.contains("VI_1"));
+        let backup = commands.role(Role::Backup, &single[0], &single);
+        assert!(!backup.contains("--unless-holding"));
+    }
+
+    #[test]
+    fn shell_backup_spares_a_node_serving_the_other_vip() {
+        let commands = HookCommands::shell(&paths());
+        let dual = Layout::Dual.instances();
+        assert!(
+            commands
+                .role(Role::Backup, &dual[0], &dual)
+                .ends_with(" --unless-holding=10.77.1.98")
+        );
+        assert!(
+            commands
+                .role(Role::Backup, &dual[1], &dual)
+                .ends_with(" --unless-holding=10.77.1.99")
+        );
+        assert!(
+            !commands
+                .role(Role::Master, &dual[1], &dual)
+                .contains("unless")
+        );
+    }
+
+    #[test]
+    fn checks_variant_mixes_mmvip_checks_with_shell_roles() {
+        let commands = HookCommands::mmvip_checks(&paths());
+        assert!(commands.check_mysql.ends_with(" health"));
+        assert!(commands.notify.ends_with(" notify"));
+        let single = Layout::Single.instances();
+        assert!(
+            commands
+                .role(Role::Backup, &single[0], &single)
+                .contains("keepalived_backup.sh")
+        );
+    }
+
+    #[test]
+    fn mmvip_config_lists_instances_only_when_asked() {
+        let instances = Layout::Dual.instances();
+        let with = render_mmvip_config(&paths(), Some(&instances));
+        assert!(with.contains("[instances.VI_1]\nvip  = \"10.77.1.99\"\nrole = \"rw\""));
+        assert!(with.contains("[instances.VI_2]\nvip  = \"10.77.1.98\""));
+        assert!(with.contains("socket     = \"/tmp/mmvip-lab/node1/run/mysqld.sock\""));
+        let without = render_mmvip_config(&paths(), None);
+        assert!(!without.contains("[instances"));
+        assert!(without.contains("failover_file = \"/tmp/mmvip-lab/node1/etc/failover\""));
+    }
+
+    #[test]
+    fn baseline_scripts_start_with_a_shebang() {
+        for (name, text) in BASELINE_SCRIPTS {
+            assert!(text.starts_with("#!/bin/"), "{name}");
+        }
+    }
+
+    #[test]
+    fn preflight_names_missing_plugins() {
+        let dir = std::env::temp_dir().join(format!("mmvl-preflight-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("mmvip");
+        fs::write(&bin, b"").unwrap();
+        for name in ["health", "failover", "notify"] {
+            fs::write(dir.join(format!("mmvip_plugin_{name}.wasm")), b"").unwrap();
+        }
+        let artifacts = Artifacts {
+            mmvip_bin: bin,
+            plugin_dir: dir.clone(),
+        };
+        assert!(artifacts.preflight(HookSet::MmvipChecks).is_ok());
+        let message = artifacts.preflight(HookSet::Mmvip).unwrap_err().to_string();
+        assert!(message.contains("master, backup, fault, stop"), "{message}");
+        assert!(!message.contains('\n'));
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

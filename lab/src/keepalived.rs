@@ -1,0 +1,346 @@
+//! keepalived: the seed's keepalived.conf translated to mmvip (or the shell baseline),
+//! rendered per node, and the process started in the node's namespace.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+
+use crate::cleanup::{Registry, set_mode};
+use crate::hooks::{HookCommands, Role};
+use crate::netns;
+use crate::paths::NodePaths;
+use crate::topology::{NodeId, PREFIX_LEN, PRIVATE_IF, PUBLIC_IF};
+
+pub const KEEPALIVED: &str = "/usr/sbin/keepalived";
+pub const VIP1: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 99);
+pub const VIP2: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 98);
+
+/// Base priorities: the preferred node is one above its peer. chk_mysql's +2 and
+/// chk_failover's -4 then decide, as in the seed.
+const PREFERRED_PRIORITY: u8 = 101;
+const OTHER_PRIORITY: u8 = 100;
+
+/// The single-VIP setup or the two-VIP setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Layout {
+    Single,
+    Dual,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Single => "single",
+            Layout::Dual => "dual",
+        }
+    }
+
+    /// VI_1 (VIP1) prefers node 1; in the dual layout VI_2 (VIP2) prefers node 2.
+    /// Both VIPs are read/write: each carries half of the load.
+    pub fn instances(self) -> Vec<Instance> {
+        let mut instances = vec![Instance {
+            name: "VI_1".into(),
+            vrid: 51,
+            vip: VIP1,
+            preferred: NodeId::One,
+        }];
+        if self == Layout::Dual {
+            instances.push(Instance {
+                name: "VI_2".into(),
+                vrid: 52,
+                vip: VIP2,
+                preferred: NodeId::Two,
+            });
+        }
+        instances
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub name: String,
+    pub vrid: u8,
+    pub vip: Ipv4Addr,
+    pub preferred: NodeId,
+}
+
+impl Instance {
+    pub fn priority(&self, node: NodeId) -> u8 {
+        if node == self.preferred {
+            PREFERRED_PRIORITY
+        } else {
+            OTHER_PRIORITY
+        }
+    }
+}
+
+/// VRRP and check timers. The seed runs VRRPv2 with the default 1 s adverts and
+/// chk_mysql interval 1, timeout 3, fall 3, rise 1; the lab keeps the semantics with
+/// faster detection (see `describe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timers {
+    pub vrrp_version: u8,
+    pub advert_int_ms: u32,
+    /// keepalived accepts only whole seconds here.
+    pub check_interval_s: u32,
+    pub mysql_timeout_s: u32,
+    pub mysql_fall: u32,
+    pub mysql_rise: u32,
+    pub failover_timeout_s: u32,
+}
+
+impl Default for Timers {
+    fn default() -> Timers {
+        Timers {
+            // VRRPv3 allows sub-second adverts: 3 missed adverts (+ skew) = ~1.6 s.
+            vrrp_version: 3,
+            advert_int_ms: 500,
+            check_interval_s: 1,
+            mysql_timeout_s: 2,
+            // Two failed checks, not one, before the VIP moves: one slow check on a
+            // busy 2-core machine should not flip the VIP.
+            mysql_fall: 2,
+            mysql_rise: 1,
+            failover_timeout_s: 1,
+        }
+    }
+}
+
+impl Timers {
+    pub fn describe(&self) -> String {
+        format!(
+            "VRRPv{} advert_int {} s; chk_mysql interval {} s, timeout {} s, fall {}, rise {}, weight +2; chk_failover interval {} s, timeout {} s, fall 1, rise 1, weight -4",
+            self.vrrp_version,
+            advert_seconds(self.advert_int_ms),
+            self.check_interval_s,
+            self.mysql_timeout_s,
+            self.mysql_fall,
+            self.mysql_rise,
+            self.check_interval_s,
+            self.failover_timeout_s,
+        )
+    }
+}
+
+fn advert_seconds(ms: u32) -> String {
+    let text = format!("{:.2}", f64::from(ms) / 1000.0);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Renders one node's keepalived.conf. One item per line throughout: keepalived's
+/// parser silently drops `track_script { a b }` written on one line.
+pub fn render(
+    node: NodeId,
+    instances: &[Instance],
+    timers: &Timers,
+    hooks: &HookCommands,
+) -> String {
+    let mut text = String::new();
+    let w = &mut text;
+    let _ = writeln!(
+        w,
+        "# keepalived.conf for {} of the mmvip failover lab",
+        node.name()
+    );
+    let _ = writeln!(w, "# timers: {}", timers.describe());
+    let _ = writeln!(w, "global_defs {{");
+    let _ = writeln!(w, "    router_id mmvl_{}", node.name());
+    let _ = writeln!(w, "    vrrp_version {}", timers.vrrp_version);
+    let _ = writeln!(w, "    enable_script_security");
+    let _ = writeln!(
+        w,
+        "    # Without an explicit script_user keepalived may silently drop every script."
+    );
+    let _ = writeln!(w, "    script_user root");
+    let _ = writeln!(w, "}}");
+    let _ = writeln!(w);
+    let _ = writeln!(w, "vrrp_script chk_mysql {{");
+    let _ = writeln!(w, "    script \"{}\"", hooks.check_mysql);
+    let _ = writeln!(w, "    interval {}", timers.check_interval_s);
+    let _ = writeln!(w, "    timeout {}", timers.mysql_timeout_s);
+    let _ = writeln!(w, "    fall {}", timers.mysql_fall);
+    let _ = writeln!(w, "    rise {}", timers.mysql_rise);
+    let _ = writeln!(w, "    weight 2");
+    let _ = writeln!(w, "}}");
+    let _ = writeln!(w);
+    let _ = writeln!(w, "vrrp_script chk_failover {{");
+    let _ = writeln!(w, "    script \"{}\"", hooks.check_failover);
+    let _ = writeln!(w, "    interval {}", timers.check_interval_s);
+    let _ = writeln!(w, "    timeout {}", timers.failover_timeout_s);
+    let _ = writeln!(w, "    fall 1");
+    let _ = writeln!(w, "    rise 1");
+    let _ = writeln!(w, "    weight -4");
+    let _ = writeln!(w, "}}");
+    for instance in instances {
+        let _ = writeln!(w);
+        let _ = writeln!(w, "vrrp_instance {} {{", instance.name);
+        let _ = writeln!(w, "    state BACKUP");
+        let _ = writeln!(w, "    interface {PRIVATE_IF}");
+        let _ = writeln!(w, "    virtual_router_id {}", instance.vrid);
+        let _ = writeln!(w, "    priority {}", instance.priority(node));
+        let _ = writeln!(w, "    advert_int {}", advert_seconds(timers.advert_int_ms));
+        let _ = writeln!(w, "    unicast_src_ip {}", node.private_ip());
+        let _ = writeln!(w, "    unicast_peer {{");
+        let _ = writeln!(w, "        {}", node.peer().private_ip());
+        let _ = writeln!(w, "    }}");
+        let _ = writeln!(w, "    virtual_ipaddress {{");
+        let _ = writeln!(w, "        {}/{PREFIX_LEN} dev {PUBLIC_IF}", instance.vip);
+        let _ = writeln!(w, "    }}");
+        let _ = writeln!(w, "    track_script {{");
+        let _ = writeln!(w, "        chk_mysql");
+        let _ = writeln!(w, "        chk_failover");
+        let _ = writeln!(w, "    }}");
+        for role in Role::ALL {
+            let _ = writeln!(
+                w,
+                "    notify_{} \"{}\"",
+                role.word(),
+                hooks.role(role, instance, instances)
+            );
+        }
+        let _ = writeln!(w, "    notify \"{}\"", hooks.notify);
+        let _ = writeln!(w, "}}");
+    }
+    text
+}
+
+/// Writes the config and starts keepalived (VRRP only, foreground, logging to its
+/// stdout since the lab has no syslog) in the node's namespace.
+pub fn start(registry: &Registry, node: NodeId, paths: &NodePaths, config: &str) -> Result<u32> {
+    fs::write(paths.keepalived_conf(), config)?;
+    set_mode(&paths.keepalived_conf(), 0o644)?;
+    let mut command = netns::command_in(&node.namespace(), KEEPALIVED);
+    command.args(["-n", "-l", "-D", "-G", "-P", "-f"]);
+    command.arg(paths.keepalived_conf());
+    command.arg("-p").arg(paths.keepalived_pid());
+    command.arg("-r").arg(paths.vrrp_pid());
+    registry.spawn(
+        &format!("keepalived {}", node.name()),
+        &mut command,
+        &paths.keepalived_log(),
+    )
+}
+
+/// keepalived log lines worth a reader's attention: warnings, errors and refused
+/// scripts, minus the state changes every scenario causes on purpose.
+pub fn notable_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| {
+            let lower = line.to_ascii_lowercase();
+            lower.contains("warning")
+                || lower.contains("error")
+                || lower.contains("security")
+                || lower.contains("disabling")
+                || lower.contains("not executable")
+                || lower.contains("timed out")
+                || lower.contains("unknown keyword")
+        })
+        // The split-brain scenario provokes these on purpose.
+        .filter(|line| !line.contains("received lower priority advert"))
+        .map(|line| strip_timestamp(line).to_string())
+        .collect()
+}
+
+/// keepalived's console lines start with a date and time; drop them for grouping.
+fn strip_timestamp(line: &str) -> &str {
+    // `Thu Nov 27 22:30:01 2026: message`
+    match line.find(": ") {
+        Some(at) if at < 32 => &line[at + 2..],
+        _ => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn commands() -> HookCommands {
+        HookCommands::mmvip(&NodePaths::new(Path::new("/tmp/mmvip-lab"), NodeId::One))
+    }
+
+    #[test]
+    fn single_layout_config_has_the_seed_semantics() {
+        let text = render(
+            NodeId::One,
+            &Layout::Single.instances(),
+            &Timers::default(),
+            &commands(),
+        );
+        for needle in [
+            "    enable_script_security\n",
+            "    script_user root\n",
+            "    vrrp_version 3\n",
+            "vrrp_script chk_mysql {\n    script \"/tmp/mmvip-lab/node1/mmvip/bin/mmvip --config /tmp/mmvip-lab/node1/mmvip/mmvip.toml health\"\n    interval 1\n",
+            "    weight 2\n",
+            "    weight -4\n",
+            "vrrp_instance VI_1 {\n    state BACKUP\n    interface private\n    virtual_router_id 51\n    priority 101\n    advert_int 0.5\n",
+            "    unicast_src_ip 10.77.0.1\n    unicast_peer {\n        10.77.0.2\n    }\n",
+            "    virtual_ipaddress {\n        10.77.1.99/24 dev public\n    }\n",
+            "    track_script {\n        chk_mysql\n        chk_failover\n    }\n",
+            "    notify_master \"/tmp/mmvip-lab/node1/mmvip/bin/mmvip --config /tmp/mmvip-lab/node1/mmvip/mmvip.toml master --instance=VI_1\"\n",
+            "    notify_stop \"/tmp/mmvip-lab/node1/mmvip/bin/mmvip --config /tmp/mmvip-lab/node1/mmvip/mmvip.toml stop --instance=VI_1\"\n",
+            "    notify \"/tmp/mmvip-lab/node1/mmvip/bin/mmvip --config /tmp/mmvip-lab/node1/mmvip/mmvip.toml notify\"\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(!text.contains("nopreempt"));
+        assert!(!text.contains("VI_2"));
+    }
+
+    #[test]
+    fn dual_layout_prefers_node2_for_vip2() {
+        let text = render(
+            NodeId::One,
+            &Layout::Dual.instances(),
+            &Timers::default(),
+            &commands(),
+        );
+        assert!(text.contains(
+            "vrrp_instance VI_2 {\n    state BACKUP\n    interface private\n    virtual_router_id 52\n    priority 100\n"
+        ));
+        assert!(text.contains("        10.77.1.98/24 dev public\n"));
+        assert!(text.contains("master --instance=VI_2\""));
+        let node2 = render(
+            NodeId::Two,
+            &Layout::Dual.instances(),
+            &Timers::default(),
+            &commands(),
+        );
+        assert!(node2.contains("virtual_router_id 52\n    priority 101\n"));
+        assert!(node2.contains("unicast_src_ip 10.77.0.2\n"));
+    }
+
+    #[test]
+    fn every_brace_is_on_its_own_item_line() {
+        let text = render(
+            NodeId::Two,
+            &Layout::Dual.instances(),
+            &Timers::default(),
+            &commands(),
+        );
+        let opens = text.matches('{').count();
+        assert_eq!(opens, text.matches('}').count());
+        for line in text.lines().filter(|l| l.contains('{')) {
+            assert!(line.trim_end().ends_with('{'), "{line}");
+        }
+    }
+
+    #[test]
+    fn advert_interval_prints_like_keepalived_wants() {
+        assert_eq!(advert_seconds(500), "0.5");
+        assert_eq!(advert_seconds(1000), "1");
+        assert_eq!(advert_seconds(250), "0.25");
+    }
+
+    #[test]
+    fn notable_lines_keep_warnings_and_drop_timestamps() {
+        let log = "Thu Nov 27 22:30:01 2026: (VI_1) Entering MASTER STATE\nThu Nov 27 22:30:02 2026: WARNING - default user 'keepalived_script' for script execution does not exist\n";
+        assert_eq!(
+            notable_lines(log),
+            vec!["WARNING - default user 'keepalived_script' for script execution does not exist"]
+        );
+    }
+}

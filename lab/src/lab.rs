@@ -1,0 +1,409 @@
+//! One lab instance: the network, two MariaDB nodes in a GTID ring, hooks and
+//! keepalived on both, brought to a healthy, converged state; plus the actions the
+//! scenarios inflict on a node. Dropping a `Lab` tears its processes and namespaces
+//! down, so an error or panic anywhere still cleans up.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use mysql::Conn;
+use rustix::process::Signal;
+
+use crate::cleanup::Registry;
+use crate::hooks::{self, Artifacts, HookSet};
+use crate::keepalived::{self, Instance, Layout, Timers};
+use crate::mariadb;
+use crate::paths::NodePaths;
+use crate::topology::{self, NodeId};
+use crate::wait;
+
+const HEALTHY_TIMEOUT: Duration = Duration::from_secs(40);
+const CLEAN_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every lab instance of one run shares.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    pub artifacts: Artifacts,
+    pub timers: Timers,
+    /// The installed-once data directory each node starts from.
+    pub template: PathBuf,
+    /// Where the logs of a failed lab or scenario are copied for a post-mortem.
+    pub logs_dir: PathBuf,
+    /// Copy every scenario's logs, not only a failed one's.
+    pub keep_logs: bool,
+}
+
+struct Node {
+    paths: NodePaths,
+    keepalived_config: String,
+    mariadbd: Option<u32>,
+    keepalived: Option<u32>,
+}
+
+pub struct Lab {
+    pub registry: Arc<Registry>,
+    pub layout: Layout,
+    pub hooks: HookSet,
+    pub instances: Vec<Instance>,
+    nodes: [Node; 2],
+    /// Set by `keep_running`: the lab outlives this process (`mmvip-lab up`).
+    detached: bool,
+}
+
+impl Lab {
+    /// Builds a lab in `registry`'s root and waits until it is healthy.
+    pub fn up(
+        registry: &Arc<Registry>,
+        config: &LabConfig,
+        layout: Layout,
+        hooks: HookSet,
+    ) -> Result<Lab> {
+        let instances = layout.instances();
+        let nodes = NodeId::BOTH.map(|id| Node {
+            paths: NodePaths::new(registry.root(), id),
+            keepalived_config: String::new(),
+            mariadbd: None,
+            keepalived: None,
+        });
+        // From here on, Drop cleans up whatever got started.
+        let mut lab = Lab {
+            registry: Arc::clone(registry),
+            layout,
+            hooks,
+            instances,
+            nodes,
+            detached: false,
+        };
+        match lab.bring_up(config) {
+            Ok(()) => Ok(lab),
+            Err(error) => {
+                let dest = config
+                    .logs_dir
+                    .join(format!("up-{}-{}", layout.name(), hooks.name()));
+                if save_logs(&lab, &dest).is_ok() {
+                    return Err(error.context(format!("logs saved in {}", dest.display())));
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn bring_up(&mut self, config: &LabConfig) -> Result<()> {
+        topology::build(&self.registry)?;
+        let vips: Vec<Ipv4Addr> = self.instances.iter().map(|i| i.vip).collect();
+        for node in NodeId::BOTH {
+            let paths = self.paths(node).clone();
+            if paths.dir.exists() {
+                fs::remove_dir_all(&paths.dir)?;
+            }
+            mariadb::prepare(node, &paths, &config.template, &vips)?;
+            self.start_mariadb(node)?;
+        }
+        self.close_ring()?;
+        for node in NodeId::BOTH {
+            let paths = self.paths(node).clone();
+            let commands = hooks::install(self.hooks, &paths, &config.artifacts, &self.instances)
+                .with_context(|| {
+                format!("install {} hooks on {}", self.hooks.name(), node.name())
+            })?;
+            self.nodes[node.index()].keepalived_config =
+                keepalived::render(node, &self.instances, &config.timers, &commands);
+        }
+        // Started together, both nodes' first master-down timers expire in the same
+        // instant: both claim the VIP, then one yields, and the notify hooks of those
+        // two transitions run concurrently in either order (the shell baseline was
+        // seen to leave the backup writable). A real pair rarely boots in lockstep,
+        // so node 1 starts first and node 2 once node 1 holds VIP1.
+        self.start_keepalived(NodeId::One)?;
+        let first_vip = self.instances[0].vip;
+        wait::until(
+            Duration::from_secs(15),
+            Duration::from_millis(20),
+            "node1 to take VIP1",
+            || {
+                Ok(topology::public_addresses(NodeId::One)?
+                    .contains(&first_vip)
+                    .then_some(()))
+            },
+        )?;
+        self.start_keepalived(NodeId::Two)?;
+        self.wait_healthy()
+    }
+
+    pub fn paths(&self, node: NodeId) -> &NodePaths {
+        &self.nodes[node.index()].paths
+    }
+
+    pub fn sockets(&self) -> [PathBuf; 2] {
+        NodeId::BOTH.map(|node| self.paths(node).socket())
+    }
+
+    pub fn keepalived_config(&self, node: NodeId) -> &str {
+        &self.nodes[node.index()].keepalived_config
+    }
+
+    pub fn connect(&self, node: NodeId) -> Result<Conn> {
+        mariadb::connect(&self.paths(node).socket())
+            .with_context(|| format!("connect to mariadbd on {}", node.name()))
+    }
+
+    /// Replication both ways over the private network, then the writer's schema and
+    /// user, created once on node 1 and replicated to node 2.
+    fn close_ring(&self) -> Result<()> {
+        // Users first on both, so neither IO thread meets a peer without its user.
+        for node in NodeId::BOTH {
+            mariadb::create_replication_user(&mut self.connect(node)?)
+                .with_context(|| format!("replication user on {}", node.name()))?;
+        }
+        for node in NodeId::BOTH {
+            mariadb::start_replication(&mut self.connect(node)?, node)
+                .with_context(|| format!("replication on {}", node.name()))?;
+        }
+        mariadb::create_schema(&mut self.connect(NodeId::One)?).context("create schema")?;
+        self.wait_converged(Duration::from_secs(20))?;
+        Ok(())
+    }
+
+    /// Both replication threads running on both nodes and equal binlog positions.
+    /// A session error counts as "not yet": backup hooks kill client sessions, the
+    /// lab's own included.
+    pub fn converged_now(&self) -> Result<bool> {
+        let mut positions = Vec::new();
+        for node in NodeId::BOTH {
+            let Ok(mut conn) = self.connect(node) else {
+                return Ok(false);
+            };
+            match mariadb::replica_status(&mut conn) {
+                Ok(Some(status)) if status.running() => {}
+                _ => return Ok(false),
+            }
+            match mariadb::gtid_binlog_pos(&mut conn) {
+                Ok(pos) => positions.push(pos),
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(positions[0] == positions[1])
+    }
+
+    pub fn wait_converged(&self, timeout: Duration) -> Result<()> {
+        wait::until(
+            timeout,
+            Duration::from_millis(50),
+            "replication to converge",
+            || Ok(self.converged_now()?.then_some(())),
+        )
+    }
+
+    /// Why the lab is not healthy now, or None when it is: every VIP on its preferred
+    /// node only, exactly the VIP holders writable, replication converged.
+    pub fn health_problem(&self) -> Result<Option<String>> {
+        for node in NodeId::BOTH {
+            let held = topology::public_addresses(node)?;
+            for instance in &self.instances {
+                let should_hold = instance.preferred == node;
+                if held.contains(&instance.vip) != should_hold {
+                    return Ok(Some(format!(
+                        "{} {} {}",
+                        node.name(),
+                        if should_hold { "lacks" } else { "holds" },
+                        instance.vip
+                    )));
+                }
+            }
+            let writable_expected = self.instances.iter().any(|i| i.preferred == node);
+            let read_only = match self
+                .connect(node)
+                .and_then(|mut c| mariadb::read_only(&mut c))
+            {
+                Ok(read_only) => read_only,
+                Err(error) => return Ok(Some(format!("{}: {error:#}", node.name()))),
+            };
+            if read_only == writable_expected {
+                return Ok(Some(format!(
+                    "{} has read_only={}",
+                    node.name(),
+                    if read_only { "ON" } else { "OFF" }
+                )));
+            }
+        }
+        if !self.converged_now()? {
+            return Ok(Some("replication not converged".into()));
+        }
+        Ok(None)
+    }
+
+    pub fn wait_healthy(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            wait::check()?;
+            let Some(last) = self.health_problem()? else {
+                return Ok(());
+            };
+            if start.elapsed() > HEALTHY_TIMEOUT {
+                bail!(
+                    "lab not healthy after {} s: {last}",
+                    HEALTHY_TIMEOUT.as_secs()
+                );
+            }
+            wait::sleep(Duration::from_millis(50))?;
+        }
+    }
+
+    pub fn start_mariadb(&mut self, node: NodeId) -> Result<()> {
+        let pid = mariadb::start(&self.registry, node, self.paths(node))?;
+        self.nodes[node.index()].mariadbd = Some(pid);
+        Ok(())
+    }
+
+    /// SIGTERM, which mariadbd takes as a clean shutdown, and wait for it.
+    pub fn stop_mariadb(&mut self, node: NodeId) -> Result<()> {
+        self.end_process(node, Daemon::Mariadbd, Signal::TERM, CLEAN_STOP_TIMEOUT)
+    }
+
+    pub fn kill_mariadb(&mut self, node: NodeId) -> Result<()> {
+        self.end_process(node, Daemon::Mariadbd, Signal::KILL, KILL_TIMEOUT)
+    }
+
+    pub fn start_keepalived(&mut self, node: NodeId) -> Result<()> {
+        let index = node.index();
+        let pid = keepalived::start(
+            &self.registry,
+            node,
+            &self.nodes[index].paths,
+            &self.nodes[index].keepalived_config,
+        )?;
+        self.nodes[index].keepalived = Some(pid);
+        Ok(())
+    }
+
+    /// SIGTERM: keepalived leaves cleanly (priority-0 advert, VIPs removed).
+    pub fn stop_keepalived(&mut self, node: NodeId) -> Result<()> {
+        self.end_process(node, Daemon::Keepalived, Signal::TERM, KILL_TIMEOUT)
+    }
+
+    fn end_process(
+        &mut self,
+        node: NodeId,
+        daemon: Daemon,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Result<()> {
+        let slot = match daemon {
+            Daemon::Mariadbd => &mut self.nodes[node.index()].mariadbd,
+            Daemon::Keepalived => &mut self.nodes[node.index()].keepalived,
+        };
+        let Some(pid) = slot.take() else {
+            bail!("{daemon:?} on {} is not running", node.name());
+        };
+        self.registry.signal(pid, signal)?;
+        if !self.registry.wait_exit(pid, timeout)? {
+            bail!(
+                "{daemon:?} on {} (pid {pid}) did not exit within {} s",
+                node.name(),
+                timeout.as_secs()
+            );
+        }
+        Ok(())
+    }
+
+    /// A hard crash of the whole host: every process in the node's namespace gets
+    /// SIGKILL, then its links go down and the VIPs it held are forgotten, as after
+    /// a power loss.
+    pub fn crash_node(&mut self, node: NodeId) -> Result<()> {
+        self.registry.kill_namespace(&node.namespace())?;
+        let index = node.index();
+        for pid in [
+            self.nodes[index].mariadbd.take(),
+            self.nodes[index].keepalived.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.registry.wait_exit(pid, KILL_TIMEOUT)?;
+        }
+        topology::set_node_links(node, false)?;
+        for instance in &self.instances {
+            topology::forget_address(node, instance.vip)?;
+        }
+        Ok(())
+    }
+
+    /// The host comes back: links up, MariaDB (crash recovery), then keepalived.
+    pub fn boot_node(&mut self, node: NodeId) -> Result<()> {
+        topology::set_node_links(node, true)?;
+        self.start_mariadb(node)?;
+        self.start_keepalived(node)
+    }
+
+    pub fn failover_file(&self, node: NodeId) -> PathBuf {
+        self.paths(node).failover_file()
+    }
+
+    /// Keeps the lab running after this process exits (`mmvip-lab up`).
+    pub fn keep_running(mut self) {
+        self.detached = true;
+    }
+
+    /// Stops everything of this lab instance and removes the node directories.
+    pub fn teardown(&mut self) -> Vec<String> {
+        self.detached = true;
+        let mut problems = self.registry.stop_all();
+        for node in NodeId::BOTH {
+            let dir = self.paths(node).dir.clone();
+            if dir.exists()
+                && let Err(error) = fs::remove_dir_all(&dir)
+            {
+                problems.push(format!("remove {}: {error}", dir.display()));
+            }
+        }
+        problems
+    }
+
+    /// Log files worth keeping when a scenario goes wrong.
+    pub fn log_files(&self, node: NodeId) -> Vec<PathBuf> {
+        let paths = self.paths(node);
+        vec![
+            paths.keepalived_log(),
+            paths.mariadb_log(),
+            paths.hooks_log(),
+            paths.mmvip_log(),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Daemon {
+    Mariadbd,
+    Keepalived,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.detached {
+            for problem in self.teardown() {
+                eprintln!("mmvip-lab: teardown: {problem}");
+            }
+        }
+    }
+}
+
+/// Copies a node's logs to `dest` (for a failed scenario's post-mortem).
+pub fn save_logs(lab: &Lab, dest: &Path) -> Result<()> {
+    for node in NodeId::BOTH {
+        let dir = dest.join(node.name());
+        fs::create_dir_all(&dir)?;
+        for file in lab.log_files(node) {
+            if let Some(name) = file.file_name()
+                && file.exists()
+            {
+                fs::copy(&file, dir.join(name))?;
+            }
+        }
+    }
+    Ok(())
+}

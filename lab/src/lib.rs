@@ -1,0 +1,333 @@
+//! mmvip's failover lab: two MariaDB nodes and a client, each in its own network
+//! namespace, real keepalived and MariaDB, mmvip (or a shell baseline) as the hooks,
+//! and the scenarios the original setup was tested with, measured under load.
+//!
+//! The binary is a thin CLI over [`run`], [`up`] and [`down`], which an integration
+//! test can call directly.
+
+pub mod cleanup;
+pub mod hooks;
+pub mod keepalived;
+pub mod lab;
+pub mod mariadb;
+pub mod netns;
+pub mod paths;
+pub mod report;
+pub mod sampler;
+pub mod scenario;
+pub mod topology;
+pub mod wait;
+pub mod writer;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cleanup::Registry;
+use crate::hooks::{Artifacts, HookSet};
+use crate::keepalived::{Layout, Timers};
+use crate::lab::{Lab, LabConfig};
+use crate::report::{Report, Row};
+use crate::scenario::Scenario;
+
+pub const DEFAULT_ROOT: &str = "/tmp/mmvip-lab";
+/// Scenarios the shell baseline runs next to mmvip.
+pub const BASELINE_SCENARIOS: [u8; 3] = [1, 4, 6];
+
+/// Which hooks `run` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookChoice {
+    One(HookSet),
+    /// mmvip on every selected scenario, plus the shell baseline on the selected
+    /// baseline scenarios (1, 4, 6), side by side.
+    Both,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub root: PathBuf,
+    pub artifacts: Artifacts,
+    pub hooks: HookChoice,
+    pub scenarios: BTreeSet<u8>,
+    pub timers: Timers,
+    pub logs_dir: PathBuf,
+    pub keep_logs: bool,
+}
+
+/// The (scenario, hooks) pairs a run executes, in order: for each scenario its mmvip
+/// row, then its baseline row.
+pub fn plan(choice: HookChoice, numbers: &BTreeSet<u8>) -> Vec<(Scenario, HookSet)> {
+    let mut plan = Vec::new();
+    for scenario in scenario::select(numbers) {
+        match choice {
+            HookChoice::One(hooks) => plan.push((scenario, hooks)),
+            HookChoice::Both => {
+                let baseline = BASELINE_SCENARIOS.contains(&scenario.number);
+                plan.push((scenario.clone(), HookSet::Mmvip));
+                if baseline {
+                    plan.push((scenario, HookSet::Shell));
+                }
+            }
+        }
+    }
+    plan
+}
+
+fn hook_sets(choice: HookChoice) -> Vec<HookSet> {
+    match choice {
+        HookChoice::One(hooks) => vec![hooks],
+        HookChoice::Both => vec![HookSet::Mmvip, HookSet::Shell],
+    }
+}
+
+/// Everything the lab needs from the machine, checked before anything is created.
+pub fn preflight(root: &Path, artifacts: &Artifacts, hooks: &[HookSet]) -> Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        bail!(
+            "must run as root (the lab creates network namespaces and runs mariadbd and keepalived)"
+        );
+    }
+    for (binary, package) in [
+        (mariadb::MARIADBD, "mariadb-server"),
+        (mariadb::INSTALL_DB, "mariadb-server"),
+        ("/usr/bin/mariadb", "mariadb-client"),
+        (keepalived::KEEPALIVED, "keepalived"),
+    ] {
+        if !Path::new(binary).is_file() {
+            let name = Path::new(binary)
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            bail!("{name} not found: apt-get install {package}");
+        }
+    }
+    netns::ip(&["-V"]).context("ip not found: apt-get install iproute2")?;
+    // keepalived.conf holds these paths unquoted inside quoted script lines.
+    let plain = root.to_str().is_some_and(|s| {
+        s.starts_with('/')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+    });
+    if !plain {
+        bail!(
+            "lab root {} must be an absolute path of letters, digits, `/._-`",
+            root.display()
+        );
+    }
+    if root.as_os_str().len() > 60 {
+        bail!(
+            "lab root {} is too long for MariaDB's unix socket path",
+            root.display()
+        );
+    }
+    for hooks in hooks {
+        artifacts.preflight(*hooks)?;
+    }
+    let leftovers = cleanup::leftovers()?;
+    if !leftovers.is_empty() {
+        bail!(
+            "a lab is already up or was left behind (namespaces {}): run `mmvip-lab down` first",
+            leftovers.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Creates the lab root and the data directory template shared by every lab of a run.
+fn prepare_root(options_root: &Path) -> Result<(Arc<Registry>, PathBuf)> {
+    let registry = Registry::create(options_root)?;
+    let template = mariadb::make_template(options_root)?;
+    Ok((registry, template))
+}
+
+/// Tears the whole run down (processes, namespaces, lab root) when dropped, also on
+/// error or panic.
+struct RunGuard(Arc<Registry>);
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        for problem in self.0.teardown() {
+            eprintln!("mmvip-lab: teardown: {problem}");
+        }
+    }
+}
+
+/// Runs the planned scenarios and returns the report; `progress` hears one line per
+/// step. A scenario that cannot finish becomes an aborted row; an interrupt stops
+/// the run.
+pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Report> {
+    let started = Instant::now();
+    preflight(&options.root, &options.artifacts, &hook_sets(options.hooks))?;
+    let plan = plan(options.hooks, &options.scenarios);
+    if plan.is_empty() {
+        bail!("no scenario selected");
+    }
+    let (registry, template) = prepare_root(&options.root)?;
+    let _guard = RunGuard(Arc::clone(&registry));
+    let config = LabConfig {
+        artifacts: options.artifacts.clone(),
+        timers: options.timers.clone(),
+        template,
+        logs_dir: options.logs_dir.clone(),
+        keep_logs: options.keep_logs,
+    };
+    let mut rows = Vec::new();
+    for (i, (scenario, hooks)) in plan.iter().enumerate() {
+        let label = format!(
+            "[{}/{}] {} ({})",
+            i + 1,
+            plan.len(),
+            scenario.name,
+            hooks.name()
+        );
+        progress(&format!("{label}: starting"));
+        let mut step = |line: &str| progress(&format!("{label}: {line}"));
+        let row = match scenario::run(&registry, &config, scenario, *hooks, &mut step) {
+            Ok(row) => row,
+            Err(error) if wait::interrupted() => return Err(error),
+            Err(error) => Row::aborted(
+                scenario.name,
+                hooks.name(),
+                scenario.layout.name(),
+                &format!("{error:#}"),
+            ),
+        };
+        progress(&format!(
+            "{label}: {} in {:.1} s",
+            if row.failed() { "FAILED" } else { "done" },
+            row.duration_s
+        ));
+        rows.push(row);
+    }
+    Ok(Report {
+        scenarios: rows,
+        timers: options.timers.describe(),
+        total_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    })
+}
+
+/// What `up` leaves running, for the user to explore.
+pub struct UpSummary {
+    pub root: PathBuf,
+    pub keepalived_conf: PathBuf,
+}
+
+/// Brings one lab up and leaves it running after this process exits.
+pub fn up(
+    root: &Path,
+    artifacts: &Artifacts,
+    layout: Layout,
+    hooks: HookSet,
+    timers: &Timers,
+) -> Result<UpSummary> {
+    preflight(root, artifacts, &[hooks])?;
+    let (registry, template) = prepare_root(root)?;
+    let guard = RunGuard(Arc::clone(&registry));
+    let config = LabConfig {
+        artifacts: artifacts.clone(),
+        timers: timers.clone(),
+        template,
+        logs_dir: std::env::current_dir()?.join("lab-logs"),
+        keep_logs: false,
+    };
+    let lab = Lab::up(&registry, &config, layout, hooks)?;
+    let summary = UpSummary {
+        root: root.to_path_buf(),
+        keepalived_conf: lab.paths(topology::NodeId::One).keepalived_conf(),
+    };
+    lab.keep_running();
+    // Success: the lab must outlive us, so the guard must not tear it down.
+    std::mem::forget(guard);
+    Ok(summary)
+}
+
+/// Stops whatever a previous `up` or a crashed `run` left behind.
+pub fn down(root: &Path) -> Result<Vec<String>> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("must run as root");
+    }
+    cleanup::down(root)
+}
+
+/// The workspace this crate lives in: default place of the built mmvip artifacts.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Artifacts from explicit paths, else `$MMVIP_LAB_MMVIP` / `$MMVIP_LAB_PLUGINS`, else
+/// `target/release/mmvip` and `target/wasm32-wasip2/release/` under the workspace.
+pub fn artifacts(mmvip: Option<PathBuf>, plugins: Option<PathBuf>) -> Artifacts {
+    let workspace = workspace_root();
+    Artifacts {
+        mmvip_bin: mmvip
+            .or_else(|| std::env::var_os("MMVIP_LAB_MMVIP").map(PathBuf::from))
+            .unwrap_or_else(|| workspace.join("target/release/mmvip")),
+        plugin_dir: plugins
+            .or_else(|| std::env::var_os("MMVIP_LAB_PLUGINS").map(PathBuf::from))
+            .unwrap_or_else(|| workspace.join("target/wasm32-wasip2/release")),
+    }
+}
+
+/// Parses `1,4,6,7` or `all`.
+pub fn parse_scenarios(text: &str) -> Result<BTreeSet<u8>> {
+    if text == "all" {
+        return Ok((1..=7).collect());
+    }
+    text.split(',')
+        .map(|part| {
+            let number: u8 = part
+                .trim()
+                .parse()
+                .with_context(|| format!("scenario `{part}`: expected a number 1-7"))?;
+            if !(1..=7).contains(&number) {
+                bail!("scenario {number}: there are scenarios 1 to 7");
+            }
+            Ok(number)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_pairs_mmvip_with_the_baseline_where_asked() {
+        let plan = plan(HookChoice::Both, &[1, 2, 7].into_iter().collect());
+        let names: Vec<(&str, &str)> = plan.iter().map(|(s, h)| (s.name, h.name())).collect();
+        assert_eq!(
+            names,
+            [
+                ("1-switchover", "mmvip"),
+                ("1-switchover", "shell"),
+                ("2-keepalived-stop", "mmvip"),
+                ("7a-dual-switchover", "mmvip"),
+                ("7b-dual-kill9", "mmvip"),
+            ]
+        );
+    }
+
+    #[test]
+    fn one_hook_set_runs_every_selected_scenario() {
+        let plan = plan(HookChoice::One(HookSet::Shell), &(1..=7).collect());
+        assert_eq!(plan.len(), 8);
+        assert!(plan.iter().all(|(_, h)| *h == HookSet::Shell));
+    }
+
+    #[test]
+    fn scenario_lists_parse() {
+        assert_eq!(
+            parse_scenarios("1,4, 6,7").unwrap(),
+            [1, 4, 6, 7].into_iter().collect()
+        );
+        assert_eq!(parse_scenarios("all").unwrap().len(), 7);
+        assert!(parse_scenarios("8").is_err());
+        assert!(parse_scenarios("x").is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! Where each node's files live under the lab root. Both nodes share one filesystem,
+//! so everything a real host keeps in /etc, /var and /run gets a per-node path here.
+
+use std::path::{Path, PathBuf};
+
+use crate::topology::NodeId;
+
+#[derive(Debug, Clone)]
+pub struct NodePaths {
+    pub dir: PathBuf,
+}
+
+impl NodePaths {
+    pub fn new(root: &Path, node: NodeId) -> NodePaths {
+        NodePaths {
+            dir: root.join(node.name()),
+        }
+    }
+
+    // MariaDB
+    pub fn my_cnf(&self) -> PathBuf {
+        self.dir.join("my.cnf")
+    }
+    pub fn datadir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir().join("mysqld.sock")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.run_dir().join("mariadbd.pid")
+    }
+    pub fn mariadb_log(&self) -> PathBuf {
+        self.dir.join("mariadbd.err")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+    pub fn mariadb_console(&self) -> PathBuf {
+        self.dir.join("mariadbd.out")
+    }
+
+    // keepalived
+    pub fn etc_dir(&self) -> PathBuf {
+        self.dir.join("etc")
+    }
+    pub fn keepalived_conf(&self) -> PathBuf {
+        self.etc_dir().join("keepalived.conf")
+    }
+    pub fn failover_file(&self) -> PathBuf {
+        self.etc_dir().join("failover")
+    }
+    pub fn keepalived_pid(&self) -> PathBuf {
+        self.run_dir().join("keepalived.pid")
+    }
+    pub fn vrrp_pid(&self) -> PathBuf {
+        self.run_dir().join("vrrp.pid")
+    }
+    pub fn keepalived_log(&self) -> PathBuf {
+        self.dir.join("keepalived.log")
+    }
+
+    // shell baseline hooks
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.dir.join("hooks")
+    }
+    pub fn hooks_log(&self) -> PathBuf {
+        self.dir.join("hooks.log")
+    }
+
+    // mmvip, laid out as the README installs it on a host
+    pub fn mmvip_dir(&self) -> PathBuf {
+        self.dir.join("mmvip")
+    }
+    pub fn mmvip_bin(&self) -> PathBuf {
+        self.mmvip_dir().join("bin").join("mmvip")
+    }
+    pub fn mmvip_plugins(&self) -> PathBuf {
+        self.mmvip_dir().join("plugins")
+    }
+    pub fn mmvip_config(&self) -> PathBuf {
+        self.mmvip_dir().join("mmvip.toml")
+    }
+    pub fn mmvip_cache(&self) -> PathBuf {
+        self.mmvip_dir().join("cache")
+    }
+    pub fn mmvip_log(&self) -> PathBuf {
+        self.mmvip_dir().join("mmvip.log")
+    }
+    pub fn mmvip_state(&self) -> PathBuf {
+        self.mmvip_dir().join("state")
+    }
+}

@@ -1,0 +1,225 @@
+//! The lab's network: a switch namespace with a private (heartbeat and replication)
+//! bridge and a public (VIP) bridge, two node namespaces and a client namespace.
+//! Every address lives inside these namespaces; the root namespace gets nothing.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+
+use crate::cleanup::Registry;
+use crate::netns::ip;
+
+pub const SWITCH_NS: &str = "mmvl-switch";
+pub const CLIENT_NS: &str = "mmvl-client";
+pub const PRIVATE_BRIDGE: &str = "br-private";
+pub const PUBLIC_BRIDGE: &str = "br-public";
+/// Interface names inside a node namespace.
+pub const PRIVATE_IF: &str = "private";
+pub const PUBLIC_IF: &str = "public";
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 100);
+pub const PREFIX_LEN: u8 = 24;
+
+/// One of the two database nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeId {
+    One,
+    Two,
+}
+
+impl NodeId {
+    pub const BOTH: [NodeId; 2] = [NodeId::One, NodeId::Two];
+
+    pub fn number(self) -> u8 {
+        match self {
+            NodeId::One => 1,
+            NodeId::Two => 2,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        usize::from(self.number() - 1)
+    }
+
+    pub fn peer(self) -> NodeId {
+        match self {
+            NodeId::One => NodeId::Two,
+            NodeId::Two => NodeId::One,
+        }
+    }
+
+    pub fn name(self) -> String {
+        format!("node{}", self.number())
+    }
+
+    pub fn namespace(self) -> String {
+        format!("mmvl-node{}", self.number())
+    }
+
+    pub fn private_ip(self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, 0, self.number())
+    }
+
+    pub fn public_ip(self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, 1, self.number())
+    }
+
+    /// The switch-side end of this node's private cable: detaching it from the bridge
+    /// cuts the heartbeat while both ends keep carrier (a real split brain).
+    pub fn private_port(self) -> String {
+        format!("n{}-private", self.number())
+    }
+
+    fn public_port(self) -> String {
+        format!("n{}-public", self.number())
+    }
+}
+
+/// Creates namespaces, bridges and cables, and addresses every interface.
+pub fn build(registry: &Registry) -> Result<()> {
+    for ns in [SWITCH_NS, CLIENT_NS] {
+        registry.add_namespace(ns)?;
+    }
+    for node in NodeId::BOTH {
+        registry.add_namespace(&node.namespace())?;
+    }
+    for bridge in [PRIVATE_BRIDGE, PUBLIC_BRIDGE] {
+        // A fresh Linux bridge has STP off, so ports forward as soon as they are up.
+        ip(&["-n", SWITCH_NS, "link", "add", bridge, "type", "bridge"])?;
+        ip(&["-n", SWITCH_NS, "link", "set", bridge, "up"])?;
+    }
+    for node in NodeId::BOTH {
+        let ns = node.namespace();
+        cable(&ns, PRIVATE_IF, &node.private_port(), PRIVATE_BRIDGE)?;
+        cable(&ns, PUBLIC_IF, &node.public_port(), PUBLIC_BRIDGE)?;
+        address(&ns, PRIVATE_IF, node.private_ip())?;
+        address(&ns, PUBLIC_IF, node.public_ip())?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+    }
+    cable(CLIENT_NS, PUBLIC_IF, "client-public", PUBLIC_BRIDGE)?;
+    address(CLIENT_NS, PUBLIC_IF, CLIENT_IP)?;
+    ip(&["-n", CLIENT_NS, "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+/// A veth pair from `ns`'s `inside` interface to `port` on `bridge` in the switch.
+fn cable(ns: &str, inside: &str, port: &str, bridge: &str) -> Result<()> {
+    ip(&[
+        "-n", ns, "link", "add", inside, "type", "veth", "peer", "name", port, "netns", SWITCH_NS,
+    ])?;
+    ip(&["-n", SWITCH_NS, "link", "set", port, "master", bridge])?;
+    ip(&["-n", SWITCH_NS, "link", "set", port, "up"])?;
+    ip(&["-n", ns, "link", "set", inside, "up"])?;
+    Ok(())
+}
+
+fn address(ns: &str, interface: &str, addr: Ipv4Addr) -> Result<()> {
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{addr}/{PREFIX_LEN}"),
+        "dev",
+        interface,
+    ])
+    .map(drop)
+}
+
+/// Cuts `node`'s heartbeat link at the switch while its interface stays up.
+pub fn detach_private(node: NodeId) -> Result<()> {
+    ip(&[
+        "-n",
+        SWITCH_NS,
+        "link",
+        "set",
+        &node.private_port(),
+        "nomaster",
+    ])
+    .map(drop)
+}
+
+pub fn attach_private(node: NodeId) -> Result<()> {
+    ip(&[
+        "-n",
+        SWITCH_NS,
+        "link",
+        "set",
+        &node.private_port(),
+        "master",
+        PRIVATE_BRIDGE,
+    ])
+    .map(drop)
+}
+
+/// The IPv4 addresses on `node`'s public interface.
+pub fn public_addresses(node: NodeId) -> Result<Vec<Ipv4Addr>> {
+    let text = ip(&[
+        "-n",
+        &node.namespace(),
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "dev",
+        PUBLIC_IF,
+    ])?;
+    Ok(parse_addresses(&text))
+}
+
+/// Removes `addr` from `node`'s public interface if present: a reboot forgets VIPs.
+pub fn forget_address(node: NodeId, addr: Ipv4Addr) -> Result<()> {
+    if public_addresses(node)?.contains(&addr) {
+        ip(&[
+            "-n",
+            &node.namespace(),
+            "addr",
+            "del",
+            &format!("{addr}/{PREFIX_LEN}"),
+            "dev",
+            PUBLIC_IF,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Sets both of `node`'s interfaces up or down (a powered-off host has no carrier).
+pub fn set_node_links(node: NodeId, up: bool) -> Result<()> {
+    let state = if up { "up" } else { "down" };
+    for interface in [PRIVATE_IF, PUBLIC_IF] {
+        ip(&["-n", &node.namespace(), "link", "set", interface, state])?;
+    }
+    Ok(())
+}
+
+/// Parses `ip -o -4 addr show` lines: `2: public    inet 10.77.1.1/24 brd ...`.
+pub fn parse_addresses(text: &str) -> Vec<Ipv4Addr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next()?.split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ip_addr_output() {
+        let text = "3: public    inet 10.77.1.1/24 scope global public\\       valid_lft forever preferred_lft forever\n3: public    inet 10.77.1.99/24 scope global secondary public\\       valid_lft forever\n";
+        assert_eq!(
+            parse_addresses(text),
+            vec![Ipv4Addr::new(10, 77, 1, 1), Ipv4Addr::new(10, 77, 1, 99)]
+        );
+    }
+
+    #[test]
+    fn names_fit_linux_interface_limit() {
+        for node in NodeId::BOTH {
+            assert!(node.private_port().len() <= 15);
+            assert!(node.public_port().len() <= 15);
+        }
+    }
+}

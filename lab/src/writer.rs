@@ -1,0 +1,274 @@
+//! The client load: a thread in the client namespace inserting rows through one VIP as
+//! the ordinary application user, recording every insert MariaDB acknowledged, and on
+//! any error dropping the connection and reconnecting, as an application pool would.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use mysql::prelude::Queryable;
+use mysql::{Conn, OptsBuilder};
+
+use crate::mariadb::{APP_PASSWORD, APP_USER, DATABASE, PORT, TABLE};
+use crate::netns;
+use crate::topology::CLIENT_NS;
+
+/// Pause after a failed connect, so a VIP with no holder is not hammered.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
+/// Short enough to notice a dead holder fast, long enough for a busy 2-core machine.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Distinct error messages kept for the report.
+const KEPT_ERRORS: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct WriterSpec {
+    /// Names the writer in rows and notes, e.g. `vip1`.
+    pub name: String,
+    pub vip: Ipv4Addr,
+    /// uids are `uid_base + n`: distinct across writers, independent of auto_increment.
+    pub uid_base: u64,
+    /// One insert per interval: a steady load rather than as fast as possible.
+    pub interval: Duration,
+}
+
+/// One acknowledged insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub uid: u64,
+    /// `@@server_id` of the node that served the connection.
+    pub server_id: u32,
+    pub at: Instant,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct WriterLog {
+    pub acks: Vec<Ack>,
+    pub attempted: u64,
+    pub errors: u64,
+    pub distinct_errors: Vec<String>,
+}
+
+impl WriterLog {
+    fn record_error(&mut self, error: &str) {
+        self.errors += 1;
+        let short: String = error.chars().take(90).collect();
+        if self.distinct_errors.len() < KEPT_ERRORS && !self.distinct_errors.contains(&short) {
+            self.distinct_errors.push(short);
+        }
+    }
+
+    /// The first acknowledgement after `since` served by `server_id`.
+    pub fn first_ack_by(&self, server_id: u32, since: Instant) -> Option<Instant> {
+        self.acks
+            .iter()
+            .find(|ack| ack.at > since && ack.server_id == server_id)
+            .map(|ack| ack.at)
+    }
+
+    pub fn acks_since(&self, since: Instant) -> usize {
+        self.acks.iter().filter(|ack| ack.at > since).count()
+    }
+
+    /// The longest stretch without an acknowledgement between `from` and `to`.
+    pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        let mut previous = from;
+        let mut longest = Duration::ZERO;
+        for ack in self.acks.iter().filter(|a| a.at > from && a.at <= to) {
+            longest = longest.max(ack.at - previous);
+            previous = ack.at;
+        }
+        longest.max(to.saturating_duration_since(previous))
+    }
+}
+
+pub struct Writer {
+    pub spec: WriterSpec,
+    log: Arc<Mutex<WriterLog>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer thread and returns once it is inside the client namespace.
+    pub fn start(spec: WriterSpec) -> Result<Writer> {
+        let log = Arc::new(Mutex::new(WriterLog::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let thread_spec = spec.clone();
+        let thread_log = Arc::clone(&log);
+        let thread_stop = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name(format!("writer-{}", spec.name))
+            .spawn(move || {
+                // Never connect from the root namespace: no namespace, no load.
+                let entered = netns::enter(CLIENT_NS);
+                let ok = entered.is_ok();
+                let _ = entered_tx.send(entered);
+                if ok {
+                    write_loop(&thread_spec, &thread_log, &thread_stop);
+                }
+            })
+            .context("spawn writer thread")?;
+        let entered = entered_rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| anyhow!("writer {} did not start", spec.name))?;
+        let writer = Writer {
+            spec,
+            log,
+            stop,
+            handle: Some(handle),
+        };
+        entered.with_context(|| format!("writer {}", writer.spec.name))?;
+        Ok(writer)
+    }
+
+    /// A view of the log while the writer runs.
+    pub fn log(&self) -> MutexGuard<'_, WriterLog> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the writer (bounded by its I/O timeouts) and returns its log.
+    pub fn stop(mut self) -> WriterLog {
+        self.halt();
+        self.log().clone()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn write_loop(spec: &WriterSpec, log: &Mutex<WriterLog>, stop: &AtomicBool) {
+    let lock = || log.lock().unwrap_or_else(|p| p.into_inner());
+    let mut connection: Option<(Conn, u32)> = None;
+    let mut next = Instant::now();
+    let mut sequence = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let (conn, server_id) = match connection.as_mut() {
+            Some((conn, id)) => (conn, *id),
+            None => match connect(spec.vip) {
+                Ok(made) => {
+                    connection = Some(made);
+                    let (conn, id) = connection.as_mut().expect("just set");
+                    (conn, *id)
+                }
+                Err(error) => {
+                    lock().record_error(&format!("connect: {error}"));
+                    std::thread::sleep(RECONNECT_PAUSE);
+                    continue;
+                }
+            },
+        };
+        sequence += 1;
+        let uid = spec.uid_base + sequence;
+        let insert = format!(
+            "INSERT INTO {TABLE} (uid, writer) VALUES ({uid}, '{}')",
+            spec.name
+        );
+        lock().attempted += 1;
+        match conn.query_drop(insert) {
+            Ok(()) => lock().acks.push(Ack {
+                uid,
+                server_id,
+                at: Instant::now(),
+            }),
+            Err(error) => {
+                lock().record_error(&error.to_string());
+                connection = None;
+            }
+        }
+        next += spec.interval;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            // Behind schedule (an outage): resume the steady pace, no burst.
+            next = now;
+        }
+    }
+}
+
+fn connect(vip: Ipv4Addr) -> Result<(Conn, u32)> {
+    let opts = OptsBuilder::new()
+        .ip_or_hostname(Some(vip.to_string()))
+        .tcp_port(PORT)
+        .user(Some(APP_USER))
+        .pass(Some(APP_PASSWORD))
+        .db_name(Some(DATABASE))
+        .prefer_socket(false)
+        .tcp_connect_timeout(Some(CONNECT_TIMEOUT))
+        .read_timeout(Some(IO_TIMEOUT))
+        .write_timeout(Some(IO_TIMEOUT))
+        .stmt_cache_size(0);
+    let mut conn = Conn::new(opts)?;
+    let server_id: Option<u32> = conn.query_first("SELECT @@server_id")?;
+    Ok((conn, server_id.unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(offsets_ms: &[(u64, u32)], start: Instant) -> WriterLog {
+        WriterLog {
+            acks: offsets_ms
+                .iter()
+                .enumerate()
+                .map(|(i, (ms, server))| Ack {
+                    uid: i as u64,
+                    server_id: *server,
+                    at: start + Duration::from_millis(*ms),
+                })
+                .collect(),
+            ..WriterLog::default()
+        }
+    }
+
+    #[test]
+    fn first_ack_by_a_node_after_a_moment() {
+        let start = Instant::now();
+        let log = log_with(&[(10, 1), (20, 1), (900, 2), (950, 2)], start);
+        let fault = start + Duration::from_millis(15);
+        assert_eq!(
+            log.first_ack_by(2, fault),
+            Some(start + Duration::from_millis(900))
+        );
+        assert_eq!(log.first_ack_by(3, fault), None);
+        assert_eq!(log.acks_since(fault), 3);
+    }
+
+    #[test]
+    fn longest_gap_counts_the_edges() {
+        let start = Instant::now();
+        let log = log_with(&[(100, 1), (150, 1), (700, 2)], start);
+        let gap = log.longest_gap(start, start + Duration::from_millis(1000));
+        assert_eq!(gap, Duration::from_millis(550));
+        let tail = log.longest_gap(start, start + Duration::from_millis(2000));
+        assert_eq!(tail, Duration::from_millis(1300));
+    }
+
+    #[test]
+    fn errors_are_counted_and_kept_once() {
+        let mut log = WriterLog::default();
+        for _ in 0..3 {
+            log.record_error("ERROR 1290: read-only");
+        }
+        log.record_error("connect: refused");
+        assert_eq!(log.errors, 4);
+        assert_eq!(log.distinct_errors.len(), 2);
+    }
+}
