@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::net::Ipv4Addr;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
 use crate::cleanup::{Registry, set_mode};
 use crate::hooks::{HookCommands, Role};
@@ -206,11 +206,13 @@ pub fn render(
     text
 }
 
-/// Writes the config and starts keepalived (VRRP only, foreground, logging to its
-/// stdout since the lab has no syslog) in the node's namespace.
+/// Writes the config, has keepalived check it, and starts keepalived (VRRP only,
+/// foreground, logging to its stdout since the lab has no syslog) in the node's
+/// namespace.
 pub fn start(registry: &Registry, node: NodeId, paths: &NodePaths, config: &str) -> Result<u32> {
     fs::write(paths.keepalived_conf(), config)?;
     set_mode(&paths.keepalived_conf(), 0o644)?;
+    check_config(node, paths)?;
     let mut command = netns::command_in(&node.namespace(), KEEPALIVED);
     command.args(["-n", "-l", "-D", "-G", "-P", "-f"]);
     command.arg(paths.keepalived_conf());
@@ -221,6 +223,27 @@ pub fn start(registry: &Registry, node: NodeId, paths: &NodePaths, config: &str)
         &mut command,
         &paths.keepalived_log(),
     )
+}
+
+/// `keepalived -t` inside the node's namespace (where the interfaces exist): a
+/// keyword it does not know or an item it drops is otherwise only a log line, and the
+/// lab would silently test a different configuration.
+fn check_config(node: NodeId, paths: &NodePaths) -> Result<()> {
+    let output = netns::command_in(&node.namespace(), KEEPALIVED)
+        .arg("-t")
+        .arg("-f")
+        .arg(paths.keepalived_conf())
+        .output()
+        .context("run keepalived -t")?;
+    if !output.status.success() {
+        let text = String::from_utf8_lossy(&output.stderr);
+        bail!(
+            "keepalived rejects {}: {}",
+            paths.keepalived_conf().display(),
+            crate::mariadb::last_lines(&text, 3)
+        );
+    }
+    Ok(())
 }
 
 /// keepalived log lines worth a reader's attention: warnings, errors and refused

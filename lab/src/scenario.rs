@@ -333,11 +333,11 @@ fn measure(
     ));
 
     let write_errors: u64 = logs.iter().map(|l| l.errors).sum();
-    for log in logs.iter().filter(|l| l.errors > 0) {
+    for (log, instance) in logs.iter().zip(&lab.instances) {
         if let Some(first) = log.distinct_errors.first() {
             notes.push(format!(
-                "{} write errors on one writer, e.g. {first}",
-                log.errors
+                "{} write errors through {} ({}), e.g. {first}",
+                log.errors, instance.vip, instance.name
             ));
         }
     }
