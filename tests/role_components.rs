@@ -390,6 +390,40 @@ fn master_drains_what_was_received_when_the_peer_is_gone() {
 }
 
 #[test]
+fn master_treats_an_io_thread_stopped_on_an_error_as_broken() {
+    let mut db = FakeDb::new();
+    db.replicas = vec![replica("No", "Yes", "1-1-42")];
+    db.replicas[0].last_io_error =
+        "Got fatal error 1236 from master when reading data from binary log".into();
+    let out = run(
+        "master",
+        db,
+        &["10.0.0.1"],
+        &["--instance=VI_1"],
+        settings(None, &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Fail);
+    assert!(
+        out.message
+            .contains("IO thread stopped (Got fatal error 1236"),
+        "{}",
+        out.message
+    );
+    assert!(out.db.calls().is_empty());
+    // Stopped by hand, without an error: what was received is still applied.
+    let mut db = FakeDb::new();
+    db.replicas = vec![replica("No", "Yes", "1-1-42")];
+    let out = run(
+        "master",
+        db,
+        &["10.0.0.1"],
+        &["--instance=VI_1"],
+        settings(None, &[]),
+    );
+    assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
+}
+
+#[test]
 fn master_without_replication_has_nothing_to_wait_for() {
     let mut db = FakeDb::new();
     db.replicas.clear();

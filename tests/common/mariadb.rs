@@ -305,7 +305,7 @@ impl Pair {
     fn point(&self, replica: &Server, source: &Server) {
         let port = source.replication.expect("replicating server").port;
         replica.exec(&format!(
-            "CHANGE MASTER TO master_host = '127.0.0.1', master_port = {port}, master_user = '{REPLICATION_USER}', master_password = '{REPLICATION_PASSWORD}', master_use_gtid = current_pos, master_connect_retry = 1, master_heartbeat_period = 1; START SLAVE"
+            "CHANGE MASTER TO master_host = '127.0.0.1', master_port = {port}, master_user = '{REPLICATION_USER}', master_password = '{REPLICATION_PASSWORD}', master_use_gtid = slave_pos, master_connect_retry = 1, master_heartbeat_period = 1; START SLAVE"
         ));
     }
 

@@ -83,6 +83,15 @@ fn received_position(own_domain: &str) -> Result<String, Failure> {
                 replica.sql_running
             )));
         }
+        // An IO thread that stopped on an error (e.g. 1236, the peer lacks a GTID we
+        // ask for) will not recover by itself: the ring is broken. One that is
+        // reconnecting (the peer is down) leaves a relay log worth applying.
+        if replica.io_running == "No" && !replica.last_io_error.is_empty() {
+            return Err(fail(format!(
+                "replication `{name}` is broken: IO thread stopped ({})",
+                replica.last_io_error
+            )));
+        }
         if replica.io_running != "Yes" {
             mmvip_sdk::warn(&format!(
                 "replication `{name}`: IO thread {} ({}); applying what was received",
