@@ -4,16 +4,24 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// Crates that only make sense for wasm32-wasip2: the plugins and the test guests.
+/// Crates that build a component for wasm32-wasip2 (a `cdylib`): the plugins and
+/// the test guests. Libraries beside them (such as plugins/role) come in as deps.
 fn component_crates(root: &Path) -> Vec<String> {
     let mut crates = Vec::new();
-    for (dir, prefix) in [("plugins", "mmvip-plugin-"), ("tests/guests", "guest-")] {
+    for dir in ["plugins", "tests/guests"] {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
             continue;
         };
         for entry in entries.flatten() {
-            if entry.path().join("Cargo.toml").exists() {
-                crates.push(format!("{prefix}{}", entry.file_name().to_string_lossy()));
+            let Ok(manifest) = std::fs::read_to_string(entry.path().join("Cargo.toml")) else {
+                continue;
+            };
+            let name = manifest
+                .lines()
+                .find_map(|line| line.strip_prefix("name = "))
+                .map(|name| name.trim_matches('"').to_string());
+            if let Some(name) = name.filter(|_| manifest.contains("\"cdylib\"")) {
+                crates.push(name);
             }
         }
     }
