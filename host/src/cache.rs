@@ -17,9 +17,11 @@ use wasmtime::component::Component;
 use crate::error::{Error, Result};
 use crate::log::Log;
 
-const CACHE_MAGIC: &[u8; 8] = b"MMVIPC02";
-/// Magic, then the payload's CRC-32 (IEEE), little-endian.
-const HEADER_LEN: usize = CACHE_MAGIC.len() + 4;
+/// A cache file is wasmtime's compiled image followed by a trailer: this magic, then
+/// the image's CRC-32 (IEEE, little-endian). The image stays at offset 0 so wasmtime
+/// maps the file directly instead of copying it.
+const CACHE_MAGIC: &[u8; 8] = b"MMVIPC03";
+const TRAILER_LEN: usize = CACHE_MAGIC.len() + 4;
 /// No hook plugin comes near this; a larger file is refused rather than read.
 const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
@@ -124,24 +126,70 @@ fn cache_file_name(engine: &Engine, wasm: &[u8]) -> String {
 
 /// `Ok(None)` when there is no cache file; `Err` when there is one but it is unusable.
 fn read_cached(engine: &Engine, path: &Path) -> std::result::Result<Option<Component>, String> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    if bytes.len() < HEADER_LEN || &bytes[..CACHE_MAGIC.len()] != CACHE_MAGIC {
+    let len = file.metadata().map_err(|e| e.to_string())?.len() as usize;
+    if len <= TRAILER_LEN {
         return Err("not an mmvip cache file".into());
     }
-    let (header, payload) = bytes.split_at(HEADER_LEN);
-    if crc32fast::hash(payload).to_le_bytes() != header[CACHE_MAGIC.len()..] {
-        return Err("checksum mismatch (corrupt)".into());
+    {
+        let mapped = MappedFile::new(&file, len).map_err(|e| e.to_string())?;
+        let (image, trailer) = mapped.bytes().split_at(len - TRAILER_LEN);
+        let (magic, crc) = trailer.split_at(CACHE_MAGIC.len());
+        if magic != CACHE_MAGIC {
+            return Err("not an mmvip cache file".into());
+        }
+        if crc32fast::hash(image).to_le_bytes() != crc {
+            return Err("checksum mismatch (corrupt)".into());
+        }
     }
-    // SAFETY: the payload is byte-for-byte what this host wrote after compiling it
-    // (checksum above), in a directory only root can write; wasmtime additionally
-    // checks that it was compiled by a compatible engine.
-    unsafe { Component::deserialize(engine, payload) }
+    // SAFETY: the file is byte-for-byte what this host wrote after compiling (the
+    // checksum above), in a directory only root can write, and cache files are only
+    // ever replaced by rename, never changed in place; wasmtime additionally checks
+    // that it was compiled by a compatible engine.
+    unsafe { Component::deserialize_file(engine, path) }
         .map(Some)
         .map_err(|e| first_line(&format!("{e:#}")))
+}
+
+/// A read-only private mapping of a whole file, for checksumming without a copy.
+struct MappedFile {
+    address: *mut std::ffi::c_void,
+    len: usize,
+}
+
+impl MappedFile {
+    fn new(file: &fs::File, len: usize) -> std::io::Result<MappedFile> {
+        use rustix::mm::{MapFlags, ProtFlags, mmap};
+        // SAFETY: a fresh read-only mapping of `len` bytes of an open file; nothing
+        // else refers to this address range.
+        let address = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ,
+                MapFlags::PRIVATE,
+                file,
+                0,
+            )
+        }?;
+        Ok(MappedFile { address, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.address.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the range mapped in `new`, no longer borrowed.
+        let _ = unsafe { rustix::mm::munmap(self.address, self.len) };
+    }
 }
 
 /// Writes the cache file atomically: a private temporary file renamed into place.
@@ -154,9 +202,9 @@ fn store(cache_dir: &Path, cache_file: &Path, compiled: &[u8]) -> std::io::Resul
             .create_new(true)
             .mode(0o600)
             .open(&temp)?;
+        file.write_all(compiled)?;
         file.write_all(CACHE_MAGIC)?;
         file.write_all(&crc32fast::hash(compiled).to_le_bytes())?;
-        file.write_all(compiled)?;
         file.sync_all()?;
         fs::rename(&temp, cache_file)
     })();
