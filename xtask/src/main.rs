@@ -64,6 +64,53 @@ fn build(root: &Path) -> Result<(), String> {
     cargo(root, &args)
 }
 
+/// Runs `cargo test ARGS`, passing its output through, and ends with one line that
+/// totals every test binary's results (cargo prints one line per binary, and the last
+/// of them, often a doc-test binary with nothing in it, says nothing about the run).
+fn cargo_test(root: &Path, args: &[&str]) -> Result<(), String> {
+    use std::io::BufRead;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(&cargo)
+        .arg("test")
+        .args(args)
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("reading cargo test output: {e}"))?;
+        println!("{line}");
+        if let Some(counts) = line.strip_prefix("test result: ") {
+            for part in counts.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(what), Some(count)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let Ok(count) = count.parse::<u64>() else {
+                    continue;
+                };
+                match what {
+                    "passed" => passed += count,
+                    "failed" => failed += count,
+                    "ignored" => ignored += count,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for cargo test: {e}"))?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo test {}` failed ({status})", args.join(" ")))
+    }
+}
+
 fn run(root: &Path, program: &Path, args: &[String]) -> Result<(), String> {
     let status = Command::new(program)
         .args(args)
@@ -88,18 +135,9 @@ fn main() -> ExitCode {
     let result = match task {
         "build" => build(&root),
         "test" => build(&root).and_then(|()| {
-            cargo(
+            cargo_test(
                 &root,
-                &[
-                    "test",
-                    "--release",
-                    "-p",
-                    "mmvip",
-                    "-p",
-                    "mmvip-lab",
-                    "-p",
-                    "xtask",
-                ],
+                &["--release", "-p", "mmvip", "-p", "mmvip-lab", "-p", "xtask"],
             )
         }),
         "bench" => {
