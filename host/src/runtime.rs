@@ -273,7 +273,7 @@ pub fn run(
     invocation: &Invocation,
     bounds: Bounds,
 ) -> Result<(Report, Instance)> {
-    let linker = linker(engine, grants)?;
+    let linker = linker(engine, shape, grants)?;
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
     let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
     let limits = StoreLimitsBuilder::new()
@@ -393,10 +393,12 @@ impl Deadline {
     }
 }
 
-fn linker(engine: &Engine, grants: &[Grant]) -> Result<Linker<HookState>> {
+fn linker(engine: &Engine, shape: &Shape, grants: &[Grant]) -> Result<Linker<HookState>> {
     let mut linker = Linker::new(engine);
     let link_error = |e: wasmtime::Error| Error::failed(format!("linking capabilities: {e}"));
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_error)?;
+    for import in &shape.imports {
+        link_wasi(&mut linker, import).map_err(link_error)?;
+    }
     bindings::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(link_error)?;
     bindings::sql_types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(link_error)?;
     for grant in grants {
@@ -418,6 +420,77 @@ fn linker(engine: &Engine, grants: &[Grant]) -> Result<Linker<HookState>> {
         .map_err(link_error)?;
     }
     Ok(linker)
+}
+
+/// The resource table, for the `wasi:io` interfaces.
+struct IoTable;
+
+impl wasmtime::component::HasData for IoTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Links one WASI interface the component imports (`inspect` already refused any
+/// outside `ALLOWED_WASI`). Only what a plugin imports is linked: it costs time at
+/// every hook run, and sockets are never linked at all.
+fn link_wasi(linker: &mut Linker<HookState>, import: &str) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sync};
+    use wasmtime_wasi::random::WasiRandom;
+    fn table(state: &mut HookState) -> &mut ResourceTable {
+        &mut state.table
+    }
+    fn rng(state: &mut HookState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
+        state.wasi.random()
+    }
+    let interface = import.split('@').next().unwrap_or(import);
+    let l = linker;
+    match interface {
+        "wasi:io/error" => sync::io::error::add_to_linker::<_, IoTable>(l, table),
+        "wasi:io/poll" => sync::io::poll::add_to_linker::<_, IoTable>(l, table),
+        "wasi:io/streams" => sync::io::streams::add_to_linker::<_, IoTable>(l, table),
+        "wasi:clocks/wall-clock" => {
+            clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, HookState::clocks)
+        }
+        "wasi:clocks/monotonic-clock" => {
+            clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(l, HookState::clocks)
+        }
+        "wasi:random/random" => random::random::add_to_linker::<_, WasiRandom>(l, rng),
+        "wasi:random/insecure" => random::insecure::add_to_linker::<_, WasiRandom>(l, rng),
+        "wasi:random/insecure-seed" => {
+            random::insecure_seed::add_to_linker::<_, WasiRandom>(l, rng)
+        }
+        "wasi:filesystem/types" => {
+            sync::filesystem::types::add_to_linker::<_, WasiFilesystem>(l, HookState::filesystem)
+        }
+        "wasi:filesystem/preopens" => {
+            filesystem::preopens::add_to_linker::<_, WasiFilesystem>(l, HookState::filesystem)
+        }
+        "wasi:cli/environment" => cli::environment::add_to_linker::<_, WasiCli>(l, HookState::cli),
+        "wasi:cli/exit" => cli::exit::add_to_linker::<_, WasiCli>(l, HookState::cli),
+        "wasi:cli/stdin" => cli::stdin::add_to_linker::<_, WasiCli>(l, HookState::cli),
+        "wasi:cli/stdout" => cli::stdout::add_to_linker::<_, WasiCli>(l, HookState::cli),
+        "wasi:cli/stderr" => cli::stderr::add_to_linker::<_, WasiCli>(l, HookState::cli),
+        "wasi:cli/terminal-input" => {
+            cli::terminal_input::add_to_linker::<_, WasiCli>(l, HookState::cli)
+        }
+        "wasi:cli/terminal-output" => {
+            cli::terminal_output::add_to_linker::<_, WasiCli>(l, HookState::cli)
+        }
+        "wasi:cli/terminal-stdin" => {
+            cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, HookState::cli)
+        }
+        "wasi:cli/terminal-stdout" => {
+            cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, HookState::cli)
+        }
+        "wasi:cli/terminal-stderr" => {
+            cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, HookState::cli)
+        }
+        // mmvip's own interfaces are linked by grant; anything else fails to
+        // instantiate with wasmtime's message naming the import.
+        _ => Ok(()),
+    }
 }
 
 fn missing(capability: &str) -> wasmtime::Error {
