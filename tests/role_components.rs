@@ -253,6 +253,17 @@ fn run_event(
     }
 }
 
+/// `master --instance=VI_1` on a node holding VI_1's VIP (the usual promotion).
+fn master_on_vi1(db: FakeDb, extra: &[(&str, &str)]) -> Outcome {
+    run(
+        "master",
+        db,
+        &["10.0.0.1"],
+        &["--instance=VI_1"],
+        settings(None, extra),
+    )
+}
+
 #[test]
 fn master_waits_for_the_peer_domain_then_goes_writable() {
     let out = run(
@@ -340,13 +351,7 @@ fn master_catchup_timeout_goes_writable_when_told_to() {
     let mut db = FakeDb::new();
     db.wait_reaches = false;
     let extra = [("on_catchup_timeout", "go-writable")];
-    let out = run(
-        "master",
-        db,
-        &["10.0.0.1"],
-        &["--instance=VI_1"],
-        settings(None, &extra),
-    );
+    let out = master_on_vi1(db, &extra);
     assert_eq!(out.verdict, Verdict::Pass);
     assert_eq!(out.db.variables["read_only"], "0");
     assert!(out.log.contains("GOING WRITABLE ANYWAY"), "{}", out.log);
@@ -357,13 +362,7 @@ fn master_reports_a_broken_replica_instead_of_waiting() {
     let mut db = FakeDb::new();
     db.replicas = vec![replica("Yes", "No", "1-1-10")];
     db.replicas[0].last_sql_error = "Duplicate entry '7' for key 'PRIMARY'".into();
-    let out = run(
-        "master",
-        db,
-        &["10.0.0.1"],
-        &["--instance=VI_1"],
-        settings(None, &[]),
-    );
+    let out = master_on_vi1(db, &[]);
     assert_eq!(out.verdict, Verdict::Fail);
     assert!(
         out.message.contains("SQL thread No (Duplicate entry"),
@@ -377,13 +376,7 @@ fn master_reports_a_broken_replica_instead_of_waiting() {
 fn master_drains_what_was_received_when_the_peer_is_gone() {
     let mut db = FakeDb::new();
     db.replicas = vec![replica("Connecting", "Yes", "1-1-42")];
-    let out = run(
-        "master",
-        db,
-        &["10.0.0.1"],
-        &["--instance=VI_1"],
-        settings(None, &[]),
-    );
+    let out = master_on_vi1(db, &[]);
     assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
     assert_eq!(out.db.calls(), vec!["WAIT 1-1-42", "SET read_only=OFF"]);
     assert!(out.log.contains("IO thread Connecting"), "{}", out.log);
@@ -395,13 +388,7 @@ fn master_treats_an_io_thread_stopped_on_an_error_as_broken() {
     db.replicas = vec![replica("No", "Yes", "1-1-42")];
     db.replicas[0].last_io_error =
         "Got fatal error 1236 from master when reading data from binary log".into();
-    let out = run(
-        "master",
-        db,
-        &["10.0.0.1"],
-        &["--instance=VI_1"],
-        settings(None, &[]),
-    );
+    let out = master_on_vi1(db, &[]);
     assert_eq!(out.verdict, Verdict::Fail);
     assert!(
         out.message
@@ -413,13 +400,7 @@ fn master_treats_an_io_thread_stopped_on_an_error_as_broken() {
     // Stopped by hand, without an error: what was received is still applied.
     let mut db = FakeDb::new();
     db.replicas = vec![replica("No", "Yes", "1-1-42")];
-    let out = run(
-        "master",
-        db,
-        &["10.0.0.1"],
-        &["--instance=VI_1"],
-        settings(None, &[]),
-    );
+    let out = master_on_vi1(db, &[]);
     assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
 }
 
@@ -443,13 +424,7 @@ fn master_without_replication_has_nothing_to_wait_for() {
 fn master_verifies_the_variable_after_setting_it() {
     let mut db = FakeDb::new();
     db.set_ignored = true;
-    let out = run(
-        "master",
-        db,
-        &["10.0.0.1"],
-        &["--instance=VI_1"],
-        settings(None, &[]),
-    );
+    let out = master_on_vi1(db, &[]);
     assert_eq!(out.verdict, Verdict::Fail);
     assert_eq!(out.message, "read_only reads 1 after SET OFF");
 }
@@ -687,13 +662,7 @@ fn events_are_disabled_on_demotion_and_only_those_re_enabled_on_promotion() {
     );
     assert!(!out.db.calls().iter().any(|c| c.contains("manual")));
 
-    let out = run(
-        "master",
-        out.db,
-        &["10.0.0.1"],
-        &["--instance=VI_1"],
-        settings(None, &extra),
-    );
+    let out = master_on_vi1(out.db, &extra);
     assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
     assert!(
         out.db
