@@ -127,7 +127,7 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
     if let Some(sql) = sql.as_mut() {
         sql.connect_ahead();
     }
-    let (component, shape) = match load_plugin(config, &spec, &log) {
+    let (component, shape, _) = match load_plugin(config, &spec, &log) {
         Ok(loaded) => loaded,
         Err(error) => return report_error(Some(&log), &error),
     };
@@ -236,15 +236,17 @@ fn cache_engine() -> &'static wasmtime::Engine {
     })
 }
 
+/// Checks, loads (through the cache) and inspects a plugin; also says whether it
+/// had to be compiled.
 fn load_plugin(
     config: &Config,
     spec: &PluginSpec,
     log: &Log,
-) -> Result<(wasmtime::component::Component, runtime::Shape)> {
+) -> Result<(wasmtime::component::Component, runtime::Shape, Source)> {
     crate::trust::require_trusted(&spec.path, "plugin")?;
-    let (component, _) = cache::load(cache_engine(), &spec.path, &config.cache_dir, log)?;
+    let (component, source) = cache::load(cache_engine(), &spec.path, &config.cache_dir, log)?;
     let shape = runtime::inspect(cache_engine(), &component, &spec.name, &spec.grants)?;
-    Ok((component, shape))
+    Ok((component, shape, source))
 }
 
 /// The MariaDB back-end, when any SQL capability is granted.
@@ -320,13 +322,10 @@ fn compile_all(config: &Config) -> u8 {
     );
     let mut status = 0;
     for name in names {
-        let result = config.plugin(&name).and_then(|spec| {
-            crate::trust::require_trusted(&spec.path, "plugin")?;
-            let (component, source) =
-                cache::load(cache_engine(), &spec.path, &config.cache_dir, &log)?;
-            runtime::inspect(cache_engine(), &component, &name, &spec.grants)?;
-            Ok(source)
-        });
+        let result = config
+            .plugin(&name)
+            .and_then(|spec| load_plugin(config, &spec, &log))
+            .map(|(_, _, source)| source);
         match result {
             Ok(Source::Cache) => println!("{name}: already cached"),
             Ok(Source::Compiled) => println!("{name}: compiled"),
@@ -372,7 +371,7 @@ fn list_plugins(config: &Config) -> u8 {
             grants.join(",")
         };
         let (hook, outcome) = match load_plugin(config, &spec, &log) {
-            Ok((_, shape)) => (
+            Ok((_, shape, _)) => (
                 format!("{}@{}", shape.kind.interface(), shape.version),
                 "ok".to_string(),
             ),

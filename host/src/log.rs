@@ -62,10 +62,6 @@ impl Log {
         }
     }
 
-    pub fn context(&self) -> &LogContext {
-        &self.context
-    }
-
     /// Writes one line: timestamp, context, `level`, then `fields` as `key=value`.
     pub fn write(&self, level: &str, fields: &[(&str, &str)]) {
         let mut line = String::with_capacity(160);

@@ -3,7 +3,7 @@
 //! interruption) and a memory limit.
 
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
@@ -627,9 +627,4 @@ impl bindings::state::Host for HookState {
         state.set(key, value);
         Ok(())
     }
-}
-
-/// The hook's wall-clock deadline as an instant, for back-ends that block.
-pub fn deadline_after(timeout: Duration) -> Instant {
-    Instant::now() + timeout
 }

@@ -155,14 +155,16 @@ impl MariaDb {
         self.endpoint.error(error, timeout)
     }
 
-    /// Runs one statement, logging it first. A connection that failed at the
-    /// transport level is dropped, since its state is unknown.
+    /// Runs one statement, logging it first (`debug` for reads, `info` for what
+    /// changes the node). A connection that failed at the transport level is
+    /// dropped, since its state is unknown.
     fn run<T>(
         &mut self,
+        level: &str,
         statement: &str,
         action: impl FnOnce(&mut Conn, &str) -> mysql::Result<T>,
     ) -> Result<T, SqlError> {
-        self.log.write("debug", &[("sql", statement)]);
+        self.log.write(level, &[("sql", statement)]);
         let timeout = self.endpoint.config.timeout;
         let result = action(self.conn()?, statement);
         result.map_err(|error| {
@@ -173,20 +175,20 @@ impl MariaDb {
         })
     }
 
-    fn rows(&mut self, statement: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
-        self.run(statement, |conn, sql| conn.query::<Row, _>(sql))
+    fn rows(&mut self, level: &str, statement: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
+        self.run(level, statement, |conn, sql| conn.query::<Row, _>(sql))
             .map(|rows| rows.into_iter().map(row_text).collect())
     }
 }
 
 impl Sql for MariaDb {
     fn ping(&mut self) -> Result<(), SqlError> {
-        self.run("SELECT 1", |conn, sql| conn.query_drop(sql))
+        self.run("debug", "SELECT 1", |conn, sql| conn.query_drop(sql))
     }
 
     fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError> {
         check_identifier(name)?;
-        let rows = self.rows(&format!("SELECT @@GLOBAL.{name}"))?;
+        let rows = self.rows("debug", &format!("SELECT @@GLOBAL.{name}"))?;
         Ok(rows
             .into_iter()
             .next()
@@ -194,7 +196,7 @@ impl Sql for MariaDb {
     }
 
     fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
-        let rows = self.run("SHOW ALL SLAVES STATUS", |conn, sql| {
+        let rows = self.run("debug", "SHOW ALL SLAVES STATUS", |conn, sql| {
             conn.query::<Row, _>(sql)
         })?;
         Ok(rows
@@ -217,6 +219,7 @@ impl Sql for MariaDb {
 
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
         let rows = self.rows(
+            "debug",
             "SELECT ID, USER, HOST, COMMAND, ID = CONNECTION_ID() FROM information_schema.PROCESSLIST",
         )?;
         Ok(rows
@@ -237,6 +240,7 @@ impl Sql for MariaDb {
 
     fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
         let rows = self.rows(
+            "debug",
             "SELECT EVENT_SCHEMA, EVENT_NAME, STATUS, EVENT_COMMENT FROM information_schema.EVENTS",
         )?;
         Ok(rows
@@ -265,11 +269,7 @@ impl Sql for MariaDb {
             )));
         }
         let statement = format!("SET GLOBAL {name} = {value}");
-        self.log.write("info", &[("sql", &statement)]);
-        let timeout = self.endpoint.config.timeout;
-        let conn = self.conn()?;
-        conn.query_drop(&statement)
-            .map_err(|e| self.error(e, timeout))
+        self.run("info", &statement, |conn, sql| conn.query_drop(sql))
     }
 
     fn wait_for_gtid(&mut self, position: &str, timeout_ms: u32) -> Result<bool, SqlError> {
@@ -305,12 +305,10 @@ impl Sql for MariaDb {
 
     fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
         let statement = format!("KILL CONNECTION {id}");
-        self.log.write("info", &[("sql", &statement)]);
-        let timeout = self.endpoint.config.timeout;
-        match self.conn()?.query_drop(&statement) {
+        match self.run("info", &statement, |conn, sql| conn.query_drop(sql)) {
             Ok(()) => Ok(true),
-            Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_THREAD => Ok(false),
-            Err(e) => Err(self.error(e, timeout)),
+            Err(SqlError::Server((ER_NO_SUCH_THREAD, _))) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -330,19 +328,18 @@ impl Sql for MariaDb {
         );
         // The change is this node's role, not data: keep it out of the binlog so it
         // never replicates to the peer.
-        self.run("SET SESSION sql_log_bin = 0", |conn, sql| {
+        self.run("info", "SET SESSION sql_log_bin = 0", |conn, sql| {
             conn.query_drop(sql)
         })?;
-        let result = self.run(&statement, |conn, sql| conn.query_drop(sql));
-        self.run("SET SESSION sql_log_bin = 1", |conn, sql| {
+        let result = self.run("info", &statement, |conn, sql| conn.query_drop(sql));
+        self.run("info", "SET SESSION sql_log_bin = 1", |conn, sql| {
             conn.query_drop(sql)
         })?;
         result
     }
 
     fn query(&mut self, statement: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
-        self.log.write("info", &[("sql", statement)]);
-        self.rows(statement)
+        self.rows("info", statement)
     }
 }
 
