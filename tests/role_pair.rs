@@ -99,13 +99,15 @@ fn master_waits_for_the_relay_log_then_goes_writable() {
     // Hold node2's SQL thread back: it runs, but applies events 3 s late.
     pair.node2
         .exec("STOP SLAVE; CHANGE MASTER TO master_delay = 3; START SLAVE");
+    // Set up first: the delay runs from the inserts, so nothing slow may sit
+    // between them and the hook.
+    let node = Node::new(&pair.node2, "[plugins.master]\ncatchup_timeout = \"20s\"\n");
+    node.netns.hold(VIP1);
     let mut app = pair.node1.connect_as(APP_USER, APP_PASSWORD).unwrap();
     for i in 0..20 {
         app_insert(&mut app, &format!("row {i}")).unwrap();
     }
     pair.node1.exec("SET GLOBAL read_only = ON");
-    let node = Node::new(&pair.node2, "[plugins.master]\ncatchup_timeout = \"20s\"\n");
-    node.netns.hold(VIP1);
 
     let started = Instant::now();
     let mut child = node
