@@ -34,7 +34,7 @@ struct FakeDb {
     unreachable: bool,
     /// `SET GLOBAL` is accepted but does not take (as under a proxy or a bug).
     set_ignored: bool,
-    calls: Arc<Mutex<Vec<String>>>,
+    calls: Vec<String>,
 }
 
 impl FakeDb {
@@ -51,16 +51,16 @@ impl FakeDb {
             events: Vec::new(),
             unreachable: false,
             set_ignored: false,
-            calls: Arc::new(Mutex::new(Vec::new())),
+            calls: Vec::new(),
         }
     }
 
     fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
+        self.calls.clone()
     }
 
-    fn record(&self, call: String) {
-        self.calls.lock().unwrap().push(call);
+    fn record(&mut self, call: String) {
+        self.calls.push(call);
     }
 
     fn reachable(&self) -> Result<(), SqlError> {
@@ -135,13 +135,13 @@ impl Sql for Shared {
         Ok(())
     }
     fn wait_for_gtid(&mut self, position: &str, _timeout_ms: u32) -> Result<bool, SqlError> {
-        let db = self.0.lock().unwrap();
+        let mut db = self.0.lock().unwrap();
         db.reachable()?;
         db.record(format!("WAIT {position}"));
         Ok(db.wait_reaches)
     }
     fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
-        let db = self.0.lock().unwrap();
+        let mut db = self.0.lock().unwrap();
         db.reachable()?;
         db.record(format!("KILL {id}"));
         Ok(!db.already_gone.contains(&id))
