@@ -130,6 +130,31 @@ fn wrong_type_names_file_line_and_key() {
 }
 
 #[test]
+fn wrong_type_outside_plugins_names_file_line_and_key() {
+    let site = Site::new();
+    let text = std::fs::read_to_string(site.config_path()).unwrap();
+    let line = 1 + text
+        .lines()
+        .position(|l| l == "timeout_ms = 500")
+        .expect("the site config sets [mariadb] timeout_ms");
+    std::fs::write(
+        site.config_path(),
+        text.replace("timeout_ms = 500", "timeout_ms = \"soon\""),
+    )
+    .unwrap();
+    let output = site.mmvip(&["health"]);
+    assert_eq!(exit_code(&output), 2);
+    let message = stderr(&output);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.contains(&format!(
+            "mmvip.toml:{line}: [mariadb] timeout_ms: invalid type"
+        )),
+        "{message}"
+    );
+}
+
+#[test]
 fn plugin_that_is_not_installed_is_a_configuration_error() {
     let site = Site::new();
     let output = site.mmvip(&["health"]);

@@ -3,18 +3,26 @@
 
 mod common;
 
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
 use common::{bounds, run_in_process};
 use mmvip::bindings::{TargetKind, Transition, VrrpState};
 use mmvip::caps::{ClientConnection, EventInfo, FailoverFlag, ReplicaStatus, Sql, SqlError};
 use mmvip::config::Grant;
-use mmvip::runtime::{Invocation, Verdict};
+use mmvip::runtime::{Bounds, Invocation, OVERRUN_GRACE, Verdict};
 
-/// An SQL back-end whose `ping` answers as told; anything else is a test bug.
-struct ScriptedPing(Result<(), SqlError>);
+/// An SQL back-end whose `ping` answers as told, after `delay`; anything else is a
+/// test bug.
+struct ScriptedPing {
+    answer: Result<(), SqlError>,
+    delay: Duration,
+}
 
 impl Sql for ScriptedPing {
     fn ping(&mut self) -> Result<(), SqlError> {
-        self.0.clone()
+        std::thread::sleep(self.delay);
+        self.answer.clone()
     }
     fn global_variable(&mut self, _: &str) -> Result<Option<String>, SqlError> {
         unreachable!("health only pings")
@@ -56,18 +64,34 @@ impl FailoverFlag for ScriptedFlag {
 const HEALTH_GRANTS: &[Grant] = &[Grant::Log, Grant::SqlRead];
 const FAILOVER_GRANTS: &[Grant] = &[Grant::Log, Grant::FailoverFlag];
 
-fn health(ping: Result<(), SqlError>) -> (Verdict, String) {
+fn health_with(
+    invocation: Invocation,
+    limits: Bounds,
+    answer: Result<(), SqlError>,
+    delay: Duration,
+) -> (Verdict, String) {
     let run = run_in_process(
         "mmvip-plugin-health",
         HEALTH_GRANTS,
-        Invocation::default(),
-        bounds(2000),
+        invocation,
+        limits,
         |caps| {
-            caps.sql = Some(Box::new(ScriptedPing(ping)));
+            caps.sql = Some(Box::new(ScriptedPing { answer, delay }));
         },
     )
     .expect("health loads");
     (run.report.verdict, run.report.message)
+}
+
+fn health(answer: Result<(), SqlError>) -> (Verdict, String) {
+    health_with(Invocation::default(), bounds(2000), answer, Duration::ZERO)
+}
+
+fn with_args(args: &[&str]) -> Invocation {
+    Invocation {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..Invocation::default()
+    }
 }
 
 #[test]
@@ -103,11 +127,62 @@ fn health_fails_when_mariadb_refuses() {
     assert_eq!(message, "mariadb error 1045: Access denied");
 }
 
-fn failover(flag: Result<bool, String>) -> (Verdict, String) {
+#[test]
+fn health_refuses_arguments_it_does_not_take() {
+    let (verdict, message) = health_with(
+        with_args(&["--sokcet=/run/mysqld/mysqld.sock"]),
+        bounds(2000),
+        Ok(()),
+        Duration::ZERO,
+    );
+    assert_eq!(verdict, Verdict::Usage);
+    assert_eq!(
+        message,
+        "takes no arguments, got `--sokcet=/run/mysqld/mysqld.sock`"
+    );
+}
+
+/// The epoch interrupt cannot reach a hook blocked in a host call; the run's overrun
+/// callback (which ends the process on the command line) must fire instead.
+#[test]
+fn host_call_blocked_past_the_deadline_triggers_the_overrun_stop() {
+    let (fired, overrun) = mpsc::channel();
+    let mut limits = bounds(100);
+    limits.on_overrun = Some(Box::new(move || fired.send(Instant::now()).unwrap()));
+    let started = Instant::now();
+    let (verdict, _) = health_with(
+        Invocation::default(),
+        limits,
+        Ok(()),
+        Duration::from_millis(1500),
+    );
+    let returned = Instant::now();
+    let fired_at = overrun.recv().expect("on_overrun was called");
+    assert!(
+        fired_at < returned - Duration::from_millis(500),
+        "fired only as the call returned"
+    );
+    assert!(fired_at > started + Duration::from_millis(100) + OVERRUN_GRACE);
+    // The interrupt was still delivered once the call came back.
+    assert_eq!(verdict, Verdict::Timeout);
+}
+
+#[test]
+fn hook_that_ends_in_time_never_triggers_the_overrun_stop() {
+    let (fired, overrun) = mpsc::channel::<()>();
+    let mut limits = bounds(2000);
+    limits.on_overrun = Some(Box::new(move || fired.send(()).unwrap()));
+    let (verdict, _) = health_with(Invocation::default(), limits, Ok(()), Duration::ZERO);
+    assert_eq!(verdict, Verdict::Pass);
+    // Ending the run drops the callback unsent.
+    assert!(overrun.recv().is_err());
+}
+
+fn failover_with(invocation: Invocation, flag: Result<bool, String>) -> (Verdict, String) {
     let run = run_in_process(
         "mmvip-plugin-failover",
         FAILOVER_GRANTS,
-        Invocation::default(),
+        invocation,
         bounds(2000),
         |caps| {
             caps.failover_flag = Some(Box::new(ScriptedFlag(flag)));
@@ -115,6 +190,20 @@ fn failover(flag: Result<bool, String>) -> (Verdict, String) {
     )
     .expect("failover loads");
     (run.report.verdict, run.report.message)
+}
+
+fn failover(flag: Result<bool, String>) -> (Verdict, String) {
+    failover_with(Invocation::default(), flag)
+}
+
+#[test]
+fn failover_refuses_arguments_it_does_not_take() {
+    let (verdict, message) = failover_with(with_args(&["/etc/keepalived/failover"]), Ok(false));
+    assert_eq!(verdict, Verdict::Usage);
+    assert_eq!(
+        message,
+        "takes no arguments, got `/etc/keepalived/failover`"
+    );
 }
 
 #[test]
@@ -147,10 +236,13 @@ fn failover_fails_when_flag_cannot_be_checked() {
 }
 
 fn notify(transition: Option<Transition>) -> common::InProcess {
-    let invocation = Invocation {
+    notify_with(Invocation {
         transition,
         ..Invocation::default()
-    };
+    })
+}
+
+fn notify_with(invocation: Invocation) -> common::InProcess {
     run_in_process(
         "mmvip-plugin-notify",
         &[Grant::Log],
@@ -194,6 +286,21 @@ fn notify_names_groups_and_every_state() {
         }));
         assert_eq!(run.report.message, format!("GROUP G1 {word} 0"));
     }
+}
+
+#[test]
+fn notify_refuses_arguments_besides_the_transition() {
+    let run = notify_with(Invocation {
+        transition: Some(Transition {
+            kind: TargetKind::Instance,
+            name: "VI_1".into(),
+            state: VrrpState::Master,
+            priority: 101,
+        }),
+        ..with_args(&["--verbose"])
+    });
+    assert_eq!(run.report.verdict, Verdict::Usage);
+    assert_eq!(run.report.message, "takes no arguments, got `--verbose`");
 }
 
 #[test]

@@ -54,6 +54,7 @@ fn memory_hog_is_stopped_at_its_limit() {
     let limit = Bounds {
         timeout: Duration::from_secs(10),
         memory_bytes: 16 << 20,
+        on_overrun: None,
     };
     let run = run_in_process("guest-memhog", grants, Invocation::default(), limit, |_| {}).unwrap();
     assert_eq!(run.report.verdict, Verdict::Crash);
@@ -126,6 +127,26 @@ fn incompatible_wit_version_gets_a_clear_error() {
         message
             .contains("was built against mmvip:hooks@0.2.0; this mmvip provides mmvip:hooks@0.1.0"),
         "{message}"
+    );
+}
+
+#[test]
+fn plugin_calling_a_function_this_host_lacks_is_refused_at_load() {
+    let site = Site::new().with_config("[plugins.newer]\ngrants = [\"log\"]\n");
+    site.install("newer", "guest-newer-minor");
+    let output = site.mmvip(&["newer"]);
+    assert_eq!(exit_code(&output), 2);
+    let message = stderr(&output);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.contains("does not provide") && message.contains("mmvip:hooks/log@0.1.9"),
+        "{message}"
+    );
+    // Refused before it ran: its first log call never happened.
+    assert!(
+        !site.log_text().contains("about to flush"),
+        "{}",
+        site.log_text()
     );
 }
 
@@ -312,6 +333,21 @@ fn cache_is_written_into_a_root_only_directory() {
         let mode = entry.unwrap().metadata().unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+}
+
+#[test]
+fn existing_cache_directory_is_closed_to_others_when_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    site.install_builtins();
+    std::fs::create_dir(site.path("cache")).unwrap();
+    std::fs::set_permissions(site.path("cache"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(exit_code(&site.mmvip(&["compile"])), 0);
+    let mode = std::fs::metadata(site.path("cache"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
 }
 
 #[test]

@@ -28,11 +28,11 @@ mod notify_world {
     });
 }
 
-pub use check_world::CheckPlugin;
+pub use check_world::CheckPluginPre;
 pub use check_world::mmvip::hooks::{
     failover_flag, log, sql_admin, sql_raw, sql_read, sql_types, state, types, vip,
 };
-pub use notify_world::NotifyPlugin;
+pub use notify_world::NotifyPluginPre;
 pub use notify_world::exports::mmvip::hooks::notify::{TargetKind, Transition, VrrpState};
 
 /// The WIT package this host implements; a plugin must target the same 0.1 track.

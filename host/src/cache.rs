@@ -7,7 +7,7 @@
 use std::fs::{self, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -46,9 +46,11 @@ pub fn load(
     log: &Log,
 ) -> Result<(Component, Source)> {
     let wasm = read_plugin(wasm_path)?;
-    if cache_dir.exists() {
-        crate::trust::require_trusted(cache_dir, "cache_dir")?;
-    }
+    let cache_dir = if cache_dir.exists() {
+        &crate::trust::require_trusted(cache_dir, "cache_dir")?
+    } else {
+        cache_dir
+    };
     let cache_file = cache_dir.join(cache_file_name(engine, &wasm));
     match read_cached(engine, &cache_file) {
         Ok(Some(component)) => return Ok((component, Source::Cache)),
@@ -214,15 +216,19 @@ fn store(cache_dir: &Path, cache_file: &Path, compiled: &[u8]) -> std::io::Resul
     result
 }
 
-/// Creates the cache directory (mode 0700) if needed and checks it is root-only.
+/// Creates the cache directory (mode 0700) if needed, checks that only root can
+/// change it, and closes it to everyone else if it was open.
 pub fn ensure_cache_dir(cache_dir: &Path) -> std::io::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(cache_dir)?;
-    crate::trust::require_trusted(cache_dir, "cache_dir")
-        .map(|_| ())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))
+    let resolved = crate::trust::require_trusted(cache_dir, "cache_dir")
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?;
+    if fs::metadata(&resolved)?.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(&resolved, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 fn nanos() -> u128 {

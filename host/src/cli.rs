@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
@@ -14,7 +14,7 @@ use crate::caps::vip::LocalAddresses;
 use crate::config::{Config, Grant, PluginSpec};
 use crate::error::{Error, Result};
 use crate::keepalived;
-use crate::log::{Log, LogContext};
+use crate::log::{Log, LogContext, one_line};
 use crate::runtime::{self, Bounds, Capabilities, HookKind, Invocation};
 
 #[derive(Parser, Debug)]
@@ -102,15 +102,11 @@ fn report_error(log: Option<&Log>, error: &Error) -> u8 {
     if let Some(log) = log {
         log.write("error", &[("verdict", "error"), ("msg", error.message())]);
     }
-    eprintln!("mmvip: {error}");
+    eprintln!("mmvip: {}", one_line(error.message()));
     error.exit_code()
 }
 
 fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) -> u8 {
-    let spec = match config.plugin(name) {
-        Ok(spec) => spec,
-        Err(error) => return report_error(None, &error),
-    };
     let mut log = Log::open(
         &config.log_file,
         LogContext {
@@ -118,6 +114,10 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
             ..LogContext::default()
         },
     );
+    let spec = match config.plugin(name) {
+        Ok(spec) => spec,
+        Err(error) => return report_error(Some(&log), &error),
+    };
     let deadline = started + spec.timeout;
     // The MariaDB handshake overlaps loading the plugin.
     let mut sql = match sql_backend(config, &spec, &log, deadline) {
@@ -177,9 +177,11 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
         transition,
         settings,
     };
+    let timeout = deadline.saturating_duration_since(Instant::now());
     let bounds = Bounds {
-        timeout: deadline.saturating_duration_since(Instant::now()),
+        timeout,
         memory_bytes: spec.memory_bytes,
+        on_overrun: Some(stop_overrun(log.clone(), name.to_string(), spec.timeout)),
     };
     let (report, _instance) = match runtime::run(
         cache_engine(),
@@ -210,14 +212,11 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
             ("msg", &report.message),
         ],
     );
+    let message = one_line(&report.message);
     if report.verdict == runtime::Verdict::Pass {
-        println!("{name}: {}", report.message);
+        println!("{name}: {message}");
     } else {
-        eprintln!(
-            "mmvip: {name}: {}: {}",
-            report.verdict.word(),
-            report.message
-        );
+        eprintln!("mmvip: {name}: {}: {message}", report.verdict.word());
     }
     // Everything is logged and the state committed: the process ends here, without
     // tearing the wasm instance down first (the kernel reclaims it in one go).
@@ -225,6 +224,21 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
 }
 
 /// The engine is built once per process; every command uses the same configuration.
+/// Ends a hook blocked in a host call past its deadline (a connect to a wedged socket,
+/// say): keepalived must get its verdict in time, and a failure is the safe one.
+fn stop_overrun(log: Log, name: String, timeout: Duration) -> Box<dyn FnOnce() + Send> {
+    Box::new(move || {
+        let message = format!(
+            "still blocked in a host call {} ms after its {} ms deadline; stopped",
+            runtime::OVERRUN_GRACE.as_millis(),
+            timeout.as_millis()
+        );
+        log.write("error", &[("verdict", "timeout"), ("msg", &message)]);
+        eprintln!("mmvip: {name}: timeout: {message}");
+        std::process::exit(1);
+    })
+}
+
 fn cache_engine() -> &'static wasmtime::Engine {
     static ENGINE: std::sync::OnceLock<wasmtime::Engine> = std::sync::OnceLock::new();
     ENGINE.get_or_init(|| match runtime::engine() {
@@ -243,8 +257,8 @@ fn load_plugin(
     spec: &PluginSpec,
     log: &Log,
 ) -> Result<(wasmtime::component::Component, runtime::Shape, Source)> {
-    crate::trust::require_trusted(&spec.path, "plugin")?;
-    let (component, source) = cache::load(cache_engine(), &spec.path, &config.cache_dir, log)?;
+    let wasm_path = crate::trust::require_trusted(&spec.path, "plugin")?;
+    let (component, source) = cache::load(cache_engine(), &wasm_path, &config.cache_dir, log)?;
     let shape = runtime::inspect(cache_engine(), &component, &spec.name, &spec.grants)?;
     Ok((component, shape, source))
 }
@@ -293,7 +307,7 @@ fn capabilities(
         caps.vip = Some(Box::new(LocalAddresses));
     }
     if granted(Grant::State) {
-        let path = config.state_dir.join("state");
+        let path = crate::caps::state::prepare_state_dir(&config.state_dir)?.join("state");
         let state = StateStore::load(&path)
             .map_err(|e| Error::failed(format!("state file {}: {e}", path.display())))?;
         caps.state = Some(state);
@@ -330,7 +344,9 @@ fn compile_all(config: &Config) -> u8 {
             Ok(Source::Cache) => println!("{name}: already cached"),
             Ok(Source::Compiled) => println!("{name}: compiled"),
             Err(error) => {
-                eprintln!("mmvip: {name}: {error}");
+                let message = format!("{name}: {}", one_line(error.message()));
+                log.write("error", &[("verdict", "error"), ("msg", &message)]);
+                eprintln!("mmvip: {message}");
                 status = status.max(error.exit_code());
             }
         }

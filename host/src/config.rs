@@ -184,8 +184,8 @@ impl Config {
 
     /// Reads and validates the config at `path` (after checking it is root-only).
     pub fn load(path: &Path) -> Result<Config> {
-        crate::trust::require_trusted(path, "config")?;
-        let text = std::fs::read_to_string(path)
+        let resolved = crate::trust::require_trusted(path, "config")?;
+        let text = std::fs::read_to_string(resolved)
             .map_err(|e| Error::usage(format!("config {}: {e}", path.display())))?;
         Config::parse(path, &text)
     }
@@ -201,7 +201,10 @@ impl Config {
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |span| span.start);
-            at(offset, e.message())
+            match toml_key(&e) {
+                Some(key) => at(offset, &format!("{key}: {}", e.message())),
+                None => at(offset, e.message()),
+            }
         })?;
 
         let mut plugins = BTreeMap::new();
@@ -420,6 +423,23 @@ pub fn is_valid_plugin_name(name: &str) -> bool {
         && !name.starts_with('-')
 }
 
+/// The key a deserialization error is about, written as in the file
+/// (`[mariadb] timeout_ms`). toml only shows the key path in its rendering without
+/// the source excerpt.
+fn toml_key(error: &toml::de::Error) -> Option<String> {
+    let mut bare = error.clone();
+    bare.set_input(None);
+    let rendered = bare.to_string();
+    let path = rendered.lines().find_map(|line| {
+        line.strip_prefix("in `")
+            .and_then(|rest| rest.strip_suffix('`'))
+    })?;
+    Some(match path.rsplit_once('.') {
+        Some((table, key)) => format!("[{table}] {key}"),
+        None => path.to_string(),
+    })
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
         .bytes()
@@ -488,10 +508,17 @@ mod tests {
     }
 
     #[test]
-    fn wrong_type_names_line() {
+    fn wrong_type_names_line_and_key() {
         let err = parse("[mariadb]\ntimeout_ms = \"fast\"\n").unwrap_err();
         assert!(
-            err.message().starts_with("/etc/mmvip/mmvip.toml:2:"),
+            err.message()
+                .starts_with("/etc/mmvip/mmvip.toml:2: [mariadb] timeout_ms: invalid type"),
+            "{err}"
+        );
+        let err = parse("log_file = \"/x\"\nplugin_dir = 5\n").unwrap_err();
+        assert!(
+            err.message()
+                .starts_with("/etc/mmvip/mmvip.toml:2: plugin_dir: invalid type"),
             "{err}"
         );
         let err = parse("[plugins.health]\n\ntimeout_ms = -5\n").unwrap_err();

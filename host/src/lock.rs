@@ -1,8 +1,8 @@
 //! The node-wide hook lock: keepalived starts notify scripts concurrently and out of
 //! order, so each role-changing hook holds an exclusive `flock` while it runs.
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,18 +12,12 @@ use crate::error::{Error, Result};
 
 /// Held until dropped (closing the file releases the lock).
 pub struct HookLock {
-    _file: fs::File,
+    _file: File,
 }
 
 /// Waits for the lock until `deadline`.
 pub fn acquire(state_dir: &Path, deadline: Instant) -> Result<HookLock> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .map_err(|e| Error::failed(format!("state_dir {}: {e}", state_dir.display())))?;
-    crate::trust::require_trusted(state_dir, "state_dir")?;
-    let path = state_dir.join("lock");
+    let path = crate::caps::state::prepare_state_dir(state_dir)?.join("lock");
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)

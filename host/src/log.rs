@@ -109,15 +109,37 @@ fn quote(value: &str) -> String {
         match c {
             '"' => quoted.push_str("\\\""),
             '\\' => quoted.push_str("\\\\"),
-            '\n' => quoted.push_str("\\n"),
-            c if c.is_control() => {
-                let _ = write!(quoted, "\\u{{{:x}}}", c as u32);
-            }
+            c if c.is_control() => push_control(&mut quoted, c),
             c => quoted.push(c),
         }
     }
     quoted.push('"');
     quoted
+}
+
+/// `text` with line breaks and other control characters escaped: for messages a
+/// plugin chose, printed where one line is promised.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            push_control(&mut escaped, c);
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped.into()
+}
+
+fn push_control(out: &mut String, c: char) {
+    if c == '\n' {
+        out.push_str("\\n");
+    } else {
+        let _ = write!(out, "\\u{{{:x}}}", c as u32);
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +152,13 @@ mod tests {
         assert_eq!(quote("two words"), "\"two words\"");
         assert_eq!(quote("a\nb \"c\""), "\"a\\nb \\\"c\\\"\"");
         assert_eq!(quote(""), "\"\"");
+        assert_eq!(quote("tab\there"), "\"tab\\u{9}here\"");
+    }
+
+    #[test]
+    fn one_line_escapes_only_control_characters() {
+        assert_eq!(one_line("a \"plain\" message"), "a \"plain\" message");
+        assert_eq!(one_line("first\nsecond\r"), "first\\nsecond\\u{d}");
     }
 
     #[test]

@@ -6,11 +6,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{self, CheckPlugin, NotifyPlugin, Transition};
+use crate::bindings::{self, CheckPluginPre, NotifyPluginPre, Transition};
 use crate::caps::{FailoverFlag, Sql, SqlError, Vip};
 use crate::config::Grant;
 use crate::error::{Error, Result};
@@ -233,7 +233,7 @@ pub struct Report {
 pub struct HookState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MemoryBudget,
     caps: Capabilities,
     log_calls: u32,
 }
@@ -248,10 +248,87 @@ impl WasiView for HookState {
 }
 
 /// Limits of one run.
-#[derive(Debug, Clone, Copy)]
 pub struct Bounds {
     pub timeout: Duration,
+    /// All linear memories and tables of the instance together.
     pub memory_bytes: usize,
+    /// Called when the hook is still running [`OVERRUN_GRACE`] after its deadline:
+    /// it is then blocked in a host call that the epoch interrupt cannot reach. The
+    /// command line ends the process there; in-process callers may leave it out.
+    pub on_overrun: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// How long past its deadline a hook may still be inside a host call. Host calls cut
+/// their own timeouts to end before the deadline, so this only absorbs scheduling.
+pub const OVERRUN_GRACE: Duration = Duration::from_millis(100);
+
+/// Table elements are charged against the memory budget at the size of a pointer.
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+/// Counts of instances, tables and memories a component may create; ours have a few.
+const MAX_OBJECTS: usize = 64;
+
+/// Charges every memory and table the instance creates or grows against one budget,
+/// so neither extra memories nor a large table can get around the limit. Going over
+/// traps the plugin with [`OverBudget`].
+struct MemoryBudget {
+    left: usize,
+}
+
+/// The trap cause when a plugin exceeds its memory budget.
+#[derive(Debug)]
+struct OverBudget;
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("memory limit reached")
+    }
+}
+
+impl std::error::Error for OverBudget {}
+
+impl MemoryBudget {
+    fn charge(&mut self, bytes: usize) -> wasmtime::Result<bool> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(true)
+            }
+            None => Err(OverBudget.into()),
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryBudget {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.charge(desired.saturating_sub(current))
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let elements = desired.saturating_sub(current);
+        self.charge(elements.saturating_mul(TABLE_ELEMENT_BYTES))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_OBJECTS
+    }
+
+    fn tables(&self) -> usize {
+        MAX_OBJECTS
+    }
+
+    fn memories(&self) -> usize {
+        MAX_OBJECTS
+    }
 }
 
 /// The finished instance of a run. Dropping it tears the instance down; a process
@@ -274,15 +351,24 @@ pub fn run(
     bounds: Bounds,
 ) -> Result<(Report, Instance)> {
     let linker = linker(engine, shape, grants)?;
+    // Type-checks every import against what this host provides, so a plugin from a
+    // later 0.1.x release that calls something new is refused like any load problem.
+    let pre = linker.instantiate_pre(component).map_err(|e| {
+        Error::usage(format!(
+            "plugin needs what this mmvip ({}@{}) does not provide: {}; rebuild it with a matching mmvip-sdk",
+            bindings::PACKAGE,
+            bindings::VERSION,
+            crate::cache::first_line(&format!("{e:#}"))
+        ))
+    })?;
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
     let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(bounds.memory_bytes)
-        .trap_on_grow_failure(true)
-        .instances(64)
-        .tables(64)
-        .memories(4)
-        .build();
+    let Bounds {
+        timeout,
+        memory_bytes,
+        on_overrun,
+    } = bounds;
+    let limits = MemoryBudget { left: memory_bytes };
     let state = HookState {
         wasi,
         table: ResourceTable::new(),
@@ -295,7 +381,7 @@ pub fn run(
     store.set_epoch_deadline(1);
     store.epoch_deadline_trap();
 
-    let _deadline = Deadline::arm(engine, bounds.timeout);
+    let _deadline = Deadline::arm(engine, timeout, on_overrun);
     let settings: Vec<bindings::types::Setting> = invocation
         .settings
         .iter()
@@ -305,23 +391,23 @@ pub fn run(
         })
         .collect();
     let outcome = match shape.kind {
-        HookKind::Check => {
-            CheckPlugin::instantiate(&mut store, component, &linker).and_then(|plugin| {
+        HookKind::Check => CheckPluginPre::new(pre)
+            .and_then(|pre| pre.instantiate(&mut store))
+            .and_then(|plugin| {
                 plugin
                     .mmvip_hooks_check()
                     .call_run(&mut store, &invocation.args, &settings)
-            })
-        }
-        HookKind::Notify => {
-            NotifyPlugin::instantiate(&mut store, component, &linker).and_then(|plugin| {
+            }),
+        HookKind::Notify => NotifyPluginPre::new(pre)
+            .and_then(|pre| pre.instantiate(&mut store))
+            .and_then(|plugin| {
                 plugin.mmvip_hooks_notify().call_run(
                     &mut store,
                     invocation.transition.as_ref(),
                     &invocation.args,
                     &settings,
                 )
-            })
-        }
+            }),
     };
     let stderr = String::from_utf8_lossy(&stderr.contents())
         .trim_end()
@@ -337,7 +423,7 @@ pub fn run(
         Ok(Ok(summary)) => (Verdict::Pass, summary),
         Ok(Err(bindings::types::HookError::Failed(why))) => (Verdict::Fail, why),
         Ok(Err(bindings::types::HookError::Usage(why))) => (Verdict::Usage, why),
-        Err(error) => describe_trap(&error, bounds),
+        Err(error) => describe_trap(&error, timeout, memory_bytes),
     };
     Ok((
         Report {
@@ -349,44 +435,65 @@ pub fn run(
     ))
 }
 
-fn describe_trap(error: &wasmtime::Error, bounds: Bounds) -> (Verdict, String) {
+fn describe_trap(
+    error: &wasmtime::Error,
+    timeout: Duration,
+    memory_bytes: usize,
+) -> (Verdict, String) {
+    if error.chain().any(|cause| cause.is::<OverBudget>()) {
+        return (
+            Verdict::Crash,
+            format!(
+                "plugin failed: exceeded its {} MiB memory limit",
+                memory_bytes >> 20
+            ),
+        );
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => (
             Verdict::Timeout,
-            format!(
-                "interrupted at its {} ms deadline",
-                bounds.timeout.as_millis()
-            ),
+            format!("interrupted at its {} ms deadline", timeout.as_millis()),
         ),
         Some(trap) => (Verdict::Crash, format!("plugin trapped: {trap}")),
-        None => {
-            let text = format!("{error:#}");
-            let text = if text.contains("forcing trap when growing memory") {
-                format!(
-                    "exceeded its {} MiB memory limit",
-                    bounds.memory_bytes >> 20
-                )
-            } else {
-                crate::cache::first_line(&text)
-            };
-            (Verdict::Crash, format!("plugin failed: {text}"))
-        }
+        None => (
+            Verdict::Crash,
+            format!(
+                "plugin failed: {}",
+                crate::cache::first_line(&format!("{error:#}"))
+            ),
+        ),
     }
 }
 
-/// Interrupts the store's wasm at the deadline by bumping the engine epoch, unless
-/// the run ends first (dropping the guard cancels the timer).
+/// Interrupts the store's wasm at the deadline by bumping the engine epoch, then
+/// calls `on_overrun` if the run is still going [`OVERRUN_GRACE`] later, unless the
+/// run ends first (dropping the guard cancels both).
 struct Deadline {
     _cancel: mpsc::Sender<()>,
 }
 
 impl Deadline {
-    fn arm(engine: &Engine, timeout: Duration) -> Deadline {
+    fn arm(
+        engine: &Engine,
+        timeout: Duration,
+        on_overrun: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Deadline {
         let (cancel, cancelled) = mpsc::channel::<()>();
         let engine = engine.clone();
+        let still_running = move |wait| {
+            matches!(
+                cancelled.recv_timeout(wait),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            )
+        };
         std::thread::spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(timeout) {
+            if still_running(timeout) {
                 engine.increment_epoch();
+                if let Some(on_overrun) = on_overrun
+                    && still_running(OVERRUN_GRACE)
+                {
+                    on_overrun();
+                }
             }
         });
         Deadline { _cancel: cancel }
@@ -626,5 +733,48 @@ impl bindings::state::Host for HookState {
         let state = self.caps.state.as_mut().ok_or_else(|| missing("state"))?;
         state.set(key, value);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn every_memory_draws_on_one_budget() {
+        let mut budget = MemoryBudget { left: 64 * MIB };
+        assert!(budget.memory_growing(0, 40 * MIB, None).unwrap());
+        // A second memory cannot take what the first already holds.
+        let refused = budget.memory_growing(0, 40 * MIB, None).unwrap_err();
+        assert!(refused.is::<OverBudget>());
+        assert!(budget.memory_growing(0, 24 * MIB, None).unwrap());
+        assert!(budget.memory_growing(24 * MIB, 24 * MIB + 1, None).is_err());
+    }
+
+    #[test]
+    fn table_elements_are_charged_against_the_memory_budget() {
+        let mut budget = MemoryBudget { left: 64 * MIB };
+        let elements_in_budget = 64 * MIB / TABLE_ELEMENT_BYTES;
+        assert!(
+            budget
+                .table_growing(0, elements_in_budget / 2, None)
+                .unwrap()
+        );
+        assert!(
+            budget
+                .table_growing(elements_in_budget / 2, elements_in_budget + 1, None)
+                .is_err()
+        );
+        assert!(budget.memory_growing(0, 32 * MIB + 1, None).is_err());
+    }
+
+    #[test]
+    fn over_budget_is_reported_as_the_memory_limit() {
+        let error = wasmtime::Error::from(OverBudget).context("instantiating");
+        let (verdict, message) = describe_trap(&error, Duration::from_secs(1), 16 * MIB);
+        assert_eq!(verdict, Verdict::Crash);
+        assert_eq!(message, "plugin failed: exceeded its 16 MiB memory limit");
     }
 }

@@ -12,36 +12,48 @@ const STICKY: u32 = 0o1000;
 
 /// Refuses `path` unless it and every directory above it are owned by root (or by the
 /// user running mmvip) and writable by nobody else. Sticky directories such as /tmp
-/// are exempt, as keepalived exempts them.
+/// are exempt, as keepalived exempts them. Both the path as written and the file it
+/// resolves to are checked, since whoever can write a directory holding a symlink can
+/// repoint it; callers then use the returned, resolved path.
 pub fn require_trusted(path: &Path, what: &str) -> Result<PathBuf> {
     let resolved = path
         .canonicalize()
         .map_err(|e| Error::usage(format!("{what} {}: {e}", path.display())))?;
-    let trusted_owner = rustix::process::geteuid().as_raw();
-    for (depth, component) in resolved.ancestors().enumerate() {
-        let meta = component
-            .metadata()
-            .map_err(|e| Error::usage(format!("{what} {}: {e}", component.display())))?;
-        let mode = meta.permissions().mode();
-        if meta.uid() != 0 && meta.uid() != trusted_owner {
-            return Err(Error::usage(format!(
-                "refusing {what} {}: {} is owned by uid {}, not root",
-                path.display(),
-                component.display(),
-                meta.uid()
-            )));
-        }
-        let sticky_dir = depth > 0 && meta.is_dir() && mode & STICKY != 0;
-        if mode & GROUP_OR_OTHER_WRITE != 0 && !sticky_dir {
-            return Err(Error::usage(format!(
-                "refusing {what} {}: {} is writable by group or others (mode {:04o})",
-                path.display(),
-                component.display(),
-                mode & 0o7777
-            )));
-        }
+    let written = std::path::absolute(path)
+        .map_err(|e| Error::usage(format!("{what} {}: {e}", path.display())))?;
+    let written_dirs = written.parent().into_iter().flat_map(Path::ancestors);
+    for component in resolved.ancestors().chain(written_dirs) {
+        check_component(path, component, component == resolved, what)?;
     }
     Ok(resolved)
+}
+
+/// One file or directory on the way to `path` (`is_target`: the file itself, to which
+/// the sticky-directory exemption does not apply).
+fn check_component(path: &Path, component: &Path, is_target: bool, what: &str) -> Result<()> {
+    let meta = component
+        .metadata()
+        .map_err(|e| Error::usage(format!("{what} {}: {e}", component.display())))?;
+    let mode = meta.permissions().mode();
+    let trusted_owner = rustix::process::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != trusted_owner {
+        return Err(Error::usage(format!(
+            "refusing {what} {}: {} is owned by uid {}, not root",
+            path.display(),
+            component.display(),
+            meta.uid()
+        )));
+    }
+    let sticky_dir = !is_target && meta.is_dir() && mode & STICKY != 0;
+    if mode & GROUP_OR_OTHER_WRITE != 0 && !sticky_dir {
+        return Err(Error::usage(format!(
+            "refusing {what} {}: {} is writable by group or others (mode {:04o})",
+            path.display(),
+            component.display(),
+            mode & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Like [`require_trusted`], and also refuses a file that group or others can read:
@@ -106,6 +118,33 @@ mod tests {
         assert!(require_trusted(&file, "plugin").is_err());
         set_mode(&sub, 0o1777);
         assert!(require_trusted(&file, "plugin").is_ok());
+    }
+
+    #[test]
+    fn symlink_counts_where_it_lives_and_where_it_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let trusted = dir.path().join("trusted");
+        let open = dir.path().join("open");
+        fs::create_dir(&trusted).unwrap();
+        fs::create_dir(&open).unwrap();
+        let file = trusted.join("plugin.wasm");
+        fs::write(&file, b"x").unwrap();
+        set_mode(&file, 0o644);
+        let link_in_trusted = trusted.join("link.wasm");
+        std::os::unix::fs::symlink(&file, &link_in_trusted).unwrap();
+        let resolved = require_trusted(&link_in_trusted, "plugin").unwrap();
+        assert_eq!(resolved, file.canonicalize().unwrap());
+
+        // Anyone who can write `open` can repoint this link between check and use.
+        let link_in_open = open.join("plugin.wasm");
+        std::os::unix::fs::symlink(&file, &link_in_open).unwrap();
+        set_mode(&open, 0o777);
+        let err = require_trusted(&link_in_open, "plugin").unwrap_err();
+        assert!(
+            err.message()
+                .contains(&format!("{} is writable", open.display())),
+            "{err}"
+        );
     }
 
     #[test]

@@ -85,6 +85,19 @@ impl Call {
             .map(|s| s.value.as_str())
     }
 
+    /// A usage error naming the arguments, for a plugin that takes none: a typo on the
+    /// keepalived line should not pass unnoticed.
+    pub fn expect_no_args(&self) -> Result<(), HookError> {
+        if self.args.is_empty() {
+            Ok(())
+        } else {
+            Err(usage(format!(
+                "takes no arguments, got `{}`",
+                self.args.join(" ")
+            )))
+        }
+    }
+
     /// A boolean setting; `default` when absent, a usage error when not a boolean.
     pub fn setting_bool(&self, key: &str, default: bool) -> Result<bool, HookError> {
         match self.setting(key) {

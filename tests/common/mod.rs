@@ -178,5 +178,6 @@ pub fn bounds(timeout_ms: u64) -> Bounds {
     Bounds {
         timeout: Duration::from_millis(timeout_ms),
         memory_bytes: 64 << 20,
+        on_overrun: None,
     }
 }

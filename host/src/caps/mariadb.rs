@@ -166,6 +166,9 @@ impl MariaDb {
     ) -> Result<T, SqlError> {
         self.log.write(level, &[("sql", statement)]);
         let timeout = self.endpoint.config.timeout;
+        // The connection's socket timeouts were fixed when it opened; a statement
+        // started with too little time left could only be cut off mid-way.
+        self.io_budget(timeout)?;
         let result = action(self.conn()?, statement);
         result.map_err(|error| {
             if !matches!(error, mysql::Error::MySqlError(_)) {

@@ -4,10 +4,23 @@
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::log::Log;
+
+/// Creates the node's state directory (mode 0700) if needed and checks that only root
+/// can change it; returns its resolved path. Holds the state file and the hook lock.
+pub fn prepare_state_dir(state_dir: &Path) -> crate::error::Result<PathBuf> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|e| {
+            crate::error::Error::failed(format!("state_dir {}: {e}", state_dir.display()))
+        })?;
+    crate::trust::require_trusted(state_dir, "state_dir")
+}
 
 pub struct StateStore {
     path: PathBuf,

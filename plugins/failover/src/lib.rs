@@ -8,7 +8,8 @@ use mmvip_sdk::{Call, Check, Outcome, failed, failover_flag};
 struct Failover;
 
 impl Check for Failover {
-    fn check(_call: &Call) -> Outcome {
+    fn check(call: &Call) -> Outcome {
+        call.expect_no_args()?;
         match failover_flag::is_raised() {
             Ok(false) => Ok("failover flag absent".to_string()),
             Ok(true) => Err(failed("failover flag present: planned switch-over")),

@@ -8,7 +8,8 @@ use mmvip_sdk::{Call, Check, Outcome, describe, failed, sql_read};
 struct Health;
 
 impl Check for Health {
-    fn check(_call: &Call) -> Outcome {
+    fn check(call: &Call) -> Outcome {
+        call.expect_no_args()?;
         match sql_read::ping() {
             Ok(()) => Ok("mariadb answered".to_string()),
             Err(error) => Err(failed(describe(&error))),

@@ -6,7 +6,8 @@ use mmvip_sdk::{Call, Notify, Outcome, TargetKind, Transition, VrrpState, info, 
 struct NotifyLog;
 
 impl Notify for NotifyLog {
-    fn notify(event: Option<&Transition>, _call: &Call) -> Outcome {
+    fn notify(event: Option<&Transition>, call: &Call) -> Outcome {
+        call.expect_no_args()?;
         let Some(event) = event else {
             return Err(usage(
                 "no transition: use this plugin on keepalived's `notify` line, \
