@@ -9,6 +9,16 @@ use common::{Site, bounds, exit_code, run_in_process, stderr};
 use mmvip::config::Grant;
 use mmvip::runtime::{Bounds, Invocation, Verdict};
 
+/// Runs `plugin` through the binary and returns its error, after checking that it was
+/// refused as a usage error (exit 2) in one line.
+fn refusal(site: &Site, plugin: &str) -> String {
+    let output = site.mmvip(&[plugin]);
+    let message = stderr(&output);
+    assert_eq!(exit_code(&output), 2, "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    message
+}
+
 #[test]
 fn infinite_loop_is_interrupted_at_the_deadline() {
     let site = Site::new().with_config("[plugins.spin]\ntimeout_ms = 300\n");
@@ -81,14 +91,11 @@ fn memory_limit_is_configurable_per_plugin() {
 fn ungranted_capability_is_refused_at_load() {
     let site = Site::new().with_config("[plugins.sneaky]\ngrants = [\"log\", \"failover-flag\"]\n");
     site.install("sneaky", "guest-sneaky");
-    let output = site.mmvip(&["sneaky"]);
-    assert_eq!(exit_code(&output), 2);
-    let message = stderr(&output);
+    let message = refusal(&site, "sneaky");
     assert!(
         message.contains("imports mmvip:hooks/sql-admin@0.1.0 but is not granted `sql-admin`"),
         "{message}"
     );
-    assert_eq!(message.lines().count(), 1, "{message}");
     // Granting it is the site's explicit decision, and then it loads.
     let grants = &[Grant::Log, Grant::FailoverFlag, Grant::SqlAdmin];
     assert!(
@@ -107,22 +114,15 @@ fn ungranted_capability_is_refused_at_load() {
 fn builtin_plugin_with_a_reduced_grant_is_refused() {
     let site = Site::new().with_config("[plugins.health]\ngrants = [\"log\"]\n");
     site.install_builtins();
-    let output = site.mmvip(&["health"]);
-    assert_eq!(exit_code(&output), 2);
-    assert!(
-        stderr(&output).contains("not granted `sql-read`"),
-        "{}",
-        stderr(&output)
-    );
+    let message = refusal(&site, "health");
+    assert!(message.contains("not granted `sql-read`"), "{message}");
 }
 
 #[test]
 fn incompatible_wit_version_gets_a_clear_error() {
     let site = Site::new();
     site.install("future", "guest-wrong-version");
-    let output = site.mmvip(&["future"]);
-    assert_eq!(exit_code(&output), 2);
-    let message = stderr(&output);
+    let message = refusal(&site, "future");
     assert!(
         message
             .contains("was built against mmvip:hooks@0.2.0; this mmvip provides mmvip:hooks@0.1.0"),
@@ -134,10 +134,7 @@ fn incompatible_wit_version_gets_a_clear_error() {
 fn plugin_calling_a_function_this_host_lacks_is_refused_at_load() {
     let site = Site::new().with_config("[plugins.newer]\ngrants = [\"log\"]\n");
     site.install("newer", "guest-newer-minor");
-    let output = site.mmvip(&["newer"]);
-    assert_eq!(exit_code(&output), 2);
-    let message = stderr(&output);
-    assert_eq!(message.lines().count(), 1, "{message}");
+    let message = refusal(&site, "newer");
     assert!(
         message.contains("does not provide") && message.contains("mmvip:hooks/log@0.1.9"),
         "{message}"
@@ -158,13 +155,8 @@ fn non_wasm_file_gets_a_clear_error() {
         "#!/bin/sh\npidof mysqld\n",
     )
     .unwrap();
-    let output = site.mmvip(&["health"]);
-    assert_eq!(exit_code(&output), 2);
-    assert!(
-        stderr(&output).contains("is not a WebAssembly file"),
-        "{}",
-        stderr(&output)
-    );
+    let message = refusal(&site, "health");
+    assert!(message.contains("is not a WebAssembly file"), "{message}");
 }
 
 #[test]
@@ -172,12 +164,10 @@ fn core_module_gets_a_clear_error() {
     let site = Site::new();
     // The smallest valid core module: magic and version 1, no sections.
     std::fs::write(site.path("plugins/health.wasm"), b"\0asm\x01\0\0\0").unwrap();
-    let output = site.mmvip(&["health"]);
-    assert_eq!(exit_code(&output), 2);
+    let message = refusal(&site, "health");
     assert!(
-        stderr(&output).contains("core WebAssembly module, not a component"),
-        "{}",
-        stderr(&output)
+        message.contains("core WebAssembly module, not a component"),
+        "{message}"
     );
 }
 
@@ -186,14 +176,8 @@ fn truncated_component_gets_a_clear_error() {
     let site = Site::new();
     let bytes = std::fs::read(common::wasm("mmvip-plugin-health")).unwrap();
     std::fs::write(site.path("plugins/health.wasm"), &bytes[..bytes.len() / 2]).unwrap();
-    let output = site.mmvip(&["health"]);
-    assert_eq!(exit_code(&output), 2);
-    assert!(
-        stderr(&output).contains("is not a valid component"),
-        "{}",
-        stderr(&output)
-    );
-    assert_eq!(stderr(&output).lines().count(), 1);
+    let message = refusal(&site, "health");
+    assert!(message.contains("is not a valid component"), "{message}");
 }
 
 #[test]
@@ -225,9 +209,7 @@ fn guest_sees_no_files_environment_or_arguments() {
 fn guest_that_imports_sockets_is_refused_before_it_runs() {
     let site = Site::new();
     site.install("netcat", "guest-netcat");
-    let output = site.mmvip(&["netcat"]);
-    assert_eq!(exit_code(&output), 2);
-    let message = stderr(&output);
+    let message = refusal(&site, "netcat");
     assert!(message.contains("imports wasi:sockets/"), "{message}");
     assert!(
         message.contains("which mmvip never provides; refused"),
@@ -357,11 +339,6 @@ fn world_writable_cache_directory_is_refused() {
     site.install_builtins();
     assert_eq!(exit_code(&site.mmvip(&["compile"])), 0);
     std::fs::set_permissions(site.path("cache"), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let output = site.mmvip(&["failover"]);
-    assert_eq!(exit_code(&output), 2);
-    assert!(
-        stderr(&output).contains("refusing cache_dir"),
-        "{}",
-        stderr(&output)
-    );
+    let message = refusal(&site, "failover");
+    assert!(message.contains("refusing cache_dir"), "{message}");
 }
