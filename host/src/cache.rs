@@ -7,7 +7,7 @@
 use std::fs::{self, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -216,19 +216,17 @@ fn store(cache_dir: &Path, cache_file: &Path, compiled: &[u8]) -> std::io::Resul
     result
 }
 
-/// Creates the cache directory (mode 0700) if needed, checks that only root can
-/// change it, and closes it to everyone else if it was open.
+/// Creates the cache directory (mode 0700) if needed and checks that only root can
+/// change it. An existing directory keeps its mode: it may be shared (`/var/cache`),
+/// and what matters is that nobody else can write it.
 pub fn ensure_cache_dir(cache_dir: &Path) -> std::io::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(cache_dir)?;
-    let resolved = crate::trust::require_trusted(cache_dir, "cache_dir")
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?;
-    if fs::metadata(&resolved)?.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(&resolved, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
+    crate::trust::require_trusted(cache_dir, "cache_dir")
+        .map(|_| ())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))
 }
 
 fn nanos() -> u128 {

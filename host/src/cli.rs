@@ -15,7 +15,7 @@ use crate::config::{Config, Grant, PluginSpec};
 use crate::error::{Error, Result};
 use crate::keepalived;
 use crate::log::{Log, LogContext, one_line};
-use crate::runtime::{self, Bounds, Capabilities, HookKind, Invocation};
+use crate::runtime::{self, Bounds, Capabilities, HookKind, Invocation, Plugin};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -127,11 +127,11 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
     if let Some(sql) = sql.as_mut() {
         sql.connect_ahead();
     }
-    let (component, shape, _) = match load_plugin(config, &spec, &log) {
+    let (plugin, _) = match load_plugin(config, &spec, &log) {
         Ok(loaded) => loaded,
         Err(error) => return report_error(Some(&log), &error),
     };
-    let (args, transition) = match shape.kind {
+    let (args, transition) = match plugin.shape.kind {
         HookKind::Check => (raw_args.to_vec(), None),
         HookKind::Notify => match keepalived::split_transition(raw_args) {
             Ok(split) => split,
@@ -152,7 +152,7 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
         }
     }
     // Notify hooks change the node's role: one at a time, in arrival order.
-    let _lock = match shape.kind {
+    let _lock = match plugin.shape.kind {
         HookKind::Notify => match crate::lock::acquire(&config.state_dir, deadline) {
             Ok(lock) => {
                 if let Some(sql) = sql.as_mut() {
@@ -169,7 +169,7 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
         Err(error) => return report_error(Some(&log), &error),
     };
     let mut settings = spec.settings.clone();
-    if shape.kind == HookKind::Notify {
+    if plugin.shape.kind == HookKind::Notify {
         settings.extend(config.instance_settings());
     }
     let invocation = Invocation {
@@ -183,18 +183,7 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
         memory_bytes: spec.memory_bytes,
         on_overrun: Some(stop_overrun(log.clone(), name.to_string(), spec.timeout)),
     };
-    let (report, _instance) = match runtime::run(
-        cache_engine(),
-        &component,
-        &shape,
-        &spec.grants,
-        caps,
-        &invocation,
-        bounds,
-    ) {
-        Ok(finished) => finished,
-        Err(error) => return report_error(Some(&log), &error),
-    };
+    let (report, _instance) = runtime::run(cache_engine(), &plugin, caps, &invocation, bounds);
     for line in report.stderr.lines().filter(|l| !l.trim().is_empty()) {
         log.write("warn", &[("stderr", line)]);
     }
@@ -223,7 +212,6 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
     std::process::exit(i32::from(report.verdict.exit_code()))
 }
 
-/// The engine is built once per process; every command uses the same configuration.
 /// Ends a hook blocked in a host call past its deadline (a connect to a wedged socket,
 /// say): keepalived must get its verdict in time, and a failure is the safe one.
 fn stop_overrun(log: Log, name: String, timeout: Duration) -> Box<dyn FnOnce() + Send> {
@@ -239,28 +227,25 @@ fn stop_overrun(log: Log, name: String, timeout: Duration) -> Box<dyn FnOnce() +
     })
 }
 
+/// The engine is built once per process; every command uses the same configuration.
 fn cache_engine() -> &'static wasmtime::Engine {
     static ENGINE: std::sync::OnceLock<wasmtime::Engine> = std::sync::OnceLock::new();
     ENGINE.get_or_init(|| match runtime::engine() {
         Ok(engine) => engine,
         Err(error) => {
-            eprintln!("mmvip: {error}");
+            eprintln!("mmvip: {}", one_line(error.message()));
             std::process::exit(1);
         }
     })
 }
 
-/// Checks, loads (through the cache) and inspects a plugin; also says whether it
-/// had to be compiled.
-fn load_plugin(
-    config: &Config,
-    spec: &PluginSpec,
-    log: &Log,
-) -> Result<(wasmtime::component::Component, runtime::Shape, Source)> {
+/// Checks, loads (through the cache), inspects and links a plugin; also says whether
+/// it had to be compiled.
+fn load_plugin(config: &Config, spec: &PluginSpec, log: &Log) -> Result<(Plugin, Source)> {
     let wasm_path = crate::trust::require_trusted(&spec.path, "plugin")?;
     let (component, source) = cache::load(cache_engine(), &wasm_path, &config.cache_dir, log)?;
-    let shape = runtime::inspect(cache_engine(), &component, &spec.name, &spec.grants)?;
-    Ok((component, shape, source))
+    let plugin = runtime::inspect(cache_engine(), &component, &spec.name, &spec.grants)?;
+    Ok((plugin, source))
 }
 
 /// The MariaDB back-end, when any SQL capability is granted.
@@ -339,7 +324,7 @@ fn compile_all(config: &Config) -> u8 {
         let result = config
             .plugin(&name)
             .and_then(|spec| load_plugin(config, &spec, &log))
-            .map(|(_, _, source)| source);
+            .map(|(_, source)| source);
         match result {
             Ok(Source::Cache) => println!("{name}: already cached"),
             Ok(Source::Compiled) => println!("{name}: compiled"),
@@ -375,7 +360,7 @@ fn list_plugins(config: &Config) -> u8 {
         let spec = match config.plugin(&name) {
             Ok(spec) => spec,
             Err(error) => {
-                eprintln!("mmvip: {error}");
+                eprintln!("mmvip: {}", one_line(error.message()));
                 status = 2;
                 continue;
             }
@@ -387,13 +372,13 @@ fn list_plugins(config: &Config) -> u8 {
             grants.join(",")
         };
         let (hook, outcome) = match load_plugin(config, &spec, &log) {
-            Ok((_, shape, _)) => (
-                format!("{}@{}", shape.kind.interface(), shape.version),
+            Ok((plugin, _)) => (
+                format!("{}@{}", plugin.shape.kind.interface(), plugin.shape.version),
                 "ok".to_string(),
             ),
             Err(error) => {
                 status = 2;
-                ("-".to_string(), error.to_string())
+                ("-".to_string(), one_line(error.message()).into_owned())
             }
         };
         println!(

@@ -2,10 +2,10 @@
 //! granted capabilities, and calls its export under a wall-clock deadline (epoch
 //! interruption) and a memory limit.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -69,14 +69,22 @@ pub struct Shape {
     pub imports: Vec<String>,
 }
 
+/// A plugin accepted by [`inspect`]: its shape, and the component linked to exactly
+/// its granted capabilities, ready to instantiate.
+pub struct Plugin {
+    pub shape: Shape,
+    linked: InstancePre<HookState>,
+}
+
 /// Reads a component's exports and imports and refuses it, fail closed, when it is
-/// not an mmvip hook of this WIT track or imports something it was not granted.
+/// not an mmvip hook of this WIT track, imports something it was not granted, or
+/// calls a function this host does not have; links it to its capabilities.
 pub fn inspect(
     engine: &Engine,
     component: &Component,
     plugin: &str,
     grants: &[Grant],
-) -> Result<Shape> {
+) -> Result<Plugin> {
     let ty = component.component_type();
     let mut kind = None;
     let mut version = None;
@@ -126,11 +134,24 @@ pub fn inspect(
             )));
         }
     }
-    Ok(Shape {
+    let shape = Shape {
         kind,
         version,
         imports,
-    })
+    };
+    // Type-checks every import against what this host provides, so a plugin from a
+    // later 0.1.x release that calls something new is refused like any load problem.
+    let linked = linker(engine, &shape, grants)?
+        .instantiate_pre(component)
+        .map_err(|e| {
+            Error::usage(format!(
+                "plugin `{plugin}` needs what this mmvip ({}@{}) does not provide: {}; rebuild it with a matching mmvip-sdk",
+                bindings::PACKAGE,
+                bindings::VERSION,
+                crate::cache::first_line(&format!("{e:#}"))
+            ))
+        })?;
+    Ok(Plugin { shape, linked })
 }
 
 /// `mmvip:hooks/log@0.1.0` → `("log", "0.1.0")`.
@@ -258,8 +279,9 @@ pub struct Bounds {
     pub on_overrun: Option<Box<dyn FnOnce() + Send>>,
 }
 
-/// How long past its deadline a hook may still be inside a host call. Host calls cut
-/// their own timeouts to end before the deadline, so this only absorbs scheduling.
+/// How long past its deadline a hook may still be inside a host call before it is
+/// stopped. A statement's socket timeout is fixed when its connection opens, so one
+/// started near the deadline can run past it; so can a `connect` to a wedged socket.
 pub const OVERRUN_GRACE: Duration = Duration::from_millis(100);
 
 /// Table elements are charged against the memory budget at the size of a pointer.
@@ -269,7 +291,8 @@ const MAX_OBJECTS: usize = 64;
 
 /// Charges every memory and table the instance creates or grows against one budget,
 /// so neither extra memories nor a large table can get around the limit. Going over
-/// traps the plugin with [`OverBudget`].
+/// traps the plugin with [`OverBudget`]. A growth the system itself then fails (out
+/// of address space) stays charged: the limit only ever gets stricter.
 struct MemoryBudget {
     left: usize,
 }
@@ -303,8 +326,13 @@ impl ResourceLimiter for MemoryBudget {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Growth past the memory's own maximum fails after this call without telling
+        // us what it was charged: refuse it here (`memory.grow` returns -1) instead.
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
         self.charge(desired.saturating_sub(current))
     }
 
@@ -312,8 +340,11 @@ impl ResourceLimiter for MemoryBudget {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
         let elements = desired.saturating_sub(current);
         self.charge(elements.saturating_mul(TABLE_ELEMENT_BYTES))
     }
@@ -338,29 +369,16 @@ pub struct Instance {
     _store: Store<HookState>,
 }
 
-/// Instantiates `component` with exactly the granted capabilities and runs its hook.
-/// Load problems (refused imports, link errors) are `Err`; everything the plugin
-/// does once running is in the `Report`.
+/// Instantiates the plugin with its capability back-ends and runs its hook. Load
+/// problems were refused by [`inspect`]; everything the plugin does is in the
+/// `Report`.
 pub fn run(
     engine: &Engine,
-    component: &Component,
-    shape: &Shape,
-    grants: &[Grant],
+    plugin: &Plugin,
     caps: Capabilities,
     invocation: &Invocation,
     bounds: Bounds,
-) -> Result<(Report, Instance)> {
-    let linker = linker(engine, shape, grants)?;
-    // Type-checks every import against what this host provides, so a plugin from a
-    // later 0.1.x release that calls something new is refused like any load problem.
-    let pre = linker.instantiate_pre(component).map_err(|e| {
-        Error::usage(format!(
-            "plugin needs what this mmvip ({}@{}) does not provide: {}; rebuild it with a matching mmvip-sdk",
-            bindings::PACKAGE,
-            bindings::VERSION,
-            crate::cache::first_line(&format!("{e:#}"))
-        ))
-    })?;
+) -> (Report, Instance) {
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
     let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
     let Bounds {
@@ -390,15 +408,15 @@ pub fn run(
             value: value.clone(),
         })
         .collect();
-    let outcome = match shape.kind {
-        HookKind::Check => CheckPluginPre::new(pre)
+    let outcome = match plugin.shape.kind {
+        HookKind::Check => CheckPluginPre::new(plugin.linked.clone())
             .and_then(|pre| pre.instantiate(&mut store))
             .and_then(|plugin| {
                 plugin
                     .mmvip_hooks_check()
                     .call_run(&mut store, &invocation.args, &settings)
             }),
-        HookKind::Notify => NotifyPluginPre::new(pre)
+        HookKind::Notify => NotifyPluginPre::new(plugin.linked.clone())
             .and_then(|pre| pre.instantiate(&mut store))
             .and_then(|plugin| {
                 plugin.mmvip_hooks_notify().call_run(
@@ -425,14 +443,14 @@ pub fn run(
         Ok(Err(bindings::types::HookError::Usage(why))) => (Verdict::Usage, why),
         Err(error) => describe_trap(&error, timeout, memory_bytes),
     };
-    Ok((
+    (
         Report {
             verdict,
             message,
             stderr,
         },
         Instance { _store: store },
-    ))
+    )
 }
 
 fn describe_trap(
@@ -466,10 +484,11 @@ fn describe_trap(
 }
 
 /// Interrupts the store's wasm at the deadline by bumping the engine epoch, then
-/// calls `on_overrun` if the run is still going [`OVERRUN_GRACE`] later, unless the
-/// run ends first (dropping the guard cancels both).
+/// calls `on_overrun` if the run is still going [`OVERRUN_GRACE`] later. Dropping the
+/// guard ends the run: it cancels both, or, if `on_overrun` has begun, waits for it
+/// (it ends the process), so a run never reports a verdict of its own as well.
 struct Deadline {
-    _cancel: mpsc::Sender<()>,
+    run: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl Deadline {
@@ -478,25 +497,37 @@ impl Deadline {
         timeout: Duration,
         on_overrun: Option<Box<dyn FnOnce() + Send>>,
     ) -> Deadline {
-        let (cancel, cancelled) = mpsc::channel::<()>();
+        let run = Arc::new((Mutex::new(false), Condvar::new()));
+        let watched = Arc::clone(&run);
         let engine = engine.clone();
-        let still_running = move |wait| {
-            matches!(
-                cancelled.recv_timeout(wait),
-                Err(mpsc::RecvTimeoutError::Timeout)
-            )
-        };
         std::thread::spawn(move || {
-            if still_running(timeout) {
-                engine.increment_epoch();
-                if let Some(on_overrun) = on_overrun
-                    && still_running(OVERRUN_GRACE)
-                {
-                    on_overrun();
-                }
+            let (ended, changed) = &*watched;
+            let still_running = |guard, wait| {
+                let (guard, _) = changed
+                    .wait_timeout_while(guard, wait, |ended: &mut bool| !*ended)
+                    .unwrap_or_else(PoisonError::into_inner);
+                (!*guard).then_some(guard)
+            };
+            let ended = ended.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(ended) = still_running(ended, timeout) else {
+                return;
+            };
+            engine.increment_epoch();
+            if let Some(on_overrun) = on_overrun
+                && let Some(_holding_the_run) = still_running(ended, OVERRUN_GRACE)
+            {
+                on_overrun();
             }
         });
-        Deadline { _cancel: cancel }
+        Deadline { run }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        let (ended, changed) = &*self.run;
+        *ended.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        changed.notify_all();
     }
 }
 
@@ -751,6 +782,15 @@ mod tests {
         assert!(refused.is::<OverBudget>());
         assert!(budget.memory_growing(0, 24 * MIB, None).unwrap());
         assert!(budget.memory_growing(24 * MIB, 24 * MIB + 1, None).is_err());
+    }
+
+    #[test]
+    fn growth_past_a_memorys_own_maximum_is_refused_without_a_charge() {
+        let mut budget = MemoryBudget { left: 64 * MIB };
+        for _ in 0..100 {
+            assert!(!budget.memory_growing(MIB, 2 * MIB, Some(MIB)).unwrap());
+        }
+        assert!(budget.memory_growing(0, 64 * MIB, None).unwrap());
     }
 
     #[test]

@@ -9,21 +9,33 @@ use crate::error::{Error, Result};
 const GROUP_OR_OTHER_WRITE: u32 = 0o022;
 const GROUP_OR_OTHER_ACCESS: u32 = 0o077;
 const STICKY: u32 = 0o1000;
+/// As many links as the kernel follows in one path (`canonicalize` already succeeded).
+const MAX_SYMLINKS: usize = 40;
 
 /// Refuses `path` unless it and every directory above it are owned by root (or by the
 /// user running mmvip) and writable by nobody else. Sticky directories such as /tmp
-/// are exempt, as keepalived exempts them. Both the path as written and the file it
-/// resolves to are checked, since whoever can write a directory holding a symlink can
-/// repoint it; callers then use the returned, resolved path.
+/// are exempt, as keepalived exempts them. A symlink is checked where it lives as well
+/// as where it points; callers then use the returned, resolved path.
 pub fn require_trusted(path: &Path, what: &str) -> Result<PathBuf> {
     let resolved = path
         .canonicalize()
         .map_err(|e| Error::usage(format!("{what} {}: {e}", path.display())))?;
-    let written = std::path::absolute(path)
-        .map_err(|e| Error::usage(format!("{what} {}: {e}", path.display())))?;
-    let written_dirs = written.parent().into_iter().flat_map(Path::ancestors);
-    for component in resolved.ancestors().chain(written_dirs) {
+    for component in resolved.ancestors() {
         check_component(path, component, component == resolved, what)?;
+    }
+    // The directories holding each link of a chain (a -> b -> c) matter too: whoever
+    // can write one of them can repoint the chain.
+    let mut link = std::path::absolute(path)
+        .map_err(|e| Error::usage(format!("{what} {}: {e}", path.display())))?;
+    for _ in 0..MAX_SYMLINKS {
+        let Ok(target) = std::fs::read_link(&link) else {
+            break;
+        };
+        let holder = link.parent().unwrap_or(Path::new("/")).to_path_buf();
+        for dir in holder.ancestors() {
+            check_component(path, dir, false, what)?;
+        }
+        link = holder.join(target);
     }
     Ok(resolved)
 }
@@ -140,6 +152,16 @@ mod tests {
         std::os::unix::fs::symlink(&file, &link_in_open).unwrap();
         set_mode(&open, 0o777);
         let err = require_trusted(&link_in_open, "plugin").unwrap_err();
+        assert!(
+            err.message()
+                .contains(&format!("{} is writable", open.display())),
+            "{err}"
+        );
+
+        // The middle link of trusted -> open -> trusted is just as repointable.
+        let chain = trusted.join("chain.wasm");
+        std::os::unix::fs::symlink(&link_in_open, &chain).unwrap();
+        let err = require_trusted(&chain, "plugin").unwrap_err();
         assert!(
             err.message()
                 .contains(&format!("{} is writable", open.display())),

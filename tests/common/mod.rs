@@ -158,18 +158,10 @@ pub fn run_in_process(
     );
     let engine = runtime::engine()?;
     let (component, _) = cache::load(&engine, &wasm(crate_name), &dir.path().join("cache"), &log)?;
-    let shape = runtime::inspect(&engine, &component, crate_name, grants)?;
+    let plugin = runtime::inspect(&engine, &component, crate_name, grants)?;
     let mut caps = Capabilities::new(log);
     setup(&mut caps);
-    let (report, _instance) = runtime::run(
-        &engine,
-        &component,
-        &shape,
-        grants,
-        caps,
-        &invocation,
-        bounds,
-    )?;
+    let (report, _instance) = runtime::run(&engine, &plugin, caps, &invocation, bounds);
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     Ok(InProcess { report, log })
 }
