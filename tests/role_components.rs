@@ -529,7 +529,7 @@ fn backup_goes_read_only_first_then_kills_only_clients() {
     assert_eq!(out.db.calls(), vec!["SET read_only=ON", "KILL 7", "KILL 8"]);
     assert_eq!(
         out.message,
-        "read-only; killed 1 client connections (1 already gone)"
+        "VI_1 BACKUP: read-only; killed 1 client connections (1 already gone)"
     );
     assert_eq!(out.state.get("VI_1").as_deref(), Some("BACKUP"));
     assert_eq!(out.state.get("writable").as_deref(), Some("no"));
@@ -596,7 +596,7 @@ fn backup_with_bad_arguments_still_demotes_then_reports() {
     assert_eq!(out.verdict, Verdict::Usage);
     assert_eq!(out.db.variables["read_only"], "1");
     assert!(
-        out.message.starts_with("read-only; killed"),
+        out.message.starts_with("VI_1 BACKUP: read-only; killed"),
         "{}",
         out.message
     );

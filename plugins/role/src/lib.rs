@@ -101,7 +101,12 @@ pub fn demote(event: Option<&Transition>, call: &Call, state_word: &str) -> Outc
     }
     set_and_verify(&options.variable, ON)?;
     record("writable", "no");
-    let mut summary = "read-only".to_string();
+    // The hook-run log line carries this summary; keepalived's `notify_*` lines pass
+    // no instance or state of their own, so the summary names them.
+    let mut summary = match target {
+        Some(target) => format!("{} {state_word}: read-only", target.name),
+        None => "read-only".to_string(),
+    };
     if options.kill {
         summary.push_str(&format!("; {}", kill_clients(&options)?));
     }
