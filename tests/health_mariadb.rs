@@ -5,7 +5,7 @@ mod common;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mmvip::runtime::OVERRUN_GRACE;
@@ -128,10 +128,8 @@ fn fill_accept_queue(socket: &Path) -> Vec<OwnedFd> {
 /// Runs `mmvip` and kills it (by PID) if it outlives `limit`, so a hang fails the
 /// test instead of stalling the suite.
 fn mmvip_within(site: &Site, args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mmvip"))
-        .arg("--config")
-        .arg(site.config_path())
-        .args(args)
+    let mut child = site
+        .command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

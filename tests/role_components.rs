@@ -266,13 +266,7 @@ fn master_on_vi1(db: FakeDb, extra: &[(&str, &str)]) -> Outcome {
 
 #[test]
 fn master_waits_for_the_peer_domain_then_goes_writable() {
-    let out = run(
-        "master",
-        FakeDb::new(),
-        &["10.0.0.1"],
-        &["--instance=VI_1"],
-        settings(None, &[]),
-    );
+    let out = master_on_vi1(FakeDb::new(), &[]);
     assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
     // Own domain 2 is left out of the wait; the position is read twice to see it still.
     assert_eq!(out.db.calls(), vec!["WAIT 1-1-10", "SET read_only=OFF"]);
@@ -328,13 +322,7 @@ fn master_refuses_without_the_vip() {
 fn master_catchup_timeout_stays_read_only_by_default() {
     let mut db = FakeDb::new();
     db.wait_reaches = false;
-    let out = run(
-        "master",
-        db,
-        &["10.0.0.1"],
-        &["--instance=VI_1"],
-        settings(None, &[("catchup_timeout", "2s")]),
-    );
+    let out = master_on_vi1(db, &[("catchup_timeout", "2s")]);
     assert_eq!(out.verdict, Verdict::Fail);
     assert!(
         out.message

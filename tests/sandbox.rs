@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Site, bounds, exit_code, run_in_process, stderr};
@@ -193,10 +192,8 @@ fn truncated_component_gets_a_clear_error() {
 fn guest_sees_no_files_environment_or_arguments() {
     let site = Site::new();
     site.install("snoop", "guest-snoop");
-    let output = Command::new(env!("CARGO_BIN_EXE_mmvip"))
-        .arg("--config")
-        .arg(site.config_path())
-        .args(["snoop", "--password=hunter2"])
+    let output = site
+        .command(&["snoop", "--password=hunter2"])
         .env("SECRET_TOKEN", "hunter2")
         .output()
         .unwrap();

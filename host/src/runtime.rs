@@ -310,7 +310,21 @@ impl std::fmt::Display for OverBudget {
 impl std::error::Error for OverBudget {}
 
 impl MemoryBudget {
-    fn charge(&mut self, bytes: usize) -> wasmtime::Result<bool> {
+    /// Charges growing a memory or table from `current` to `desired` units of
+    /// `unit_bytes` each.
+    fn grow(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+        unit_bytes: usize,
+    ) -> wasmtime::Result<bool> {
+        // Growth past the object's own maximum fails after this call without telling
+        // us what it was charged: refuse it here (`memory.grow` returns -1) instead.
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
+        let bytes = desired.saturating_sub(current).saturating_mul(unit_bytes);
         match self.left.checked_sub(bytes) {
             Some(left) => {
                 self.left = left;
@@ -328,12 +342,7 @@ impl ResourceLimiter for MemoryBudget {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Growth past the memory's own maximum fails after this call without telling
-        // us what it was charged: refuse it here (`memory.grow` returns -1) instead.
-        if maximum.is_some_and(|maximum| desired > maximum) {
-            return Ok(false);
-        }
-        self.charge(desired.saturating_sub(current))
+        self.grow(current, desired, maximum, 1)
     }
 
     fn table_growing(
@@ -342,11 +351,7 @@ impl ResourceLimiter for MemoryBudget {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if maximum.is_some_and(|maximum| desired > maximum) {
-            return Ok(false);
-        }
-        let elements = desired.saturating_sub(current);
-        self.charge(elements.saturating_mul(TABLE_ELEMENT_BYTES))
+        self.grow(current, desired, maximum, TABLE_ELEMENT_BYTES)
     }
 
     fn instances(&self) -> usize {

@@ -104,15 +104,20 @@ impl Site {
         }
     }
 
-    /// Runs the real `mmvip` binary with `--config` for this site.
-    pub fn mmvip(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_mmvip"))
+    /// The real `mmvip` binary with `--config` for this site, ready to run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mmvip"));
+        command
             .arg("--config")
             .arg(self.config_path())
             .args(args)
-            .env_remove("MMVIP_CONFIG")
-            .output()
-            .expect("run mmvip")
+            .env_remove("MMVIP_CONFIG");
+        command
+    }
+
+    /// Runs the real `mmvip` binary for this site and waits for it.
+    pub fn mmvip(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run mmvip")
     }
 
     pub fn log_text(&self) -> String {
