@@ -9,7 +9,7 @@ use std::process::Command;
 use common::{Site, exit_code, stderr, stdout};
 
 fn mmvip_raw(args: &[&str], config_env: Option<&std::path::Path>) -> std::process::Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mmvip"));
+    let mut command = Command::new(common::mmvip_binary());
     command.args(args).env_remove("MMVIP_CONFIG");
     if let Some(path) = config_env {
         command.env("MMVIP_CONFIG", path);

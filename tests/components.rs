@@ -6,11 +6,11 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{bounds, run_in_process};
+use common::{Limits, bounds, run_in_process};
 use mmvip::bindings::{TargetKind, Transition, VrrpState};
 use mmvip::caps::{ClientConnection, EventInfo, FailoverFlag, ReplicaStatus, Sql, SqlError};
 use mmvip::config::Grant;
-use mmvip::runtime::{Bounds, Invocation, OVERRUN_GRACE, Verdict};
+use mmvip::runtime::{Invocation, OVERRUN_GRACE, Verdict};
 
 /// An SQL back-end whose `ping` answers as told, after `delay`; anything else is a
 /// test bug.
@@ -66,7 +66,7 @@ const FAILOVER_GRANTS: &[Grant] = &[Grant::Log, Grant::FailoverFlag];
 
 fn health_with(
     invocation: Invocation,
-    limits: Bounds,
+    limits: Limits,
     answer: Result<(), SqlError>,
     delay: Duration,
 ) -> (Verdict, String) {

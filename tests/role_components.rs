@@ -223,8 +223,10 @@ fn run_event(
     transition: Option<Transition>,
 ) -> Outcome {
     let shared = Arc::new(Mutex::new(db));
-    let state_dir = tempfile::tempdir().unwrap();
-    let state_path = state_dir.path().join("state");
+    let state_root = common::private_tempdir();
+    let state_path = state_root.path().join("state");
+    let log = mmvip::log::Log::open(&state_root.path().join("log"), Default::default());
+    let state_dir = || mmvip::trust::open_dir(&state_path, "state_dir", true).ok();
     let invocation = Invocation {
         args: args.iter().map(|a| a.to_string()).collect(),
         transition,
@@ -239,7 +241,7 @@ fn run_event(
         |caps| {
             caps.sql = Some(Box::new(Shared(shared.clone())));
             caps.vip = Some(Box::new(HeldVips(held)));
-            caps.state = Some(StateStore::load(&state_path).unwrap());
+            caps.state = Some(StateStore::load(state_dir(), &log));
         },
     )
     .expect("plugin loads");
@@ -249,7 +251,7 @@ fn run_event(
         message: run.report.message,
         log: run.log,
         db,
-        state: StateStore::load(&state_path).unwrap(),
+        state: StateStore::load(state_dir(), &log),
     }
 }
 

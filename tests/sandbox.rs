@@ -4,9 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Site, bounds, exit_code, run_in_process, stderr};
+use common::{Limits, Site, bounds, exit_code, run_in_process, stderr};
 use mmvip::config::Grant;
-use mmvip::runtime::{Bounds, Invocation, Verdict};
+use mmvip::runtime::{Invocation, Verdict};
 
 /// Runs `plugin` through the binary and returns its error, after checking that it was
 /// refused as a usage error (exit 2) in one line.
@@ -60,7 +60,7 @@ fn panic_message_reaches_the_log() {
 #[test]
 fn memory_hog_is_stopped_at_its_limit() {
     let grants: &[Grant] = &[];
-    let limit = Bounds {
+    let limit = Limits {
         timeout: Duration::from_secs(10),
         memory_bytes: 16 << 20,
         on_overrun: None,
@@ -324,12 +324,25 @@ fn cache_is_written_into_a_root_only_directory() {
 }
 
 #[test]
-fn world_writable_cache_directory_is_refused() {
+fn world_writable_cache_directory_is_not_used_but_the_hook_runs() {
     use std::os::unix::fs::PermissionsExt;
     let site = Site::new();
     site.install_builtins();
     assert_eq!(exit_code(&site.mmvip(&["compile"])), 0);
     std::fs::set_permissions(site.path("cache"), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let message = refusal(&site, "failover");
-    assert!(message.contains("refusing cache_dir"), "{message}");
+    let output = site.mmvip(&["failover"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert!(
+        site.log_text().contains("cache not used"),
+        "{}",
+        site.log_text()
+    );
+    // `compile` exists to fill the cache: it says it could not.
+    let output = site.mmvip(&["compile"]);
+    assert_eq!(exit_code(&output), 1);
+    assert!(
+        stderr(&output).contains("not cached"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -1,27 +1,43 @@
 //! Compiled-component cache: a plugin is compiled once per content and engine, and
-//! the native code is kept in a root-only directory. Every cache file carries a
-//! checksum of its payload, so a corrupt or foreign file is rebuilt, never executed.
-//! Only root can write there, so the checksum guards against damage, not forgery: a
-//! CRC is enough and costs a fraction of a cryptographic hash on every hook run.
+//! the native code is kept in a directory only root can change.
+//!
+//! Native code is executed, so a cache file is used only when all of these hold:
+//! - its directory passed the trust rules and was opened once, without following
+//!   links; the file is opened relative to it, without following links;
+//! - the file is a regular file owned by the user running mmvip, writable by nobody
+//!   else;
+//! - its trailer names the SHA-256 of this very plugin and this engine's
+//!   compatibility hash (a foreign or renamed file is rebuilt, never run), and its
+//!   CRC matches (damage);
+//! - the bytes checked are the bytes run: the file is mapped once, checked in that
+//!   mapping, and the same mapping is handed to wasmtime (made executable in place).
+//!
+//! Anything wrong with the cache is logged and the plugin is compiled in memory: an
+//! unusable cache never stops a hook.
 
-use std::fs::{self, OpenOptions};
+use std::ffi::OsStr;
 use std::hash::{Hash, Hasher};
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::io::{Read as _, Write as _};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::Arc;
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 use sha2::{Digest, Sha256};
-use wasmtime::Engine;
 use wasmtime::component::Component;
+use wasmtime::{CustomCodeMemory, Engine};
 
 use crate::error::{Error, Result};
-use crate::log::Log;
+use crate::log::{Level, Log};
+use crate::trust::{self, TrustedDir};
 
-/// A cache file is wasmtime's compiled image followed by a trailer: this magic, then
-/// the image's CRC-32 (IEEE, little-endian). The image stays at offset 0 so wasmtime
-/// maps the file directly instead of copying it.
-const CACHE_MAGIC: &[u8; 8] = b"MMVIPC03";
-const TRAILER_LEN: usize = CACHE_MAGIC.len() + 4;
+/// A cache file is wasmtime's compiled image followed by a trailer: this magic, the
+/// plugin's SHA-256, the engine hash (little-endian u64) and the image's CRC-32.
+/// The image stays at offset 0 so it is used where it is mapped.
+const CACHE_MAGIC: &[u8; 8] = b"MMVIPC04";
+const TRAILER_LEN: usize = CACHE_MAGIC.len() + 32 + 8 + 4;
 /// No hook plugin comes near this; a larger file is refused rather than read.
 const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
@@ -34,64 +50,30 @@ pub enum Source {
     Cache,
     /// Compiled now (no cache file, or it was stale or corrupt) and cached.
     Compiled,
+    /// Compiled in memory because the cache could not be used (logged).
+    Uncached,
 }
 
-/// Reads the plugin at `wasm_path` and returns its compiled component, using and
-/// filling the cache in `cache_dir`. A cache that cannot be written is reported in
-/// the log and the hook still runs from the fresh compilation.
-pub fn load(
-    engine: &Engine,
-    wasm_path: &Path,
-    cache_dir: &Path,
-    log: &Log,
-) -> Result<(Component, Source)> {
-    let wasm = read_plugin(wasm_path)?;
-    let cache_dir = if cache_dir.exists() {
-        &crate::trust::require_trusted(cache_dir, "cache_dir")?
-    } else {
-        cache_dir
-    };
-    let cache_file = cache_dir.join(cache_file_name(engine, &wasm));
-    match read_cached(engine, &cache_file) {
-        Ok(Some(component)) => return Ok((component, Source::Cache)),
-        Ok(None) => {}
-        Err(why) => log.write(
-            "warn",
-            &[(
-                "msg",
-                &format!("rebuilding cache file {}: {why}", cache_file.display()),
-            )],
-        ),
-    }
-    let compiled = compile(engine, wasm_path, &wasm)?;
-    if let Err(why) = store(cache_dir, &cache_file, &compiled) {
-        log.write(
-            "warn",
-            &[(
-                "msg",
-                &format!("cannot write cache {}: {why}", cache_file.display()),
-            )],
-        );
-    }
-    // SAFETY: `compiled` was produced by this engine a moment ago, in memory.
-    let component = unsafe { Component::deserialize(engine, &compiled) }
-        .map_err(|e| Error::failed(format!("loading compiled {}: {e}", wasm_path.display())))?;
-    Ok((component, Source::Compiled))
+/// A plugin file's bytes and their SHA-256.
+pub struct PluginBytes {
+    pub wasm: Vec<u8>,
+    pub sha256: [u8; 32],
 }
 
-/// Reads a plugin file and checks that it is a WebAssembly component.
-pub fn read_plugin(path: &Path) -> Result<Vec<u8>> {
-    let size = fs::metadata(path)
-        .map_err(|e| Error::usage(format!("plugin {}: {e}", path.display())))?
-        .len();
-    if size > MAX_PLUGIN_BYTES {
+/// Reads a plugin through the trust rules and checks that it is a WebAssembly
+/// component.
+pub fn read_plugin(path: &Path) -> Result<PluginBytes> {
+    let file = trust::open_file(path, "plugin")?;
+    let mut wasm = Vec::new();
+    file.take(MAX_PLUGIN_BYTES + 1)
+        .read_to_end(&mut wasm)
+        .map_err(|e| Error::usage(format!("plugin {}: {e}", path.display())))?;
+    if wasm.len() as u64 > MAX_PLUGIN_BYTES {
         return Err(Error::usage(format!(
-            "plugin {}: {size} bytes is larger than the {MAX_PLUGIN_BYTES}-byte limit",
+            "plugin {}: larger than the {MAX_PLUGIN_BYTES}-byte limit",
             path.display()
         )));
     }
-    let wasm =
-        fs::read(path).map_err(|e| Error::usage(format!("plugin {}: {e}", path.display())))?;
     if wasm.len() < 8 || &wasm[..4] != WASM_MAGIC {
         return Err(Error::usage(format!(
             "plugin {} is not a WebAssembly file",
@@ -104,129 +86,267 @@ pub fn read_plugin(path: &Path) -> Result<Vec<u8>> {
             path.display()
         )));
     }
-    Ok(wasm)
+    let sha256 = Sha256::digest(&wasm).into();
+    Ok(PluginBytes { wasm, sha256 })
+}
+
+/// The engine's code publisher: makes a text section executable where it lies. With
+/// it, a cache file's own checked mapping can be run without a copy (wasmtime cannot
+/// change the protection of memory it did not map itself).
+pub struct PublishInPlace;
+
+impl CustomCodeMemory for PublishInPlace {
+    fn required_alignment(&self) -> usize {
+        rustix::param::page_size()
+    }
+
+    fn publish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
+        // SAFETY: wasmtime hands over a page-aligned range of one image it owns or
+        // that this module mapped for it and never unmaps.
+        unsafe {
+            rustix::mm::mprotect(
+                ptr.cast_mut().cast(),
+                len,
+                MprotectFlags::READ | MprotectFlags::EXEC,
+            )
+        }
+        .map_err(|e| wasmtime::format_err!("cannot make compiled code executable: {e}"))
+    }
+
+    fn unpublish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
+        // SAFETY: as above; wasmtime guarantees no code runs in the range any more.
+        unsafe {
+            rustix::mm::mprotect(
+                ptr.cast_mut().cast(),
+                len,
+                MprotectFlags::READ | MprotectFlags::WRITE,
+            )
+        }
+        .map_err(|e| wasmtime::format_err!("cannot make compiled code writable: {e}"))
+    }
+}
+
+/// Installs [`PublishInPlace`] on an engine configuration.
+pub fn configure(config: &mut wasmtime::Config) {
+    config.with_custom_code_memory(Some(Arc::new(PublishInPlace)));
+}
+
+/// Returns the plugin's compiled component, using and filling the cache in
+/// `cache_dir` when it can be trusted, else compiling in memory.
+pub fn load(
+    engine: &Engine,
+    plugin: &PluginBytes,
+    plugin_path: &Path,
+    cache_dir: &Path,
+    log: &Log,
+) -> Result<(Component, Source)> {
+    let name = cache_file_name(engine, plugin);
+    let dir = match trust::open_dir(cache_dir, "cache_dir", true) {
+        Ok(dir) => dir,
+        Err(why) => {
+            log.write(
+                Level::Warn,
+                &[(
+                    "msg",
+                    &format!("cache not used ({why}); compiling in memory"),
+                )],
+            );
+            return compile_in_memory(engine, plugin, plugin_path).map(|c| (c, Source::Uncached));
+        }
+    };
+    match read_cached(engine, &dir, &name, plugin) {
+        Ok(Some(component)) => return Ok((component, Source::Cache)),
+        Ok(None) => {}
+        Err(why) => log.write(
+            Level::Warn,
+            &[(
+                "msg",
+                &format!(
+                    "rebuilding cache file {}: {why}",
+                    dir.path().join(&name).display()
+                ),
+            )],
+        ),
+    }
+    let compiled = compile(engine, plugin_path, &plugin.wasm)?;
+    if let Err(why) = store(&dir, &name, &compiled, &trailer(engine, plugin, &compiled)) {
+        log.write(
+            Level::Warn,
+            &[(
+                "msg",
+                &format!("cannot write cache file in {}: {why}", dir.path().display()),
+            )],
+        );
+    }
+    // SAFETY: `compiled` was produced by this engine a moment ago, in memory.
+    let component = unsafe { Component::deserialize(engine, &compiled) }
+        .map_err(|e| Error::failed(format!("loading compiled {}: {e}", plugin_path.display())))?;
+    Ok((component, Source::Compiled))
+}
+
+fn compile_in_memory(engine: &Engine, plugin: &PluginBytes, path: &Path) -> Result<Component> {
+    Component::from_binary(engine, &plugin.wasm).map_err(|e| invalid_component(path, &e))
 }
 
 /// Compiles a component to native code, with a one-line error for a bad binary.
 pub fn compile(engine: &Engine, wasm_path: &Path, wasm: &[u8]) -> Result<Vec<u8>> {
-    engine.precompile_component(wasm).map_err(|e| {
-        Error::usage(format!(
-            "plugin {} is not a valid component: {}",
-            wasm_path.display(),
-            first_line(&format!("{e:#}"))
-        ))
-    })
+    engine
+        .precompile_component(wasm)
+        .map_err(|e| invalid_component(wasm_path, &e))
 }
 
-/// The cache key: the plugin's content hash and the engine's compatibility hash.
-fn cache_file_name(engine: &Engine, wasm: &[u8]) -> String {
-    let content = hex(&Sha256::digest(wasm));
+fn invalid_component(path: &Path, error: &wasmtime::Error) -> Error {
+    Error::usage(format!(
+        "plugin {} is not a valid component: {}",
+        path.display(),
+        crate::error::describe_wasmtime(error)
+    ))
+}
+
+fn engine_hash(engine: &Engine) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    format!("{content}-{:016x}.cwasm", hasher.finish())
+    hasher.finish()
+}
+
+/// The file name: the plugin's content hash and the engine hash, so versions of mmvip
+/// sharing a directory do not overwrite each other's files. The trailer repeats both:
+/// a name proves nothing.
+fn cache_file_name(engine: &Engine, plugin: &PluginBytes) -> String {
+    format!("{}-{:016x}.cwasm", hex(&plugin.sha256), engine_hash(engine))
+}
+
+fn trailer(engine: &Engine, plugin: &PluginBytes, image: &[u8]) -> Vec<u8> {
+    let mut trailer = Vec::with_capacity(TRAILER_LEN);
+    trailer.extend_from_slice(CACHE_MAGIC);
+    trailer.extend_from_slice(&plugin.sha256);
+    trailer.extend_from_slice(&engine_hash(engine).to_le_bytes());
+    trailer.extend_from_slice(&crc32fast::hash(image).to_le_bytes());
+    trailer
 }
 
 /// `Ok(None)` when there is no cache file; `Err` when there is one but it is unusable.
-fn read_cached(engine: &Engine, path: &Path) -> std::result::Result<Option<Component>, String> {
-    let file = match fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+fn read_cached(
+    engine: &Engine,
+    dir: &TrustedDir,
+    name: &str,
+    plugin: &PluginBytes,
+) -> std::result::Result<Option<Component>, String> {
+    let fd = match rustix::fs::openat(
+        dir.fd(),
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let len = file.metadata().map_err(|e| e.to_string())?.len() as usize;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err("not a regular file".into());
+    }
+    if stat.st_uid != rustix::process::geteuid().as_raw() {
+        return Err(format!(
+            "owned by uid {}, not by the user running mmvip",
+            stat.st_uid
+        ));
+    }
+    if stat.st_mode & 0o022 != 0 {
+        return Err(format!(
+            "writable by group or others (mode {:04o})",
+            stat.st_mode & 0o7777
+        ));
+    }
+    let len = usize::try_from(stat.st_size).map_err(|_| "too large".to_string())?;
     if len <= TRAILER_LEN {
         return Err("not an mmvip cache file".into());
     }
-    {
-        let mapped = MappedFile::new(&file, len).map_err(|e| e.to_string())?;
-        let (image, trailer) = mapped.bytes().split_at(len - TRAILER_LEN);
-        let (magic, crc) = trailer.split_at(CACHE_MAGIC.len());
+    let mapping = map_private(&fd, len).map_err(|e| e.to_string())?;
+    // SAFETY: `mapping` is `len` readable bytes, mapped above and unmapped only on
+    // the error paths below, after the last use of `bytes`.
+    let bytes = unsafe { std::slice::from_raw_parts(mapping.as_ptr().cast::<u8>(), len) };
+    let (image, found) = bytes.split_at(len - TRAILER_LEN);
+    let check = (|| {
+        let expected = trailer(engine, plugin, &[]);
+        let (magic, rest) = found.split_at(CACHE_MAGIC.len());
+        let (sha, rest) = rest.split_at(32);
+        let (engine_bytes, crc) = rest.split_at(8);
         if magic != CACHE_MAGIC {
-            return Err("not an mmvip cache file".into());
+            return Err("not an mmvip cache file".to_string());
+        }
+        if sha != plugin.sha256 {
+            return Err("compiled from a different plugin".into());
+        }
+        if engine_bytes != &expected[40..48] {
+            return Err("compiled by a different engine".into());
         }
         if crc32fast::hash(image).to_le_bytes() != crc {
             return Err("checksum mismatch (corrupt)".into());
         }
+        Ok(())
+    })();
+    if let Err(why) = check {
+        unmap(mapping, len);
+        return Err(why);
     }
-    // SAFETY: the file is byte-for-byte what this host wrote after compiling (the
-    // checksum above), in a directory only root can write, and cache files are only
-    // ever replaced by rename, never changed in place; wasmtime additionally checks
-    // that it was compiled by a compatible engine.
-    unsafe { Component::deserialize_file(engine, path) }
-        .map(Some)
-        .map_err(|e| first_line(&format!("{e:#}")))
-}
-
-/// A read-only private mapping of a whole file, for checksumming without a copy.
-struct MappedFile {
-    address: *mut std::ffi::c_void,
-    len: usize,
-}
-
-impl MappedFile {
-    fn new(file: &fs::File, len: usize) -> std::io::Result<MappedFile> {
-        use rustix::mm::{MapFlags, ProtFlags, mmap};
-        // SAFETY: a fresh read-only mapping of `len` bytes of an open file; nothing
-        // else refers to this address range.
-        let address = unsafe {
-            mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ,
-                MapFlags::PRIVATE,
-                file,
-                0,
-            )
-        }?;
-        Ok(MappedFile { address, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` readable bytes and lives as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.address.cast::<u8>(), self.len) }
+    let image_ptr = NonNull::slice_from_raw_parts(mapping.cast::<u8>(), len - TRAILER_LEN);
+    // SAFETY: the image is exactly the bytes checked above, in a private mapping of
+    // a file only this user can write, which is never unmapped or written again: a
+    // component's code may be in use by any store until the process ends. wasmtime
+    // checks the image's own header and engine compatibility before using it.
+    match unsafe { Component::deserialize_raw(engine, image_ptr) } {
+        Ok(component) => Ok(Some(component)),
+        Err(e) => {
+            unmap(mapping, len);
+            Err(crate::error::describe_wasmtime(&e))
+        }
     }
 }
 
-impl Drop for MappedFile {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the range mapped in `new`, no longer borrowed.
-        let _ = unsafe { rustix::mm::munmap(self.address, self.len) };
-    }
+fn map_private(fd: &OwnedFd, len: usize) -> rustix::io::Result<NonNull<std::ffi::c_void>> {
+    // SAFETY: a fresh private read-only mapping of `len` bytes of an open file;
+    // nothing else refers to this address range.
+    let address = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ,
+            MapFlags::PRIVATE,
+            fd.as_fd(),
+            0,
+        )
+    }?;
+    Ok(NonNull::new(address).expect("mmap never returns null on success"))
 }
 
-/// Writes the cache file atomically: a private temporary file renamed into place.
-fn store(cache_dir: &Path, cache_file: &Path, compiled: &[u8]) -> std::io::Result<()> {
-    ensure_cache_dir(cache_dir)?;
-    let temp: PathBuf = cache_dir.join(format!(".tmp-{}-{}", std::process::id(), nanos()));
+fn unmap(mapping: NonNull<std::ffi::c_void>, len: usize) {
+    // SAFETY: unmaps exactly a range mapped by `map_private`, no longer in use.
+    let _ = unsafe { rustix::mm::munmap(mapping.as_ptr(), len) };
+}
+
+/// Writes the cache file atomically: a private temporary file, renamed into place,
+/// both relative to the trusted directory.
+fn store(dir: &TrustedDir, name: &str, image: &[u8], trailer: &[u8]) -> std::io::Result<()> {
+    let temp = format!(".tmp-{}-{}", std::process::id(), nanos());
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)?;
-        file.write_all(compiled)?;
-        file.write_all(CACHE_MAGIC)?;
-        file.write_all(&crc32fast::hash(compiled).to_le_bytes())?;
+        let fd = rustix::fs::openat(
+            dir.fd(),
+            temp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(image)?;
+        file.write_all(trailer)?;
         file.sync_all()?;
-        fs::rename(&temp, cache_file)
+        rustix::fs::renameat(dir.fd(), temp.as_str(), dir.fd(), name)?;
+        Ok(())
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&temp);
+        let _ = rustix::fs::unlinkat(dir.fd(), OsStr::new(&temp), AtFlags::empty());
     }
     result
-}
-
-/// Creates the cache directory (mode 0700) if needed and checks that only root can
-/// change it. An existing directory keeps its mode: it may be shared (`/var/cache`),
-/// and what matters is that nobody else can write it.
-pub fn ensure_cache_dir(cache_dir: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(cache_dir)?;
-    crate::trust::require_trusted(cache_dir, "cache_dir")
-        .map(|_| ())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))
 }
 
 fn nanos() -> u128 {
@@ -236,9 +356,9 @@ fn nanos() -> u128 {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or("").trim().to_string()
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(64), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }

@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -14,8 +15,8 @@ use crate::caps::vip::LocalAddresses;
 use crate::config::{Config, Grant, PluginSpec};
 use crate::error::{Error, Result};
 use crate::keepalived;
-use crate::log::{Log, LogContext, one_line};
-use crate::runtime::{self, Bounds, Capabilities, HookKind, Invocation, Plugin};
+use crate::log::{Level, Log, LogContext, MAX_VALUE_BYTES, cut, one_line};
+use crate::runtime::{self, Bounds, Capabilities, HookKind, Invocation, Plugin, Watchdog};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -100,25 +101,42 @@ fn clap_exit(error: clap::Error) -> u8 {
 
 fn report_error(log: Option<&Log>, error: &Error) -> u8 {
     if let Some(log) = log {
-        log.write("error", &[("verdict", "error"), ("msg", error.message())]);
+        log.write(
+            Level::Error,
+            &[("verdict", "error"), ("msg", error.message())],
+        );
     }
     eprintln!("mmvip: {}", one_line(error.message()));
     error.exit_code()
 }
 
 fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) -> u8 {
-    let mut log = Log::open(
-        &config.log_file,
-        LogContext {
-            plugin: name.to_string(),
-            ..LogContext::default()
-        },
-    );
+    let context = LogContext {
+        plugin: name.to_string(),
+        ..LogContext::default()
+    };
     let spec = match config.plugin(name) {
         Ok(spec) => spec,
-        Err(error) => return report_error(Some(&log), &error),
+        Err(error) => return report_error(Some(&Log::open(&config.log_file, context)), &error),
     };
     let deadline = started + spec.timeout;
+    // Armed before any file is opened, so nothing the run opens (a FIFO, a wedged
+    // socket) can keep keepalived waiting past the bound.
+    let overrun_log = Arc::new(Mutex::new(None::<Log>));
+    let _watchdog = Watchdog::arm(
+        cache_engine(),
+        deadline,
+        Some(stop_overrun(
+            Arc::clone(&overrun_log),
+            name.to_string(),
+            spec.timeout,
+        )),
+    );
+    let mut log = Log::open(&config.log_file, context);
+    let remember = |log: &Log| {
+        *overrun_log.lock().unwrap_or_else(PoisonError::into_inner) = Some(log.clone());
+    };
+    remember(&log);
     // The MariaDB handshake overlaps loading the plugin.
     let mut sql = match sql_backend(config, &spec, &log, deadline) {
         Ok(sql) => sql,
@@ -139,21 +157,38 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
         },
     };
     if let Some(transition) = &transition {
-        log = Log::open(
-            &config.log_file,
-            LogContext {
-                plugin: name.to_string(),
-                instance: Some(transition.name.clone()),
-                state: Some(keepalived::state_word(transition.state).to_string()),
-            },
-        );
+        log = log.with_context(LogContext {
+            plugin: name.to_string(),
+            instance: Some(transition.name.clone()),
+            state: Some(keepalived::state_word(transition.state).to_string()),
+        });
+        remember(&log);
         if let Some(sql) = sql.as_mut() {
             sql.set_log(log.clone());
         }
     }
-    // Notify hooks change the node's role: one at a time, in arrival order.
-    let _lock = match plugin.shape.kind {
-        HookKind::Notify => match crate::lock::acquire(&config.state_dir, deadline) {
+    let uses_state = spec.grants.contains(&Grant::State);
+    let state_dir = if plugin.shape.kind == HookKind::Notify || uses_state {
+        match crate::trust::open_dir(&config.state_dir, "state_dir", true) {
+            Ok(dir) => Some(dir),
+            Err(error) => {
+                log.write(
+                    Level::Error,
+                    &[(
+                        "msg",
+                        &format!("running without the node lock and state: {error}"),
+                    )],
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // Role changes run one at a time, in arrival order; so does every user of the
+    // state file, so no update is lost.
+    let _lock = match &state_dir {
+        Some(dir) => match crate::lock::acquire(dir, deadline) {
             Ok(lock) => {
                 if let Some(sql) = sql.as_mut() {
                     sql.forget_connection();
@@ -162,12 +197,9 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
             }
             Err(error) => return report_error(Some(&log), &error),
         },
-        HookKind::Check => None,
+        None => None,
     };
-    let caps = match capabilities(config, &spec, &log, sql) {
-        Ok(caps) => caps,
-        Err(error) => return report_error(Some(&log), &error),
-    };
+    let caps = capabilities(config, &spec, &log, sql, state_dir);
     let mut settings = spec.settings.clone();
     if plugin.shape.kind == HookKind::Notify {
         settings.extend(config.instance_settings());
@@ -177,21 +209,20 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
         transition,
         settings,
     };
-    let timeout = deadline.saturating_duration_since(Instant::now());
     let bounds = Bounds {
-        timeout,
+        deadline,
+        timeout: spec.timeout,
         memory_bytes: spec.memory_bytes,
-        on_overrun: Some(stop_overrun(log.clone(), name.to_string(), spec.timeout)),
     };
     let (report, _instance) = runtime::run(cache_engine(), &plugin, caps, &invocation, bounds);
     for line in report.stderr.lines().filter(|l| !l.trim().is_empty()) {
-        log.write("warn", &[("stderr", line)]);
+        log.write_for_plugin(Level::Warn, &[("stderr", line)]);
     }
     let duration = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
     let level = if report.verdict == runtime::Verdict::Pass {
-        "info"
+        Level::Info
     } else {
-        "error"
+        Level::Error
     };
     log.write(
         level,
@@ -201,7 +232,7 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
             ("msg", &report.message),
         ],
     );
-    let message = one_line(&report.message);
+    let message = one_line(&cut(&report.message, MAX_VALUE_BYTES)).into_owned();
     if report.verdict == runtime::Verdict::Pass {
         println!("{name}: {message}");
     } else {
@@ -212,17 +243,27 @@ fn run_hook(config: &Config, name: &str, raw_args: &[String], started: Instant) 
     std::process::exit(i32::from(report.verdict.exit_code()))
 }
 
-/// Ends a hook blocked in a host call past its deadline (a connect to a wedged socket,
-/// say): keepalived must get its verdict in time, and a failure is the safe one.
-fn stop_overrun(log: Log, name: String, timeout: Duration) -> Box<dyn FnOnce() + Send> {
+/// Ends a hook still running past its deadline (blocked in a host call, or in
+/// opening what it needs): keepalived must get its verdict in time, and a failure is
+/// the safe one.
+fn stop_overrun(
+    log: Arc<Mutex<Option<Log>>>,
+    name: String,
+    timeout: Duration,
+) -> Box<dyn FnOnce() + Send> {
     Box::new(move || {
         let message = format!(
-            "still blocked in a host call {} ms after its {} ms deadline; stopped",
+            "still running {} ms after its {} ms deadline (blocked in a call or an open); stopped",
             runtime::OVERRUN_GRACE.as_millis(),
             timeout.as_millis()
         );
-        log.write("error", &[("verdict", "timeout"), ("msg", &message)]);
-        eprintln!("mmvip: {name}: timeout: {message}");
+        // A poisoned or held lock must not keep the stop from happening.
+        if let Ok(guard) = log.try_lock()
+            && let Some(log) = guard.as_ref()
+        {
+            log.write(Level::Error, &[("verdict", "timeout"), ("msg", &message)]);
+        }
+        eprintln!("mmvip: {}: timeout: {message}", one_line(&name));
         std::process::exit(1);
     })
 }
@@ -239,11 +280,12 @@ fn cache_engine() -> &'static wasmtime::Engine {
     })
 }
 
-/// Checks, loads (through the cache), inspects and links a plugin; also says whether
-/// it had to be compiled.
+/// Checks, loads (through the cache), inspects and links a plugin; also says where
+/// its compiled code came from.
 fn load_plugin(config: &Config, spec: &PluginSpec, log: &Log) -> Result<(Plugin, Source)> {
-    let wasm_path = crate::trust::require_trusted(&spec.path, "plugin")?;
-    let (component, source) = cache::load(cache_engine(), &wasm_path, &config.cache_dir, log)?;
+    let bytes = cache::read_plugin(&spec.path)?;
+    let (component, source) =
+        cache::load(cache_engine(), &bytes, &spec.path, &config.cache_dir, log)?;
     let plugin = runtime::inspect(cache_engine(), &component, &spec.name, &spec.grants)?;
     Ok((plugin, source))
 }
@@ -270,6 +312,7 @@ fn sql_backend(
         password,
         deadline,
         log.clone(),
+        spec.memory_bytes,
     )))
 }
 
@@ -279,7 +322,8 @@ fn capabilities(
     spec: &PluginSpec,
     log: &Log,
     sql: Option<MariaDb>,
-) -> Result<Capabilities> {
+    state_dir: Option<crate::trust::TrustedDir>,
+) -> Capabilities {
     let mut caps = Capabilities::new(log.clone());
     let granted = |grant| spec.grants.contains(&grant);
     if granted(Grant::FailoverFlag) {
@@ -292,17 +336,17 @@ fn capabilities(
         caps.vip = Some(Box::new(LocalAddresses));
     }
     if granted(Grant::State) {
-        let path = crate::caps::state::prepare_state_dir(&config.state_dir)?.join("state");
-        let state = StateStore::load(&path)
-            .map_err(|e| Error::failed(format!("state file {}: {e}", path.display())))?;
-        caps.state = Some(state);
+        caps.state = Some(StateStore::load(state_dir, log));
     }
-    Ok(caps)
+    caps
 }
 
 fn read_password(path: &std::path::Path) -> Result<String> {
-    let path = crate::trust::require_secret(path, "password file")?;
-    let text = std::fs::read_to_string(&path)
+    use std::io::Read as _;
+    let file = crate::trust::open_secret(path, "password file")?;
+    let mut text = String::new();
+    file.take(4096)
+        .read_to_string(&mut text)
         .map_err(|e| Error::usage(format!("password file {}: {e}", path.display())))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
@@ -328,9 +372,15 @@ fn compile_all(config: &Config) -> u8 {
         match result {
             Ok(Source::Cache) => println!("{name}: already cached"),
             Ok(Source::Compiled) => println!("{name}: compiled"),
+            Ok(Source::Uncached) => {
+                eprintln!(
+                    "mmvip: {name}: compiled, but not cached: cache_dir is not usable (see the log)"
+                );
+                status = status.max(1);
+            }
             Err(error) => {
                 let message = format!("{name}: {}", one_line(error.message()));
-                log.write("error", &[("verdict", "error"), ("msg", &message)]);
+                log.write(Level::Error, &[("verdict", "error"), ("msg", &message)]);
                 eprintln!("mmvip: {message}");
                 status = status.max(error.exit_code());
             }

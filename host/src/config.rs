@@ -13,6 +13,18 @@ use crate::error::{Error, Result};
 pub const DEFAULT_CONFIG: &str = "/etc/mmvip/mmvip.toml";
 pub const CONFIG_ENV: &str = "MMVIP_CONFIG";
 const DEFAULT_MEMORY_MIB: u64 = 64;
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Words `mmvip` takes as commands, so never as plugin names.
+pub const RESERVED_NAMES: &[&str] = &[
+    "help",
+    "compile",
+    "plugins",
+    "doctor",
+    "status",
+    "switchover",
+    "guard",
+    "ack",
+];
 
 /// A capability a plugin can be granted; each is one WIT interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -118,6 +130,8 @@ pub struct MariaDbConfig {
     pub user: String,
     pub password_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// The global variables a plugin granted `sql-admin` may set.
+    pub settable_variables: Vec<String>,
 }
 
 /// One `[plugins.NAME]` table as written.
@@ -172,6 +186,7 @@ struct RawMariaDb {
     user: Option<String>,
     password_file: Option<PathBuf>,
     timeout_ms: Option<Spanned<u64>>,
+    settable_variables: Option<Spanned<Vec<String>>>,
 }
 
 impl Config {
@@ -184,9 +199,18 @@ impl Config {
 
     /// Reads and validates the config at `path` (after checking it is root-only).
     pub fn load(path: &Path) -> Result<Config> {
-        let resolved = crate::trust::require_trusted(path, "config")?;
-        let text = std::fs::read_to_string(resolved)
+        use std::io::Read as _;
+        let file = crate::trust::open_file(path, "config")?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
             .map_err(|e| Error::usage(format!("config {}: {e}", path.display())))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(Error::usage(format!(
+                "config {}: larger than {MAX_CONFIG_BYTES} bytes",
+                path.display()
+            )));
+        }
         Config::parse(path, &text)
     }
 
@@ -257,6 +281,22 @@ impl Config {
             Some(t) => t.into_inner(),
             None => 1_000,
         };
+        let settable_variables = match mariadb.settable_variables {
+            Some(list) => {
+                let offset = list.span().start;
+                let list = list.into_inner();
+                if let Some(bad) = list.iter().find(|v| {
+                    v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                }) {
+                    return Err(at(
+                        offset,
+                        &format!("[mariadb] settable_variables: `{bad}` is not a variable name"),
+                    ));
+                }
+                list
+            }
+            None => vec!["read_only".to_string()],
+        };
         Ok(Config {
             path: path.to_path_buf(),
             plugin_dir: raw
@@ -275,6 +315,7 @@ impl Config {
                 user: mariadb.user.unwrap_or_else(|| "root".into()),
                 password_file: mariadb.password_file,
                 timeout: Duration::from_millis(timeout_ms),
+                settable_variables,
             },
             plugins,
             instances,
@@ -415,7 +456,8 @@ fn positive_integer(value: &toml::Value) -> Option<u64> {
 }
 
 pub fn is_valid_plugin_name(name: &str) -> bool {
-    !name.is_empty()
+    !RESERVED_NAMES.contains(&name)
+        && !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
@@ -563,5 +605,27 @@ mod tests {
         assert!(config.plugin("../etc/passwd").is_err());
         assert!(config.plugin("Health").is_err());
         assert!(config.plugin("").is_err());
+    }
+
+    #[test]
+    fn command_words_are_not_plugin_names() {
+        let config = parse("").unwrap();
+        for word in ["help", "compile", "plugins"] {
+            let err = config.plugin(word).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{word}");
+        }
+        assert!(parse("[plugins.compile]\ntimeout_ms = 5\n").is_err());
+    }
+
+    #[test]
+    fn settable_variables_default_to_read_only() {
+        let config = parse("").unwrap();
+        assert_eq!(config.mariadb.settable_variables, vec!["read_only"]);
+        let config =
+            parse("[mariadb]\nsettable_variables = [\"read_only\", \"event_scheduler\"]\n")
+                .unwrap();
+        assert_eq!(config.mariadb.settable_variables.len(), 2);
+        let err = parse("[mariadb]\nsettable_variables = [\"x; DROP\"]\n").unwrap_err();
+        assert!(err.message().contains("not a variable name"), "{err}");
     }
 }

@@ -43,3 +43,20 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One line for a wasmtime error: each cause once, joined with `: `, without the wasm
+/// backtrace wasmtime attaches (its first line would otherwise hide the cause).
+pub fn describe_wasmtime(error: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.contains("wasm backtrace:") {
+            continue;
+        }
+        let first = text.lines().next().unwrap_or("").trim().to_string();
+        if !first.is_empty() && !parts.iter().any(|p| p.contains(&first)) {
+            parts.push(first);
+        }
+    }
+    parts.join(": ")
+}

@@ -3,7 +3,7 @@
 //! interruption) and a memory limit.
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
@@ -14,7 +14,7 @@ use crate::bindings::{self, CheckPluginPre, NotifyPluginPre, Transition};
 use crate::caps::{FailoverFlag, Sql, SqlError, Vip};
 use crate::config::Grant;
 use crate::error::{Error, Result};
-use crate::log::Log;
+use crate::log::{Level, Log};
 
 /// WASI interfaces a plugin may import. They expose nothing of the host: no
 /// preopened directories, no environment, no arguments; stdout is discarded and
@@ -29,8 +29,6 @@ const ALLOWED_WASI: &[&str] = &[
 /// Interfaces that only carry types; importing them needs no grant.
 const TYPE_ONLY: &[&str] = &["types", "sql-types"];
 const STDERR_CAPACITY: usize = 64 << 10;
-const MAX_LOG_CALLS: u32 = 1_000;
-const MAX_LOG_MESSAGE: usize = 4 << 10;
 
 /// One engine configuration for compiling and loading, so cached code always fits.
 pub fn engine() -> Result<Engine> {
@@ -43,6 +41,7 @@ pub fn engine() -> Result<Engine> {
     // wasm backtraces do not need native (.eh_frame) unwind tables. Both measured.
     config.memory_init_cow(false);
     config.native_unwind_info(false);
+    crate::cache::configure(&mut config);
     Engine::new(&config).map_err(|e| Error::failed(format!("cannot start the wasm engine: {e}")))
 }
 
@@ -148,7 +147,7 @@ pub fn inspect(
                 "plugin `{plugin}` needs what this mmvip ({}@{}) does not provide: {}; rebuild it with a matching mmvip-sdk",
                 bindings::PACKAGE,
                 bindings::VERSION,
-                crate::cache::first_line(&format!("{e:#}"))
+                crate::error::describe_wasmtime(&e)
             ))
         })?;
     Ok(Plugin { shape, linked })
@@ -256,7 +255,6 @@ pub struct HookState {
     table: ResourceTable,
     limits: MemoryBudget,
     caps: Capabilities,
-    log_calls: u32,
 }
 
 impl WasiView for HookState {
@@ -268,15 +266,14 @@ impl WasiView for HookState {
     }
 }
 
-/// Limits of one run.
+/// Limits of one run. The deadline itself is enforced by a [`Watchdog`] the caller
+/// arms, ideally before opening any file the run needs.
 pub struct Bounds {
+    pub deadline: Instant,
+    /// The hook's configured bound, for messages.
     pub timeout: Duration,
     /// All linear memories and tables of the instance together.
     pub memory_bytes: usize,
-    /// Called when the hook is still running [`OVERRUN_GRACE`] after its deadline:
-    /// it is then blocked in a host call that the epoch interrupt cannot reach. The
-    /// command line ends the process there; in-process callers may leave it out.
-    pub on_overrun: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// How long past its deadline a hook may still be inside a host call before it is
@@ -387,9 +384,9 @@ pub fn run(
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
     let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
     let Bounds {
+        deadline,
         timeout,
         memory_bytes,
-        on_overrun,
     } = bounds;
     let limits = MemoryBudget { left: memory_bytes };
     let state = HookState {
@@ -397,14 +394,11 @@ pub fn run(
         table: ResourceTable::new(),
         limits,
         caps,
-        log_calls: 0,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(1);
     store.epoch_deadline_trap();
-
-    let _deadline = Deadline::arm(engine, timeout, on_overrun);
     let settings: Vec<bindings::types::Setting> = invocation
         .settings
         .iter()
@@ -413,24 +407,12 @@ pub fn run(
             value: value.clone(),
         })
         .collect();
-    let outcome = match plugin.shape.kind {
-        HookKind::Check => CheckPluginPre::new(plugin.linked.clone())
-            .and_then(|pre| pre.instantiate(&mut store))
-            .and_then(|plugin| {
-                plugin
-                    .mmvip_hooks_check()
-                    .call_run(&mut store, &invocation.args, &settings)
-            }),
-        HookKind::Notify => NotifyPluginPre::new(plugin.linked.clone())
-            .and_then(|pre| pre.instantiate(&mut store))
-            .and_then(|plugin| {
-                plugin.mmvip_hooks_notify().call_run(
-                    &mut store,
-                    invocation.transition.as_ref(),
-                    &invocation.args,
-                    &settings,
-                )
-            }),
+    // The watchdog bumps the epoch once, at the deadline: a run starting after that
+    // would never see it.
+    let outcome = if Instant::now() >= deadline {
+        Err(wasmtime::Error::from(Trap::Interrupt))
+    } else {
+        call(&mut store, plugin, invocation, &settings)
     };
     let stderr = String::from_utf8_lossy(&stderr.contents())
         .trim_end()
@@ -458,6 +440,34 @@ pub fn run(
     )
 }
 
+type HookOutcome = wasmtime::Result<std::result::Result<String, bindings::types::HookError>>;
+
+fn call(
+    store: &mut Store<HookState>,
+    plugin: &Plugin,
+    invocation: &Invocation,
+    settings: &[bindings::types::Setting],
+) -> HookOutcome {
+    match plugin.shape.kind {
+        HookKind::Check => CheckPluginPre::new(plugin.linked.clone())
+            .and_then(|pre| pre.instantiate(&mut *store))
+            .and_then(|hook| {
+                hook.mmvip_hooks_check()
+                    .call_run(&mut *store, &invocation.args, settings)
+            }),
+        HookKind::Notify => NotifyPluginPre::new(plugin.linked.clone())
+            .and_then(|pre| pre.instantiate(&mut *store))
+            .and_then(|hook| {
+                hook.mmvip_hooks_notify().call_run(
+                    &mut *store,
+                    invocation.transition.as_ref(),
+                    &invocation.args,
+                    settings,
+                )
+            }),
+    }
+}
+
 fn describe_trap(
     error: &wasmtime::Error,
     timeout: Duration,
@@ -478,57 +488,66 @@ fn describe_trap(
             format!("interrupted at its {} ms deadline", timeout.as_millis()),
         ),
         Some(trap) => (Verdict::Crash, format!("plugin trapped: {trap}")),
-        None => (
-            Verdict::Crash,
-            format!(
-                "plugin failed: {}",
-                crate::cache::first_line(&format!("{error:#}"))
+        None => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => (
+                Verdict::Crash,
+                format!(
+                    "plugin called exit({}) instead of returning a verdict",
+                    exit.0
+                ),
             ),
-        ),
+            None => (
+                Verdict::Crash,
+                format!("plugin failed: {}", crate::error::describe_wasmtime(error)),
+            ),
+        },
     }
 }
 
-/// Interrupts the store's wasm at the deadline by bumping the engine epoch, then
-/// calls `on_overrun` if the run is still going [`OVERRUN_GRACE`] later. Dropping the
-/// guard ends the run: it cancels both, or, if `on_overrun` has begun, waits for it
-/// (it ends the process), so a run never reports a verdict of its own as well.
-struct Deadline {
+/// Enforces a run's deadline: bumps the engine epoch at the deadline (wasm running
+/// then traps), then calls `on_overrun` if the run is still going [`OVERRUN_GRACE`]
+/// later: it is then blocked in a host call the epoch cannot reach, or in a file or
+/// connection opened before the plugin ran. Dropping the watchdog ends the run: it
+/// cancels both, or, if `on_overrun` has begun, waits for it (it ends the process),
+/// so a run never reports a verdict of its own as well.
+pub struct Watchdog {
     run: Arc<(Mutex<bool>, Condvar)>,
 }
 
-impl Deadline {
-    fn arm(
+impl Watchdog {
+    pub fn arm(
         engine: &Engine,
-        timeout: Duration,
+        deadline: Instant,
         on_overrun: Option<Box<dyn FnOnce() + Send>>,
-    ) -> Deadline {
+    ) -> Watchdog {
         let run = Arc::new((Mutex::new(false), Condvar::new()));
         let watched = Arc::clone(&run);
         let engine = engine.clone();
         std::thread::spawn(move || {
             let (ended, changed) = &*watched;
-            let still_running = |guard, wait| {
+            let still_running = |guard, until: Instant| {
+                let wait = until.saturating_duration_since(Instant::now());
                 let (guard, _) = changed
                     .wait_timeout_while(guard, wait, |ended: &mut bool| !*ended)
                     .unwrap_or_else(PoisonError::into_inner);
                 (!*guard).then_some(guard)
             };
             let ended = ended.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(ended) = still_running(ended, timeout) else {
+            let Some(ended) = still_running(ended, deadline) else {
                 return;
             };
             engine.increment_epoch();
             if let Some(on_overrun) = on_overrun
-                && let Some(_holding_the_run) = still_running(ended, OVERRUN_GRACE)
+                && let Some(_holding_the_run) = still_running(ended, deadline + OVERRUN_GRACE)
             {
                 on_overrun();
             }
         });
-        Deadline { run }
+        Watchdog { run }
     }
 }
 
-impl Drop for Deadline {
+impl Drop for Watchdog {
     fn drop(&mut self) {
         let (ended, changed) = &*self.run;
         *ended.lock().unwrap_or_else(PoisonError::into_inner) = true;
@@ -651,36 +670,14 @@ impl bindings::sql_types::Host for HookState {}
 
 impl bindings::log::Host for HookState {
     fn write(&mut self, level: bindings::log::Level, message: String) -> wasmtime::Result<()> {
-        use bindings::log::Level;
-        self.log_calls += 1;
-        if self.log_calls > MAX_LOG_CALLS {
-            if self.log_calls == MAX_LOG_CALLS + 1 {
-                self.caps.log.write(
-                    "warn",
-                    &[(
-                        "msg",
-                        "plugin exceeded its log budget; further lines dropped",
-                    )],
-                );
-            }
-            return Ok(());
-        }
+        use bindings::log::Level as Wit;
         let level = match level {
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
+            Wit::Debug => Level::Debug,
+            Wit::Info => Level::Info,
+            Wit::Warn => Level::Warn,
+            Wit::Error => Level::Error,
         };
-        let mut message = message;
-        if message.len() > MAX_LOG_MESSAGE {
-            let mut cut = MAX_LOG_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str("...");
-        }
-        self.caps.log.write(level, &[("msg", &message)]);
+        self.caps.log.write_for_plugin(level, &[("msg", &message)]);
         Ok(())
     }
 }
@@ -767,8 +764,10 @@ impl bindings::state::Host for HookState {
 
     fn set(&mut self, key: String, value: Option<String>) -> wasmtime::Result<()> {
         let state = self.caps.state.as_mut().ok_or_else(|| missing("state"))?;
-        state.set(key, value);
-        Ok(())
+        // Contract 0.1 gives `set` no error to return: refusing it stops the plugin.
+        state
+            .set(key, value)
+            .map_err(|why| wasmtime::format_err!("state refused: {why}"))
     }
 }
 

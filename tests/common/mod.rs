@@ -13,7 +13,7 @@ use std::time::Duration;
 use mmvip::cache;
 use mmvip::config::Grant;
 use mmvip::log::{Log, LogContext};
-use mmvip::runtime::{self, Bounds, Capabilities, Invocation, Report};
+use mmvip::runtime::{self, Bounds, Capabilities, Invocation, Report, Watchdog};
 
 /// A component built by `cargo xtask build` (plugins and adversarial test guests).
 pub fn wasm(crate_name: &str) -> PathBuf {
@@ -34,11 +34,20 @@ pub const BUILTINS: [&str; 7] = [
     "health", "failover", "notify", "master", "backup", "fault", "stop",
 ];
 
+/// The mmvip binary under test: this build's, unless `MMVIP_TEST_BINARY` names
+/// another (to run the suite against an installed or an older mmvip).
+pub fn mmvip_binary() -> PathBuf {
+    std::env::var_os("MMVIP_TEST_BINARY")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mmvip")), PathBuf::from)
+}
+
 /// A throwaway site: everything mmvip reads and writes lives in one temp dir.
 pub struct Site {
     pub dir: tempfile::TempDir,
     pub config_extra: String,
     pub socket: PathBuf,
+    /// Top-level path keys (`cache_dir`, `log_file`, ...) set to other places.
+    pub paths: Vec<(String, PathBuf)>,
 }
 
 impl Site {
@@ -50,6 +59,7 @@ impl Site {
             dir,
             config_extra: String::new(),
             socket,
+            paths: Vec::new(),
         };
         site.write_config();
         site
@@ -74,6 +84,14 @@ impl Site {
         self
     }
 
+    /// Sets a top-level path key (`cache_dir`, `log_file`, `state_dir`, ...).
+    pub fn with_path(mut self, key: &str, path: &Path) -> Site {
+        self.paths.retain(|(k, _)| k != key);
+        self.paths.push((key.to_string(), path.to_path_buf()));
+        self.write_config();
+        self
+    }
+
     /// Appends TOML (plugin tables, `[mariadb]` keys go through `mariadb_extra`).
     pub fn with_config(mut self, extra: &str) -> Site {
         self.config_extra.push_str(extra);
@@ -82,12 +100,27 @@ impl Site {
     }
 
     pub fn write_config(&self) {
-        let root = self.dir.path().display();
-        let text = format!(
-            "plugin_dir = \"{root}/plugins\"\ncache_dir = \"{root}/cache\"\nlog_file = \"{root}/mmvip.log\"\nfailover_file = \"{root}/failover\"\nstate_dir = \"{root}/state\"\n\n[mariadb]\nsocket = \"{}\"\ntimeout_ms = 500\n{}",
+        let root = self.dir.path();
+        let mut text = String::new();
+        for (key, default) in [
+            ("plugin_dir", "plugins"),
+            ("cache_dir", "cache"),
+            ("log_file", "mmvip.log"),
+            ("failover_file", "failover"),
+            ("state_dir", "state"),
+        ] {
+            let path = self
+                .paths
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or_else(|| root.join(default), |(_, p)| p.clone());
+            text.push_str(&format!("{key} = \"{}\"\n", path.display()));
+        }
+        text.push_str(&format!(
+            "\n[mariadb]\nsocket = \"{}\"\ntimeout_ms = 500\n{}",
             self.socket.display(),
             self.config_extra
-        );
+        ));
         std::fs::write(self.config_path(), text).unwrap();
     }
 
@@ -106,7 +139,7 @@ impl Site {
 
     /// The real `mmvip` binary with `--config` for this site, ready to run.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mmvip"));
+        let mut command = Command::new(mmvip_binary());
         command
             .arg("--config")
             .arg(self.config_path())
@@ -143,16 +176,24 @@ pub struct InProcess {
     pub log: String,
 }
 
+/// Limits of an in-process run: its timeout counts from the start of the run.
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    /// What the command line's overrun stop would do (it ends the process there).
+    pub on_overrun: Option<Box<dyn FnOnce() + Send>>,
+}
+
 /// Loads `crate_name`'s component through the host's cache and runs it with the
-/// given test back-ends (`setup` fills them in) under `bounds`.
+/// given test back-ends (`setup` fills them in) under `limits`.
 pub fn run_in_process(
     crate_name: &str,
     grants: &[Grant],
     invocation: Invocation,
-    bounds: Bounds,
+    limits: Limits,
     setup: impl FnOnce(&mut Capabilities),
 ) -> Result<InProcess, mmvip::error::Error> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let log_path = dir.path().join("test.log");
     let log = Log::open(
         &log_path,
@@ -162,19 +203,37 @@ pub fn run_in_process(
         },
     );
     let engine = runtime::engine()?;
-    let (component, _) = cache::load(&engine, &wasm(crate_name), &dir.path().join("cache"), &log)?;
+    let path = wasm(crate_name);
+    let bytes = cache::read_plugin(&path)?;
+    let (component, _) = cache::load(&engine, &bytes, &path, &dir.path().join("cache"), &log)?;
     let plugin = runtime::inspect(&engine, &component, crate_name, grants)?;
     let mut caps = Capabilities::new(log);
     setup(&mut caps);
+    let deadline = std::time::Instant::now() + limits.timeout;
+    let _watchdog = Watchdog::arm(&engine, deadline, limits.on_overrun);
+    let bounds = Bounds {
+        deadline,
+        timeout: limits.timeout,
+        memory_bytes: limits.memory_bytes,
+    };
     let (report, _instance) = runtime::run(&engine, &plugin, caps, &invocation, bounds);
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     Ok(InProcess { report, log })
 }
 
-pub fn bounds(timeout_ms: u64) -> Bounds {
-    Bounds {
+pub fn bounds(timeout_ms: u64) -> Limits {
+    Limits {
         timeout: Duration::from_millis(timeout_ms),
         memory_bytes: 64 << 20,
         on_overrun: None,
     }
+}
+
+/// A temporary directory only root can change: the temp root itself (/tmp) is
+/// sticky, so mmvip's trust rules accept what is below it.
+pub fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
 }

@@ -76,13 +76,9 @@ impl Netns {
     pub fn command(&self, config: &Path, args: &[&str]) -> Command {
         let mut command = Command::new("ip");
         command
-            .args([
-                "netns",
-                "exec",
-                &self.name,
-                env!("CARGO_BIN_EXE_mmvip"),
-                "--config",
-            ])
+            .args(["netns", "exec", &self.name])
+            .arg(super::mmvip_binary())
+            .arg("--config")
             .arg(config)
             .args(args)
             .env_remove("MMVIP_CONFIG")

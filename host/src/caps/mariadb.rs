@@ -12,13 +12,24 @@ use mysql_common::proto::codec::error::PacketCodecError;
 
 use super::{ClientConnection, EventInfo, ReplicaStatus, Sql, SqlError};
 use crate::config::MariaDbConfig;
-use crate::log::Log;
+use crate::log::{Level, Log};
 
 /// Left between an SQL timeout and the hook deadline, so the plugin still gets to
 /// report the timeout itself.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(30);
 const MAX_PACKET: usize = 16 << 20;
 const ER_NO_SUCH_THREAD: u16 = 1094;
+/// MariaDB's own limit on identifier length, and on an event comment.
+const MAX_IDENTIFIER_CHARS: usize = 64;
+const MAX_EVENT_COMMENT_CHARS: usize = 64;
+/// A GTID position lists one GTID per domain; no real one comes near this.
+const MAX_GTID_POSITION_BYTES: usize = 8 << 10;
+/// Longest `sql-raw` statement accepted.
+const MAX_RAW_STATEMENT_BYTES: usize = 64 << 10;
+/// Rows of one `sql-raw` result; its size is bounded by the plugin's memory (below).
+const MAX_RAW_ROWS: usize = 100_000;
+/// Host bytes charged per row and per cell beside the text itself.
+const ROW_OVERHEAD: usize = 24;
 
 /// Where and as whom to connect.
 #[derive(Clone)]
@@ -73,19 +84,28 @@ pub struct MariaDb {
     endpoint: Endpoint,
     deadline: Instant,
     log: Log,
+    /// Variables `set-global-variable` may change (`[mariadb] settable_variables`).
+    settable: Vec<String>,
+    /// Host memory one `sql-raw` result may take before it is refused.
+    result_limit: usize,
     conn: Option<Conn>,
     /// A connection being opened ahead of the plugin's first statement.
     opening: Option<JoinHandle<Result<Conn, SqlError>>>,
 }
 
 impl MariaDb {
+    /// `memory_bytes` is the plugin's memory limit: a raw result may take a quarter
+    /// of it in the host (and must then still fit in the plugin).
     pub fn new(
         config: MariaDbConfig,
         password: Option<String>,
         deadline: Instant,
         log: Log,
+        memory_bytes: usize,
     ) -> Self {
         MariaDb {
+            settable: config.settable_variables.clone(),
+            result_limit: memory_bytes / 4,
             endpoint: Endpoint { config, password },
             deadline,
             log,
@@ -160,11 +180,11 @@ impl MariaDb {
     /// dropped, since its state is unknown.
     fn run<T>(
         &mut self,
-        level: &str,
+        level: Level,
         statement: &str,
         action: impl FnOnce(&mut Conn, &str) -> mysql::Result<T>,
     ) -> Result<T, SqlError> {
-        self.log.write(level, &[("sql", statement)]);
+        self.log.write_for_plugin(level, &[("sql", statement)]);
         let timeout = self.endpoint.config.timeout;
         // The connection's socket timeouts were fixed when it opened; a statement
         // started with too little time left could only be cut off mid-way.
@@ -178,7 +198,11 @@ impl MariaDb {
         })
     }
 
-    fn rows(&mut self, level: &str, statement: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
+    fn rows(
+        &mut self,
+        level: Level,
+        statement: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, SqlError> {
         self.run(level, statement, |conn, sql| conn.query::<Row, _>(sql))
             .map(|rows| rows.into_iter().map(row_text).collect())
     }
@@ -186,12 +210,12 @@ impl MariaDb {
 
 impl Sql for MariaDb {
     fn ping(&mut self) -> Result<(), SqlError> {
-        self.run("debug", "SELECT 1", |conn, sql| conn.query_drop(sql))
+        self.run(Level::Debug, "SELECT 1", |conn, sql| conn.query_drop(sql))
     }
 
     fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError> {
         check_identifier(name)?;
-        let rows = self.rows("debug", &format!("SELECT @@GLOBAL.{name}"))?;
+        let rows = self.rows(Level::Debug, &format!("SELECT @@GLOBAL.{name}"))?;
         Ok(rows
             .into_iter()
             .next()
@@ -199,7 +223,7 @@ impl Sql for MariaDb {
     }
 
     fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
-        let rows = self.run("debug", "SHOW ALL SLAVES STATUS", |conn, sql| {
+        let rows = self.run(Level::Debug, "SHOW ALL SLAVES STATUS", |conn, sql| {
             conn.query::<Row, _>(sql)
         })?;
         Ok(rows
@@ -222,7 +246,7 @@ impl Sql for MariaDb {
 
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
         let rows = self.rows(
-            "debug",
+            Level::Debug,
             "SELECT ID, USER, HOST, COMMAND, ID = CONNECTION_ID() FROM information_schema.PROCESSLIST",
         )?;
         Ok(rows
@@ -243,7 +267,7 @@ impl Sql for MariaDb {
 
     fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
         let rows = self.rows(
-            "debug",
+            Level::Debug,
             "SELECT EVENT_SCHEMA, EVENT_NAME, STATUS, EVENT_COMMENT FROM information_schema.EVENTS",
         )?;
         Ok(rows
@@ -262,25 +286,27 @@ impl Sql for MariaDb {
 
     fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
         check_identifier(name)?;
-        if value.is_empty()
-            || !value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        {
+        if !self.settable.iter().any(|v| v.eq_ignore_ascii_case(name)) {
             return Err(refused(format!(
-                "value `{value}` is not an identifier or number"
+                "`{name}` is not in [mariadb] settable_variables ({})",
+                self.settable.join(", ")
             )));
         }
+        check_plain_value(value)?;
         let statement = format!("SET GLOBAL {name} = {value}");
-        self.run("info", &statement, |conn, sql| conn.query_drop(sql))
+        self.run(Level::Info, &statement, |conn, sql| conn.query_drop(sql))
     }
 
     fn wait_for_gtid(&mut self, position: &str, timeout_ms: u32) -> Result<bool, SqlError> {
-        if !position
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+        if position.len() > MAX_GTID_POSITION_BYTES
+            || !position
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
         {
-            return Err(refused(format!("`{position}` is not a GTID position")));
+            return Err(refused(format!(
+                "`{}` is not a GTID position",
+                crate::log::cut(position, 100)
+            )));
         }
         // The wait blocks server-side, so it runs on its own connection whose read
         // timeout covers the wait, both capped by the hook deadline.
@@ -291,7 +317,8 @@ impl Sql for MariaDb {
             "SELECT MASTER_GTID_WAIT('{position}', {:.3})",
             wait.as_secs_f64()
         );
-        self.log.write("debug", &[("sql", &statement)]);
+        self.log
+            .write_for_plugin(Level::Debug, &[("sql", &statement)]);
         let mut conn = self.endpoint.open(budget)?;
         let result: Option<Option<i64>> = conn
             .query_first(&statement)
@@ -308,7 +335,7 @@ impl Sql for MariaDb {
 
     fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
         let statement = format!("KILL CONNECTION {id}");
-        match self.run("info", &statement, |conn, sql| conn.query_drop(sql)) {
+        match self.run(Level::Info, &statement, |conn, sql| conn.query_drop(sql)) {
             Ok(()) => Ok(true),
             Err(SqlError::Server((ER_NO_SUCH_THREAD, _))) => Ok(false),
             Err(e) => Err(e),
@@ -322,6 +349,9 @@ impl Sql for MariaDb {
         enabled: bool,
         comment: &str,
     ) -> Result<(), SqlError> {
+        check_length("event schema", schema, MAX_IDENTIFIER_CHARS)?;
+        check_length("event name", name, MAX_IDENTIFIER_CHARS)?;
+        check_length("event comment", comment, MAX_EVENT_COMMENT_CHARS)?;
         let statement = format!(
             "ALTER EVENT {}.{} {} COMMENT {}",
             quote_identifier(schema),
@@ -331,18 +361,60 @@ impl Sql for MariaDb {
         );
         // The change is this node's role, not data: keep it out of the binlog so it
         // never replicates to the peer.
-        self.run("info", "SET SESSION sql_log_bin = 0", |conn, sql| {
+        self.run(Level::Info, "SET SESSION sql_log_bin = 0", |conn, sql| {
             conn.query_drop(sql)
         })?;
-        let result = self.run("info", &statement, |conn, sql| conn.query_drop(sql));
-        self.run("info", "SET SESSION sql_log_bin = 1", |conn, sql| {
+        let result = self.run(Level::Info, &statement, |conn, sql| conn.query_drop(sql));
+        self.run(Level::Info, "SET SESSION sql_log_bin = 1", |conn, sql| {
             conn.query_drop(sql)
         })?;
         result
     }
 
     fn query(&mut self, statement: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
-        self.rows("info", statement)
+        if statement.len() > MAX_RAW_STATEMENT_BYTES {
+            return Err(refused(format!(
+                "statement of {} bytes is longer than {MAX_RAW_STATEMENT_BYTES}",
+                statement.len()
+            )));
+        }
+        let limit = self.result_limit;
+        let mut too_large = false;
+        let result = self.run(Level::Info, statement, |conn, sql| {
+            let mut result = conn.query_iter(sql)?;
+            let mut rows = Vec::new();
+            let mut bytes = 0usize;
+            if let Some(set) = result.iter() {
+                for row in set {
+                    let row = row_text(row?);
+                    bytes += ROW_OVERHEAD
+                        + row
+                            .iter()
+                            .map(|cell| ROW_OVERHEAD + cell.as_ref().map_or(0, String::len))
+                            .sum::<usize>();
+                    rows.push(row);
+                    if rows.len() > MAX_RAW_ROWS || bytes > limit {
+                        too_large = true;
+                        break;
+                    }
+                }
+            }
+            if too_large {
+                // Dropping the result would read the rest of it from the server; the
+                // connection is closed instead (below).
+                std::mem::forget(result);
+                return Ok(Vec::new());
+            }
+            Ok(rows)
+        });
+        if too_large {
+            self.conn = None;
+            return Err(refused(format!(
+                "result larger than {MAX_RAW_ROWS} rows or {} KiB (a quarter of the plugin's memory_mib)",
+                limit >> 10
+            )));
+        }
+        result
     }
 }
 
@@ -356,10 +428,47 @@ fn refused(why: String) -> SqlError {
 }
 
 fn check_identifier(name: &str) -> Result<(), SqlError> {
-    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if !name.is_empty()
+        && name.len() <= MAX_IDENTIFIER_CHARS
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         Ok(())
     } else {
-        Err(refused(format!("`{name}` is not a variable name")))
+        Err(refused(format!(
+            "`{}` is not a variable name",
+            crate::log::cut(name, MAX_IDENTIFIER_CHARS)
+        )))
+    }
+}
+
+/// A value `SET GLOBAL` takes as is: a plain decimal number, or a keyword such as
+/// ON, OFF or a storage engine's name. MariaDB reads `0x41`, `0b1`, `x'41'` and `b'1'`
+/// as strings, which would let a plugin set any text, so they are refused.
+fn check_plain_value(value: &str) -> Result<(), SqlError> {
+    let decimal = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    let keyword = value
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && value.len() <= MAX_IDENTIFIER_CHARS
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if decimal || keyword {
+        Ok(())
+    } else {
+        Err(refused(format!(
+            "value `{}` is not a plain decimal number or keyword",
+            crate::log::cut(value, MAX_IDENTIFIER_CHARS)
+        )))
+    }
+}
+
+fn check_length(what: &str, text: &str, limit: usize) -> Result<(), SqlError> {
+    if text.chars().count() <= limit {
+        Ok(())
+    } else {
+        Err(refused(format!("{what} is longer than {limit} characters")))
     }
 }
 
@@ -405,5 +514,18 @@ mod tests {
         assert_eq!(quote_string("it's \\"), "'it''s \\\\'");
         assert!(check_identifier("read_only").is_ok());
         assert!(check_identifier("read_only; DROP").is_err());
+        assert!(check_identifier(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn only_plain_values_can_be_set() {
+        for good in ["ON", "OFF", "1", "0", "InnoDB", "_x"] {
+            assert!(check_plain_value(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "0x41", "0b1", "x'41'", "b'01'", "X'41'", "1.5", "-1", "", "'a'", "1e3",
+        ] {
+            assert!(check_plain_value(bad).is_err(), "{bad}");
+        }
     }
 }

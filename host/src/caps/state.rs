@@ -1,62 +1,106 @@
 //! The `state` capability: a small key/value file per node, read once at the start of
-//! a hook and replaced atomically (temporary file + rename) after it returns.
+//! a hook and replaced atomically (temporary file + rename) after it returns. Every
+//! user of the file holds the node lock, so the fixed temporary name is never shared
+//! and one left behind by a stopped hook is removed by the next.
+//!
+//! The file is the role hooks' memory, not a requirement for demoting: a file that is
+//! missing, unreadable, not a regular file or not text is treated as empty (and
+//! logged), and a failure to write it is logged after the hook has acted.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::io::{Read as _, Write as _};
 
-use crate::log::Log;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-/// Creates the node's state directory (mode 0700) if needed and checks that only root
-/// can change it; returns its resolved path. Holds the state file and the hook lock.
-pub fn prepare_state_dir(state_dir: &Path) -> crate::error::Result<PathBuf> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .map_err(|e| {
-            crate::error::Error::failed(format!("state_dir {}: {e}", state_dir.display()))
-        })?;
-    crate::trust::require_trusted(state_dir, "state_dir")
-}
+use crate::log::{Level, Log};
+use crate::trust::TrustedDir;
+
+const STATE_FILE: &str = "state";
+const TEMP_FILE: &str = "state.tmp";
+/// Bounds of the store, so no plugin can grow the file (often on a RAM-backed /run)
+/// or the host's memory without limit.
+pub const MAX_KEYS: usize = 256;
+pub const MAX_KEY_BYTES: usize = 128;
+pub const MAX_VALUE_BYTES: usize = 4 << 10;
+pub const MAX_TOTAL_BYTES: usize = 64 << 10;
 
 pub struct StateStore {
-    path: PathBuf,
+    dir: Option<TrustedDir>,
     values: BTreeMap<String, String>,
     dirty: bool,
 }
 
 impl StateStore {
-    /// Loads `path`; a missing file is an empty state.
-    pub fn load(path: &Path) -> std::io::Result<StateStore> {
-        let values = match fs::read_to_string(path) {
-            Ok(text) => text
-                .lines()
-                .filter_map(|line| line.split_once('\t'))
-                .map(|(key, value)| (unescape(key), unescape(value)))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
+    /// Loads the state file of `dir`; anything unusable is an empty state, logged.
+    /// Without a directory (it could not be opened) the state lives for this run only.
+    pub fn load(dir: Option<TrustedDir>, log: &Log) -> StateStore {
+        let values = match &dir {
+            Some(dir) => {
+                let _ = rustix::fs::unlinkat(dir.fd(), TEMP_FILE, AtFlags::empty());
+                read_values(dir).unwrap_or_else(|why| {
+                    log.write(
+                        Level::Warn,
+                        &[(
+                            "msg",
+                            &format!(
+                                "state file {} ignored ({why}); starting from an empty state",
+                                dir.path().join(STATE_FILE).display()
+                            ),
+                        )],
+                    );
+                    BTreeMap::new()
+                })
+            }
+            None => BTreeMap::new(),
         };
-        Ok(StateStore {
-            path: path.to_path_buf(),
+        StateStore {
+            dir,
             values,
             dirty: false,
-        })
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
         self.values.get(key).cloned()
     }
 
-    pub fn set(&mut self, key: String, value: Option<String>) {
-        let changed = match value {
-            Some(value) => self.values.insert(key, value.clone()).as_ref() != Some(&value),
-            None => self.values.remove(&key).is_some(),
+    /// Stages a change, refusing one that would pass the store's bounds.
+    pub fn set(&mut self, key: String, value: Option<String>) -> Result<(), String> {
+        let Some(value) = value else {
+            self.dirty |= self.values.remove(&key).is_some();
+            return Ok(());
         };
-        self.dirty |= changed;
+        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+            return Err(format!(
+                "state keys are 1 to {MAX_KEY_BYTES} bytes, not {}",
+                key.len()
+            ));
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "state values are at most {MAX_VALUE_BYTES} bytes, not {}",
+                value.len()
+            ));
+        }
+        let replaced = self.values.get(&key).map_or(0, |old| key.len() + old.len());
+        if replaced == 0 && self.values.len() >= MAX_KEYS {
+            return Err(format!("the state holds at most {MAX_KEYS} keys"));
+        }
+        let total = self.total_bytes() - replaced + key.len() + value.len();
+        if total > MAX_TOTAL_BYTES {
+            return Err(format!(
+                "the state holds at most {MAX_TOTAL_BYTES} bytes of keys and values"
+            ));
+        }
+        if self.values.get(&key) != Some(&value) {
+            self.values.insert(key, value);
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    fn total_bytes(&self) -> usize {
+        self.values.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
     /// Writes staged changes, if any; a failure is logged (the hook has already acted).
@@ -64,45 +108,96 @@ impl StateStore {
         if !self.dirty {
             return;
         }
-        match self.write() {
-            Ok(()) => self.dirty = false,
-            Err(e) => log.write(
-                "error",
+        let Some(dir) = &self.dir else {
+            log.write(
+                Level::Error,
                 &[(
                     "msg",
-                    &format!("cannot write state file {}: {e}", self.path.display()),
+                    "state not saved: the state directory could not be opened",
+                )],
+            );
+            return;
+        };
+        match write_values(dir, &self.values) {
+            Ok(()) => self.dirty = false,
+            Err(e) => log.write(
+                Level::Error,
+                &[(
+                    "msg",
+                    &format!(
+                        "cannot write state file {}: {e}",
+                        dir.path().join(STATE_FILE).display()
+                    ),
                 )],
             ),
         }
     }
+}
 
-    fn write(&self) -> std::io::Result<()> {
-        let mut text = String::new();
-        for (key, value) in &self.values {
-            text.push_str(&escape(key));
-            text.push('\t');
-            text.push_str(&escape(value));
-            text.push('\n');
-        }
-        let temp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            fs::rename(&temp, &self.path)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result
+fn read_values(dir: &TrustedDir) -> Result<BTreeMap<String, String>, String> {
+    let fd = match rustix::fs::openat(
+        dir.fd(),
+        STATE_FILE,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(BTreeMap::new()),
+        Err(e) => return Err(std::io::Error::from(e).to_string()),
+    };
+    let stat = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err("not a regular file".into());
     }
+    // Escaping can double a value's size; anything larger was not written by mmvip.
+    let limit = 2 * MAX_TOTAL_BYTES + 2 * MAX_KEYS;
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
+    Ok(text
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(key, value)| (unescape(key), unescape(value)))
+        .take(MAX_KEYS)
+        .collect())
+}
+
+fn write_values(dir: &TrustedDir, values: &BTreeMap<String, String>) -> std::io::Result<()> {
+    let mut text = String::new();
+    for (key, value) in values {
+        text.push_str(&escape(key));
+        text.push('\t');
+        text.push_str(&escape(value));
+        text.push('\n');
+    }
+    let result = (|| {
+        let fd = rustix::fs::openat(
+            dir.fd(),
+            TEMP_FILE,
+            OFlags::WRONLY
+                | OFlags::CREATE
+                | OFlags::TRUNC
+                | OFlags::NOFOLLOW
+                | OFlags::NONBLOCK
+                | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        rustix::fs::renameat(dir.fd(), TEMP_FILE, dir.fd(), STATE_FILE)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = rustix::fs::unlinkat(dir.fd(), TEMP_FILE, AtFlags::empty());
+    }
+    result
 }
 
 fn escape(text: &str) -> String {
@@ -134,25 +229,91 @@ mod tests {
     use super::*;
     use crate::log::LogContext;
 
+    fn state_dir() -> (tempfile::TempDir, TrustedDir, Log) {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = crate::trust::open_dir(&temp.path().join("state"), "state_dir", true).unwrap();
+        let log = Log::open(&temp.path().join("log"), LogContext::default());
+        (temp, dir, log)
+    }
+
+    fn reopen(temp: &tempfile::TempDir) -> Option<TrustedDir> {
+        crate::trust::open_dir(&temp.path().join("state"), "state_dir", false).ok()
+    }
+
     #[test]
     fn values_survive_a_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state");
-        let log = Log::stderr(LogContext::default());
-        let mut state = StateStore::load(&path).unwrap();
+        let (temp, dir, log) = state_dir();
+        let mut state = StateStore::load(Some(dir), &log);
         assert_eq!(state.get("VI_1"), None);
-        state.set("VI_1".into(), Some("MASTER\twith\nodd \\ chars".into()));
-        state.set("VI_2".into(), Some("BACKUP".into()));
+        state
+            .set("VI_1".into(), Some("MASTER\twith\nodd \\ chars".into()))
+            .unwrap();
+        state.set("VI_2".into(), Some("BACKUP".into())).unwrap();
         state.commit(&log);
-        let mut state = StateStore::load(&path).unwrap();
+        let mut state = StateStore::load(reopen(&temp), &log);
         assert_eq!(
             state.get("VI_1").as_deref(),
             Some("MASTER\twith\nodd \\ chars")
         );
-        state.set("VI_2".into(), None);
+        state.set("VI_2".into(), None).unwrap();
         state.commit(&log);
-        let state = StateStore::load(&path).unwrap();
+        let state = StateStore::load(reopen(&temp), &log);
         assert_eq!(state.get("VI_2"), None);
         assert!(state.get("VI_1").is_some());
+    }
+
+    #[test]
+    fn bounds_are_refused_with_a_reason() {
+        let (_temp, dir, log) = state_dir();
+        let mut state = StateStore::load(Some(dir), &log);
+        let err = state.set("k".repeat(MAX_KEY_BYTES + 1), Some("v".into()));
+        assert!(err.unwrap_err().contains("state keys"));
+        let err = state.set("k".into(), Some("v".repeat(MAX_VALUE_BYTES + 1)));
+        assert!(err.unwrap_err().contains("state values"));
+        let total_bound_hit = (0..MAX_KEYS).find_map(|n| {
+            state
+                .set(format!("key{n}"), Some("v".repeat(MAX_VALUE_BYTES)))
+                .err()
+        });
+        assert!(
+            total_bound_hit.is_some_and(|why| why.contains("bytes of keys and values")),
+            "the total bound never applied"
+        );
+        let (_temp, dir, log) = state_dir();
+        let mut state = StateStore::load(Some(dir), &log);
+        let key_bound_hit =
+            (0..=MAX_KEYS).find_map(|n| state.set(format!("k{n}"), Some("v".into())).err());
+        assert!(key_bound_hit.is_some_and(|why| why.contains("at most 256 keys")));
+        // Replacing a key is not adding one.
+        assert!(state.set("k0".into(), Some("w".into())).is_ok());
+    }
+
+    #[test]
+    fn an_unreadable_state_file_is_an_empty_state() {
+        let (temp, dir, log) = state_dir();
+        let path = temp.path().join("state/state");
+        std::fs::write(&path, b"VI_1\tMASTER\n\xff\xfe\n").unwrap();
+        let state = StateStore::load(Some(dir), &log);
+        assert_eq!(state.get("VI_1"), None);
+        let logged = std::fs::read_to_string(temp.path().join("log")).unwrap();
+        assert!(logged.contains("not UTF-8"), "{logged}");
+    }
+
+    #[test]
+    fn a_fifo_state_file_neither_blocks_nor_counts() {
+        let (temp, dir, log) = state_dir();
+        let path = temp.path().join("state/state");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &path, Mode::from_raw_mode(0o600)).unwrap();
+        let state = StateStore::load(Some(dir), &log);
+        assert_eq!(state.get("anything"), None);
+    }
+
+    #[test]
+    fn a_leftover_temporary_file_is_removed() {
+        let (temp, dir, log) = state_dir();
+        let leftover = temp.path().join("state").join(TEMP_FILE);
+        std::fs::write(&leftover, "half").unwrap();
+        let _state = StateStore::load(Some(dir), &log);
+        assert!(!leftover.exists());
     }
 }

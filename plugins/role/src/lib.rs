@@ -83,23 +83,31 @@ pub fn demote(event: Option<&Transition>, call: &Call, state_word: &str) -> Outc
             None
         }
     };
-    if let Some(target) = target {
+    if let Some(target) = target
+        && target.role == Role::ReadOnly
+    {
         record(&target.name, state_word);
-        if target.role == Role::ReadOnly {
-            return finish(
-                format!("{} is an ro instance: read_only unchanged", target.name),
-                &problems,
-            );
-        }
+        return finish(
+            format!("{} is an ro instance: read_only unchanged", target.name),
+            &problems,
+        );
     }
     let leaving = target.map(|t| t.name.as_str());
     if let Some(kept) = still_held_rw(&options, leaving) {
+        if let Some(target) = target {
+            record(&target.name, state_word);
+        }
         return finish(
             format!("still holds the rw VIP of {kept}: staying writable"),
             &problems,
         );
     }
     set_and_verify(&options.variable, ON)?;
+    // Memory comes after the change: a state that refuses an update must not stand
+    // between the node and read-only.
+    if let Some(target) = target {
+        record(&target.name, state_word);
+    }
     record("writable", "no");
     // The hook-run log line carries this summary; keepalived's `notify_*` lines pass
     // no instance or state of their own, so the summary names them.
