@@ -289,27 +289,26 @@ fn malformed_keepalived_arguments_are_a_usage_error() {
 }
 
 #[test]
-fn plugins_lists_name_file_hook_and_grants() {
-    let site = Site::new();
+fn plugins_lists_kind_timeout_grants_and_purpose_from_each_manifest() {
+    let site = Site::new().with_config("[plugins.master]\ntimeout_ms = 9000\n");
     site.install_builtins();
     let output = site.mmvip(&["plugins"]);
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     let listing = stdout(&output);
-    let health = listing
-        .lines()
-        .find(|l| l.starts_with("health "))
-        .expect("health listed");
-    assert!(
-        health.contains("health.wasm")
-            && health.contains("check@0.1.0")
-            && health.contains("log,sql-read"),
-        "{health}"
-    );
-    let notify = listing
-        .lines()
-        .find(|l| l.starts_with("notify "))
-        .expect("notify listed");
-    assert!(notify.contains("notify@0.1.0"), "{notify}");
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not listed: {listing}"))
+            .to_string()
+    };
+    let health = line("health");
+    for part in ["check", "800ms", "log,sql-read", "ok", "SELECT 1"] {
+        assert!(health.contains(part), "{part} missing: {health}");
+    }
+    assert!(line("notify").contains("notify"), "{listing}");
+    // The site's table wins over the manifest.
+    assert!(line("master").contains("9000ms"), "{listing}");
 }
 
 #[test]

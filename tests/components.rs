@@ -6,92 +6,30 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Limits, bounds, run_in_process};
-use mmvip::bindings::{TargetKind, Transition, VrrpState};
-use mmvip::caps::{ClientConnection, EventInfo, FailoverFlag, ReplicaStatus, Sql, SqlError};
-use mmvip::config::Grant;
-use mmvip::runtime::{Invocation, OVERRUN_GRACE, Verdict};
-
-/// An SQL back-end whose `ping` answers as told, after `delay`; anything else is a
-/// test bug.
-struct ScriptedPing {
-    answer: Result<(), SqlError>,
-    delay: Duration,
-}
-
-impl Sql for ScriptedPing {
-    fn ping(&mut self) -> Result<(), SqlError> {
-        std::thread::sleep(self.delay);
-        self.answer.clone()
-    }
-    fn global_variable(&mut self, _: &str) -> Result<Option<String>, SqlError> {
-        unreachable!("health only pings")
-    }
-    fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
-        unreachable!("health only pings")
-    }
-    fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
-        unreachable!("health only pings")
-    }
-    fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
-        unreachable!("health only pings")
-    }
-    fn set_global_variable(&mut self, _: &str, _: &str) -> Result<(), SqlError> {
-        unreachable!("health only pings")
-    }
-    fn wait_for_gtid(&mut self, _: &str, _: u32) -> Result<bool, SqlError> {
-        unreachable!("health only pings")
-    }
-    fn kill_connection(&mut self, _: u64) -> Result<bool, SqlError> {
-        unreachable!("health only pings")
-    }
-    fn set_event_enabled(&mut self, _: &str, _: &str, _: bool, _: &str) -> Result<(), SqlError> {
-        unreachable!("health only pings")
-    }
-    fn query(&mut self, _: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
-        unreachable!("health only pings")
-    }
-}
-
-struct ScriptedFlag(Result<bool, String>);
-
-impl FailoverFlag for ScriptedFlag {
-    fn is_raised(&mut self) -> Result<bool, String> {
-        self.0.clone()
-    }
-}
-
-const HEALTH_GRANTS: &[Grant] = &[Grant::Log, Grant::SqlRead];
-const FAILOVER_GRANTS: &[Grant] = &[Grant::Log, Grant::FailoverFlag];
+use common::fake::{FakeDb, ScriptedFlag, Shared};
+use common::{Limits, bounds, check_call, run_in_process};
+use mmvip::bindings::types::{Call, Transition, VrrpState};
+use mmvip::caps::sql::{ServerError, SqlError};
+use mmvip::runtime::{OVERRUN_GRACE, Verdict};
 
 fn health_with(
-    invocation: Invocation,
+    call: Call,
     limits: Limits,
     answer: Result<(), SqlError>,
     delay: Duration,
 ) -> (Verdict, String) {
-    let run = run_in_process(
-        "mmvip-plugin-health",
-        HEALTH_GRANTS,
-        invocation,
-        limits,
-        |caps| {
-            caps.sql = Some(Box::new(ScriptedPing { answer, delay }));
-        },
-    )
+    let mut db = FakeDb::new();
+    db.unreachable = answer.err();
+    db.delay = delay;
+    let run = run_in_process("mmvip-plugin-health", call, limits, |caps| {
+        caps.sql = Box::new(Shared(db.shared()));
+    })
     .expect("health loads");
     (run.report.verdict, run.report.message)
 }
 
 fn health(answer: Result<(), SqlError>) -> (Verdict, String) {
-    health_with(Invocation::default(), bounds(2000), answer, Duration::ZERO)
-}
-
-fn with_args(args: &[&str]) -> Invocation {
-    Invocation {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        ..Invocation::default()
-    }
+    health_with(check_call(&[]), bounds(2000), answer, Duration::ZERO)
 }
 
 #[test]
@@ -122,7 +60,10 @@ fn health_fails_when_mariadb_times_out() {
 
 #[test]
 fn health_fails_when_mariadb_refuses() {
-    let (verdict, message) = health(Err(SqlError::Server((1045, "Access denied".into()))));
+    let (verdict, message) = health(Err(SqlError::Server(ServerError {
+        code: 1045,
+        message: "Access denied".into(),
+    })));
     assert_eq!(verdict, Verdict::Fail);
     assert_eq!(message, "mariadb error 1045: Access denied");
 }
@@ -130,7 +71,7 @@ fn health_fails_when_mariadb_refuses() {
 #[test]
 fn health_refuses_arguments_it_does_not_take() {
     let (verdict, message) = health_with(
-        with_args(&["--sokcet=/run/mysqld/mysqld.sock"]),
+        check_call(&["--sokcet=/run/mysqld/mysqld.sock"]),
         bounds(2000),
         Ok(()),
         Duration::ZERO,
@@ -150,12 +91,7 @@ fn host_call_blocked_past_the_deadline_triggers_the_overrun_stop() {
     let mut limits = bounds(100);
     limits.on_overrun = Some(Box::new(move || fired.send(Instant::now()).unwrap()));
     let started = Instant::now();
-    let (verdict, _) = health_with(
-        Invocation::default(),
-        limits,
-        Ok(()),
-        Duration::from_millis(1500),
-    );
+    let (verdict, _) = health_with(check_call(&[]), limits, Ok(()), Duration::from_millis(1500));
     let returned = Instant::now();
     let fired_at = overrun.recv().expect("on_overrun was called");
     assert!(
@@ -172,33 +108,27 @@ fn hook_that_ends_in_time_never_triggers_the_overrun_stop() {
     let (fired, overrun) = mpsc::channel::<()>();
     let mut limits = bounds(2000);
     limits.on_overrun = Some(Box::new(move || fired.send(()).unwrap()));
-    let (verdict, _) = health_with(Invocation::default(), limits, Ok(()), Duration::ZERO);
+    let (verdict, _) = health_with(check_call(&[]), limits, Ok(()), Duration::ZERO);
     assert_eq!(verdict, Verdict::Pass);
     // Ending the run drops the callback unsent.
     assert!(overrun.recv().is_err());
 }
 
-fn failover_with(invocation: Invocation, flag: Result<bool, String>) -> (Verdict, String) {
-    let run = run_in_process(
-        "mmvip-plugin-failover",
-        FAILOVER_GRANTS,
-        invocation,
-        bounds(2000),
-        |caps| {
-            caps.failover_flag = Some(Box::new(ScriptedFlag(flag)));
-        },
-    )
+fn failover_with(call: Call, flag: Result<bool, String>) -> (Verdict, String) {
+    let run = run_in_process("mmvip-plugin-failover", call, bounds(2000), |caps| {
+        caps.failover_flag = Box::new(ScriptedFlag(flag));
+    })
     .expect("failover loads");
     (run.report.verdict, run.report.message)
 }
 
 fn failover(flag: Result<bool, String>) -> (Verdict, String) {
-    failover_with(Invocation::default(), flag)
+    failover_with(check_call(&[]), flag)
 }
 
 #[test]
 fn failover_refuses_arguments_it_does_not_take() {
-    let (verdict, message) = failover_with(with_args(&["/etc/keepalived/failover"]), Ok(false));
+    let (verdict, message) = failover_with(check_call(&["/etc/keepalived/failover"]), Ok(false));
     assert_eq!(verdict, Verdict::Usage);
     assert_eq!(
         message,
@@ -236,27 +166,21 @@ fn failover_fails_when_flag_cannot_be_checked() {
 }
 
 fn notify(transition: Option<Transition>) -> common::InProcess {
-    notify_with(Invocation {
-        transition,
-        ..Invocation::default()
-    })
+    notify_with(&[], transition)
 }
 
-fn notify_with(invocation: Invocation) -> common::InProcess {
-    run_in_process(
-        "mmvip-plugin-notify",
-        &[Grant::Log],
-        invocation,
-        bounds(2000),
-        |_| {},
-    )
-    .expect("notify loads")
+fn notify_with(args: &[&str], transition: Option<Transition>) -> common::InProcess {
+    let call = Call {
+        event: transition,
+        ..check_call(args)
+    };
+    run_in_process("mmvip-plugin-notify", call, bounds(2000), |_| {}).expect("notify loads")
 }
 
 #[test]
 fn notify_logs_each_transition() {
     let run = notify(Some(Transition {
-        kind: TargetKind::Instance,
+        group: false,
         name: "VI_1".into(),
         state: VrrpState::Master,
         priority: 101,
@@ -279,7 +203,7 @@ fn notify_names_groups_and_every_state() {
         (VrrpState::Deleted, "DELETED"),
     ] {
         let run = notify(Some(Transition {
-            kind: TargetKind::Group,
+            group: true,
             name: "G1".into(),
             state,
             priority: 0,
@@ -290,15 +214,15 @@ fn notify_names_groups_and_every_state() {
 
 #[test]
 fn notify_refuses_arguments_besides_the_transition() {
-    let run = notify_with(Invocation {
-        transition: Some(Transition {
-            kind: TargetKind::Instance,
+    let run = notify_with(
+        &["--verbose"],
+        Some(Transition {
+            group: false,
             name: "VI_1".into(),
             state: VrrpState::Master,
             priority: 101,
         }),
-        ..with_args(&["--verbose"])
-    });
+    );
     assert_eq!(run.report.verdict, Verdict::Usage);
     assert_eq!(run.report.message, "takes no arguments, got `--verbose`");
 }
@@ -307,6 +231,5 @@ fn notify_refuses_arguments_besides_the_transition() {
 fn notify_without_transition_is_a_usage_error() {
     let run = notify(None);
     assert_eq!(run.report.verdict, Verdict::Usage);
-    assert_eq!(run.report.verdict.exit_code(), 2);
     assert!(run.report.message.contains("keepalived's `notify` line"));
 }

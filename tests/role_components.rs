@@ -4,196 +4,46 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
 
+use common::fake::{FakeDb, HeldVips, Shared, connection, replica};
 use common::{bounds, run_in_process};
-use mmvip::bindings::{TargetKind, Transition, VrrpState};
-use mmvip::caps::{ClientConnection, EventInfo, ReplicaStatus, Sql, SqlError, StateStore, Vip};
-use mmvip::config::Grant;
-use mmvip::runtime::{Invocation, Verdict};
+use mmvip::bindings::types::{Call, InstanceRole, Transition, VrrpInstance, VrrpState};
+use mmvip::caps::sql::{ClientConnection, EventInfo, EventStatus, IoState, SqlState};
+use mmvip::caps::state::StateStore;
+use mmvip::runtime::Verdict;
 
-const ROLE_GRANTS: &[Grant] = &[
-    Grant::Log,
-    Grant::SqlRead,
-    Grant::SqlAdmin,
-    Grant::Vip,
-    Grant::State,
-];
-
-/// A scripted MariaDB: variables, replication status, connections and events, with
-/// every mutating call recorded.
-#[derive(Clone)]
-struct FakeDb {
-    variables: BTreeMap<String, String>,
-    replicas: Vec<ReplicaStatus>,
-    wait_reaches: bool,
-    connections: Vec<ClientConnection>,
-    already_gone: BTreeSet<u64>,
-    events: Vec<EventInfo>,
-    unreachable: bool,
-    /// `SET GLOBAL` is accepted but does not take (as under a proxy or a bug).
-    set_ignored: bool,
-    calls: Vec<String>,
-}
-
-impl FakeDb {
-    fn new() -> FakeDb {
-        FakeDb {
-            variables: [("read_only", "1"), ("gtid_domain_id", "2")]
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-            replicas: vec![replica("Yes", "Yes", "1-1-10,2-2-7")],
-            wait_reaches: true,
-            connections: Vec::new(),
-            already_gone: BTreeSet::new(),
-            events: Vec::new(),
-            unreachable: false,
-            set_ignored: false,
-            calls: Vec::new(),
-        }
-    }
-
-    fn calls(&self) -> Vec<String> {
-        self.calls.clone()
-    }
-
-    fn record(&mut self, call: String) {
-        self.calls.push(call);
-    }
-
-    fn reachable(&self) -> Result<(), SqlError> {
-        if self.unreachable {
-            Err(SqlError::Unreachable(
-                "/run/mysqld/mysqld.sock: Connection refused".into(),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-fn replica(io: &str, sql: &str, io_pos: &str) -> ReplicaStatus {
-    ReplicaStatus {
-        connection_name: String::new(),
-        io_running: io.into(),
-        sql_running: sql.into(),
-        gtid_io_pos: io_pos.into(),
-        last_io_error: String::new(),
-        last_sql_error: String::new(),
-        seconds_behind_master: Some(0),
-    }
-}
-
-fn connection(id: u64, user: &str, command: &str) -> ClientConnection {
-    ClientConnection {
-        id,
-        user: user.into(),
-        host: "localhost".into(),
-        command: command.into(),
-        is_self: false,
-    }
-}
-
-/// The fake behind a lock, shared with the test so it can read the state afterwards.
-struct Shared(Arc<Mutex<FakeDb>>);
-
-impl Sql for Shared {
-    fn ping(&mut self) -> Result<(), SqlError> {
-        let db = self.0.lock().unwrap();
-        db.reachable()
-    }
-    fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError> {
-        let db = self.0.lock().unwrap();
-        db.reachable()?;
-        Ok(db.variables.get(name).cloned())
-    }
-    fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
-        let db = self.0.lock().unwrap();
-        db.reachable()?;
-        Ok(db.replicas.clone())
-    }
-    fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
-        let db = self.0.lock().unwrap();
-        db.reachable()?;
-        Ok(db.connections.clone())
-    }
-    fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
-        let db = self.0.lock().unwrap();
-        db.reachable()?;
-        Ok(db.events.clone())
-    }
-    fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
-        let mut db = self.0.lock().unwrap();
-        db.reachable()?;
-        db.record(format!("SET {name}={value}"));
-        if !db.set_ignored {
-            let stored = if value == "ON" { "1" } else { "0" };
-            db.variables.insert(name.into(), stored.into());
-        }
-        Ok(())
-    }
-    fn wait_for_gtid(&mut self, position: &str, _timeout_ms: u32) -> Result<bool, SqlError> {
-        let mut db = self.0.lock().unwrap();
-        db.reachable()?;
-        db.record(format!("WAIT {position}"));
-        Ok(db.wait_reaches)
-    }
-    fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
-        let mut db = self.0.lock().unwrap();
-        db.reachable()?;
-        db.record(format!("KILL {id}"));
-        Ok(!db.already_gone.contains(&id))
-    }
-    fn set_event_enabled(
-        &mut self,
-        schema: &str,
-        name: &str,
-        enabled: bool,
-        comment: &str,
-    ) -> Result<(), SqlError> {
-        let mut db = self.0.lock().unwrap();
-        db.record(format!(
-            "EVENT {schema}.{name} {} {comment}",
-            if enabled { "ENABLE" } else { "DISABLE" }
-        ));
-        if let Some(event) = db
-            .events
-            .iter_mut()
-            .find(|e| e.schema == schema && e.name == name)
-        {
-            event.status = if enabled { "ENABLED" } else { "DISABLED" }.into();
-            event.comment = comment.into();
-        }
-        Ok(())
-    }
-    fn query(&mut self, _: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
-        unreachable!("role plugins never use raw SQL")
-    }
-}
-
-struct HeldVips(BTreeSet<String>);
-
-impl Vip for HeldVips {
-    fn holds(&mut self, address: &str) -> Result<bool, String> {
-        Ok(self.0.contains(address))
-    }
-}
-
-/// The site: VI_1 (rw) on 10.0.0.1 and, optionally, VI_2 on 10.0.0.2.
-fn settings(vi2_role: Option<&str>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut settings: Vec<(String, String)> = extra
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    settings.push(("instances.VI_1.vip".into(), "10.0.0.1".into()));
-    settings.push(("instances.VI_1.role".into(), "rw".into()));
+/// The site: VI_1 (rw) on 10.0.0.1 and, optionally, VI_2 on 10.0.0.2; `extra`
+/// settings as TOML would give them (JSON values).
+fn settings(vi2_role: Option<&str>, extra: &[(&str, &str)]) -> (String, Vec<VrrpInstance>) {
+    let mut instances = vec![VrrpInstance {
+        name: "VI_1".into(),
+        vip: "10.0.0.1".into(),
+        role: InstanceRole::ReadWrite,
+    }];
     if let Some(role) = vi2_role {
-        settings.push(("instances.VI_2.vip".into(), "10.0.0.2".into()));
-        settings.push(("instances.VI_2.role".into(), role.into()));
+        instances.push(VrrpInstance {
+            name: "VI_2".into(),
+            vip: "10.0.0.2".into(),
+            role: if role == "ro" {
+                InstanceRole::ReadOnly
+            } else {
+                InstanceRole::ReadWrite
+            },
+        });
     }
-    settings
+    let fields: Vec<String> = extra
+        .iter()
+        .map(|(key, value)| {
+            let value = if *value == "true" || *value == "false" {
+                value.to_string()
+            } else {
+                format!("{value:?}")
+            };
+            format!("{key:?}: {value}")
+        })
+        .collect();
+    (format!("{{{}}}", fields.join(", ")), instances)
 }
 
 struct Outcome {
@@ -209,7 +59,7 @@ fn run(
     db: FakeDb,
     held: &[&str],
     args: &[&str],
-    settings: Vec<(String, String)>,
+    settings: (String, Vec<VrrpInstance>),
 ) -> Outcome {
     run_event(plugin, db, held, args, settings, None)
 }
@@ -219,29 +69,31 @@ fn run_event(
     db: FakeDb,
     held: &[&str],
     args: &[&str],
-    settings: Vec<(String, String)>,
-    transition: Option<Transition>,
+    (settings, instances): (String, Vec<VrrpInstance>),
+    event: Option<Transition>,
 ) -> Outcome {
-    let shared = Arc::new(Mutex::new(db));
+    let shared = db.shared();
     let state_root = common::private_tempdir();
     let state_path = state_root.path().join("state");
     let log = mmvip::log::Log::open(&state_root.path().join("log"), Default::default());
     let state_dir = || mmvip::trust::open_dir(&state_path, "state_dir", true).ok();
-    let invocation = Invocation {
+    let call = Call {
         args: args.iter().map(|a| a.to_string()).collect(),
-        transition,
         settings,
+        time_left_ms: 5000,
+        event,
+        instances,
+        exclusive: true,
     };
     let held: BTreeSet<String> = held.iter().map(|a| a.to_string()).collect();
     let run = run_in_process(
         &format!("mmvip-plugin-{plugin}"),
-        ROLE_GRANTS,
-        invocation,
+        call,
         bounds(5000),
         |caps| {
-            caps.sql = Some(Box::new(Shared(shared.clone())));
-            caps.vip = Some(Box::new(HeldVips(held)));
-            caps.state = Some(StateStore::load(state_dir(), &log));
+            caps.sql = Box::new(Shared(shared.clone()));
+            caps.vip = Box::new(HeldVips(held));
+            caps.state = StateStore::load(state_dir(), &log);
         },
     )
     .expect("plugin loads");
@@ -271,7 +123,7 @@ fn master_waits_for_the_peer_domain_then_goes_writable() {
     let out = master_on_vi1(FakeDb::new(), &[]);
     assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
     // Own domain 2 is left out of the wait; the position is read twice to see it still.
-    assert_eq!(out.db.calls(), vec!["WAIT 1-1-10", "SET read_only=OFF"]);
+    assert_eq!(out.db.calls, vec!["WAIT 1-1-10", "SET read_only=OFF"]);
     assert!(
         out.message
             .starts_with("writable for VI_1; caught up (applied up to 1-1-10)"),
@@ -285,7 +137,7 @@ fn master_waits_for_the_peer_domain_then_goes_writable() {
 #[test]
 fn master_takes_the_instance_from_keepalived_notify_arguments() {
     let event = Transition {
-        kind: TargetKind::Instance,
+        group: false,
         name: "VI_1".into(),
         state: VrrpState::Master,
         priority: 100,
@@ -317,7 +169,7 @@ fn master_refuses_without_the_vip() {
         "{}",
         out.message
     );
-    assert!(out.db.calls().is_empty(), "{:?}", out.db.calls());
+    assert!(out.db.calls.is_empty(), "{:?}", out.db.calls);
 }
 
 #[test]
@@ -332,7 +184,7 @@ fn master_catchup_timeout_stays_read_only_by_default() {
         "{}",
         out.message
     );
-    assert!(!out.db.calls().iter().any(|c| c.starts_with("SET")));
+    assert!(!out.db.calls.iter().any(|c| c.starts_with("SET")));
     assert!(out.log.contains("level=error"), "{}", out.log);
 }
 
@@ -350,32 +202,32 @@ fn master_catchup_timeout_goes_writable_when_told_to() {
 #[test]
 fn master_reports_a_broken_replica_instead_of_waiting() {
     let mut db = FakeDb::new();
-    db.replicas = vec![replica("Yes", "No", "1-1-10")];
+    db.replicas = vec![replica(IoState::Running, SqlState::Stopped, "1-1-10")];
     db.replicas[0].last_sql_error = "Duplicate entry '7' for key 'PRIMARY'".into();
     let out = master_on_vi1(db, &[]);
     assert_eq!(out.verdict, Verdict::Fail);
     assert!(
-        out.message.contains("SQL thread No (Duplicate entry"),
+        out.message.contains("SQL thread stopped (Duplicate entry"),
         "{}",
         out.message
     );
-    assert!(out.db.calls().is_empty());
+    assert!(out.db.calls.is_empty());
 }
 
 #[test]
 fn master_drains_what_was_received_when_the_peer_is_gone() {
     let mut db = FakeDb::new();
-    db.replicas = vec![replica("Connecting", "Yes", "1-1-42")];
+    db.replicas = vec![replica(IoState::Connecting, SqlState::Running, "1-1-42")];
     let out = master_on_vi1(db, &[]);
     assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
-    assert_eq!(out.db.calls(), vec!["WAIT 1-1-42", "SET read_only=OFF"]);
-    assert!(out.log.contains("IO thread Connecting"), "{}", out.log);
+    assert_eq!(out.db.calls, vec!["WAIT 1-1-42", "SET read_only=OFF"]);
+    assert!(out.log.contains("IO thread connecting"), "{}", out.log);
 }
 
 #[test]
 fn master_treats_an_io_thread_stopped_on_an_error_as_broken() {
     let mut db = FakeDb::new();
-    db.replicas = vec![replica("No", "Yes", "1-1-42")];
+    db.replicas = vec![replica(IoState::Stopped, SqlState::Running, "1-1-42")];
     db.replicas[0].last_io_error =
         "Got fatal error 1236 from master when reading data from binary log".into();
     let out = master_on_vi1(db, &[]);
@@ -386,10 +238,10 @@ fn master_treats_an_io_thread_stopped_on_an_error_as_broken() {
         "{}",
         out.message
     );
-    assert!(out.db.calls().is_empty());
+    assert!(out.db.calls.is_empty());
     // Stopped by hand, without an error: what was received is still applied.
     let mut db = FakeDb::new();
-    db.replicas = vec![replica("No", "Yes", "1-1-42")];
+    db.replicas = vec![replica(IoState::Stopped, SqlState::Running, "1-1-42")];
     let out = master_on_vi1(db, &[]);
     assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
 }
@@ -406,7 +258,7 @@ fn master_without_replication_has_nothing_to_wait_for() {
         settings(None, &[]),
     );
     assert_eq!(out.verdict, Verdict::Pass);
-    assert_eq!(out.db.calls(), vec!["SET read_only=OFF"]);
+    assert_eq!(out.db.calls, vec!["SET read_only=OFF"]);
     assert!(out.message.contains("catch-up skipped"), "{}", out.message);
 }
 
@@ -464,7 +316,7 @@ fn master_of_an_ro_instance_changes_nothing() {
         settings(Some("ro"), &[]),
     );
     assert_eq!(out.verdict, Verdict::Pass);
-    assert!(out.db.calls().is_empty());
+    assert!(out.db.calls.is_empty());
 }
 
 #[test]
@@ -482,7 +334,7 @@ fn master_refuses_bad_arguments_without_acting() {
             settings(None, &[]),
         );
         assert_eq!(out.verdict, Verdict::Usage, "{args:?}");
-        assert!(out.db.calls().is_empty(), "{args:?}");
+        assert!(out.db.calls.is_empty(), "{args:?}");
     }
 }
 
@@ -516,7 +368,7 @@ fn backup_goes_read_only_first_then_kills_only_clients() {
         settings(None, &[("spare_users", "monitor")]),
     );
     assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
-    assert_eq!(out.db.calls(), vec!["SET read_only=ON", "KILL 7", "KILL 8"]);
+    assert_eq!(out.db.calls, vec!["SET read_only=ON", "KILL 7", "KILL 8"]);
     assert_eq!(
         out.message,
         "VI_1 BACKUP: read-only; killed 1 client connections (1 already gone)"
@@ -537,7 +389,7 @@ fn fault_and_stop_demote_exactly_like_backup() {
         );
         assert_eq!(out.verdict, Verdict::Pass, "{plugin}: {}", out.message);
         assert_eq!(
-            out.db.calls(),
+            out.db.calls,
             vec!["SET read_only=ON", "KILL 6", "KILL 7", "KILL 8"],
             "{plugin}"
         );
@@ -558,7 +410,7 @@ fn backup_keeps_the_node_writable_while_another_rw_vip_is_held() {
         settings(Some("rw"), &[]),
     );
     assert_eq!(out.verdict, Verdict::Pass);
-    assert!(out.db.calls().is_empty());
+    assert!(out.db.calls.is_empty());
     assert_eq!(
         out.message,
         "still holds the rw VIP of VI_2: staying writable"
@@ -571,7 +423,7 @@ fn backup_keeps_the_node_writable_while_another_rw_vip_is_held() {
         &["--instance=VI_1"],
         settings(Some("ro"), &[]),
     );
-    assert_eq!(out.db.calls()[0], "SET read_only=ON");
+    assert_eq!(out.db.calls[0], "SET read_only=ON");
 }
 
 #[test]
@@ -609,7 +461,9 @@ fn backup_with_bad_arguments_still_demotes_then_reports() {
 #[test]
 fn backup_against_an_unreachable_server_fails() {
     let mut db = crowded_db();
-    db.unreachable = true;
+    db.unreachable = Some(mmvip::caps::sql::SqlError::Unreachable(
+        "/run/mysqld/mysqld.sock: Connection refused".into(),
+    ));
     let out = run("backup", db, &[], &["--instance=VI_1"], settings(None, &[]));
     assert_eq!(out.verdict, Verdict::Fail);
     assert!(
@@ -626,13 +480,13 @@ fn events_are_disabled_on_demotion_and_only_those_re_enabled_on_promotion() {
         EventInfo {
             schema: "app".into(),
             name: "purge".into(),
-            status: "ENABLED".into(),
+            status: EventStatus::Enabled,
             comment: "nightly".into(),
         },
         EventInfo {
             schema: "app".into(),
             name: "manual".into(),
-            status: "DISABLED".into(),
+            status: EventStatus::Disabled,
             comment: "".into(),
         },
     ];
@@ -647,19 +501,19 @@ fn events_are_disabled_on_demotion_and_only_those_re_enabled_on_promotion() {
     assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
     assert!(
         out.db
-            .calls()
+            .calls
             .contains(&"EVENT app.purge DISABLE mmvip-disabled:nightly".to_string())
     );
-    assert!(!out.db.calls().iter().any(|c| c.contains("manual")));
+    assert!(!out.db.calls.iter().any(|c| c.contains("manual")));
 
     let out = master_on_vi1(out.db, &extra);
     assert_eq!(out.verdict, Verdict::Pass, "{}", out.message);
     assert!(
         out.db
-            .calls()
+            .calls
             .contains(&"EVENT app.purge ENABLE nightly".to_string())
     );
-    assert!(!out.db.calls().iter().any(|c| c.contains("manual ENABLE")));
+    assert!(!out.db.calls.iter().any(|c| c.contains("manual ENABLE")));
     assert!(
         out.message.ends_with("re-enabled 1 events"),
         "{}",

@@ -212,7 +212,7 @@ fn master_with_broken_replication_follows_the_policy_and_says_so() {
     let output = node.run(&["master", "--instance=VI_1"]);
     assert_eq!(exit_code(&output), 1);
     assert!(
-        stderr(&output).contains("SQL thread No"),
+        stderr(&output).contains("SQL thread stopped"),
         "{}",
         stderr(&output)
     );
@@ -226,7 +226,9 @@ fn master_with_broken_replication_follows_the_policy_and_says_so() {
     assert_ok(&node.run(&["master", "--instance=VI_1"]));
     assert!(!pair.node2.read_only());
     assert!(
-        node.site.log_text().contains("is broken: SQL thread No"),
+        node.site
+            .log_text()
+            .contains("is broken: SQL thread stopped"),
         "{}",
         node.site.log_text()
     );

@@ -4,9 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Limits, Site, bounds, exit_code, run_in_process, stderr};
-use mmvip::config::Grant;
-use mmvip::runtime::{Invocation, Verdict};
+use common::{Limits, Site, bounds, check_call, exit_code, run_in_process, stderr};
+use mmvip::caps::Grant;
+use mmvip::runtime::Verdict;
 
 /// Runs `plugin` through the binary and returns its error, after checking that it was
 /// refused as a usage error (exit 2) in one line.
@@ -59,13 +59,13 @@ fn panic_message_reaches_the_log() {
 
 #[test]
 fn memory_hog_is_stopped_at_its_limit() {
-    let grants: &[Grant] = &[];
     let limit = Limits {
         timeout: Duration::from_secs(10),
         memory_bytes: 16 << 20,
+        grants: None,
         on_overrun: None,
     };
-    let run = run_in_process("guest-memhog", grants, Invocation::default(), limit, |_| {}).unwrap();
+    let run = run_in_process("guest-memhog", check_call(&[]), limit, |_| {}).unwrap();
     assert_eq!(run.report.verdict, Verdict::Crash);
     assert_eq!(
         run.report.message,
@@ -92,21 +92,18 @@ fn ungranted_capability_is_refused_at_load() {
     site.install("sneaky", "guest-sneaky");
     let message = refusal(&site, "sneaky");
     assert!(
-        message.contains("imports mmvip:hooks/sql-admin@0.1.0 but is not granted `sql-admin`"),
+        message.contains("imports mmvip:hooks/sql-admin@0.2.0 but is not granted `sql-admin`"),
         "{message}"
     );
     // Granting it is the site's explicit decision, and then it loads.
-    let grants = &[Grant::Log, Grant::FailoverFlag, Grant::SqlAdmin];
-    assert!(
-        run_in_process(
-            "guest-sneaky",
-            grants,
-            Invocation::default(),
-            bounds(1000),
-            |_| {}
-        )
-        .is_ok()
+    let mut limits = bounds(1000);
+    limits.grants = Some(
+        ["log", "failover-flag", "sql-admin"]
+            .iter()
+            .map(|g| Grant::from_name(g).unwrap())
+            .collect(),
     );
+    assert!(run_in_process("guest-sneaky", check_call(&[]), limits, |_| {}).is_ok());
 }
 
 #[test]
@@ -118,13 +115,14 @@ fn builtin_plugin_with_a_reduced_grant_is_refused() {
 }
 
 #[test]
-fn incompatible_wit_version_gets_a_clear_error() {
+fn a_plugin_built_for_contract_0_1_gets_a_clear_error() {
     let site = Site::new();
-    site.install("future", "guest-wrong-version");
-    let message = refusal(&site, "future");
+    site.install("old", "guest-wrong-version");
+    let message = refusal(&site, "old");
     assert!(
-        message
-            .contains("was built against mmvip:hooks@0.2.0; this mmvip provides mmvip:hooks@0.1.0"),
+        message.contains(
+            "was built against mmvip:hooks@0.1.0; this mmvip provides mmvip:hooks@0.2.0 (0.2.x)"
+        ),
         "{message}"
     );
 }
@@ -135,7 +133,7 @@ fn plugin_calling_a_function_this_host_lacks_is_refused_at_load() {
     site.install("newer", "guest-newer-minor");
     let message = refusal(&site, "newer");
     assert!(
-        message.contains("does not provide") && message.contains("mmvip:hooks/log@0.1.9"),
+        message.contains("does not provide") && message.contains("mmvip:hooks/log@0.2.9"),
         "{message}"
     );
     // Refused before it ran: its first log call never happened.

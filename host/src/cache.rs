@@ -15,15 +15,14 @@
 //! Anything wrong with the cache is logged and the plugin is compiled in memory: an
 //! unusable cache never stops a hook.
 
-use std::ffi::OsStr;
 use std::hash::{Hash, Hasher};
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -325,28 +324,11 @@ fn unmap(mapping: NonNull<std::ffi::c_void>, len: usize) {
     let _ = unsafe { rustix::mm::munmap(mapping.as_ptr(), len) };
 }
 
-/// Writes the cache file atomically: a private temporary file, renamed into place,
-/// both relative to the trusted directory.
+/// Writes the cache file atomically, under a temporary name of this process's own
+/// (hooks are not serialized: two may compile at once).
 fn store(dir: &TrustedDir, name: &str, image: &[u8], trailer: &[u8]) -> std::io::Result<()> {
     let temp = format!(".tmp-{}-{}", std::process::id(), nanos());
-    let result = (|| {
-        let fd = rustix::fs::openat(
-            dir.fd(),
-            temp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        let mut file = std::fs::File::from(fd);
-        file.write_all(image)?;
-        file.write_all(trailer)?;
-        file.sync_all()?;
-        rustix::fs::renameat(dir.fd(), temp.as_str(), dir.fd(), name)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = rustix::fs::unlinkat(dir.fd(), OsStr::new(&temp), AtFlags::empty());
-    }
-    result
+    dir.replace(name, &temp, &[image, trailer])
 }
 
 fn nanos() -> u128 {

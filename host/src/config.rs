@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::caps::Grant;
 use crate::error::{Error, Result};
+use crate::manifest::{Kind, Manifest};
 
 pub const DEFAULT_CONFIG: &str = "/etc/mmvip/mmvip.toml";
 pub const CONFIG_ENV: &str = "MMVIP_CONFIG";
@@ -26,69 +28,14 @@ pub const RESERVED_NAMES: &[&str] = &[
     "ack",
 ];
 
-/// A capability a plugin can be granted; each is one WIT interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Grant {
-    Log,
-    FailoverFlag,
-    SqlRead,
-    SqlAdmin,
-    SqlRaw,
-    Vip,
-    State,
-}
-
-impl Grant {
-    pub const ALL: [Grant; 7] = [
-        Grant::Log,
-        Grant::FailoverFlag,
-        Grant::SqlRead,
-        Grant::SqlAdmin,
-        Grant::SqlRaw,
-        Grant::Vip,
-        Grant::State,
-    ];
-
-    /// The grant's name in the config, which is also its WIT interface name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Grant::Log => "log",
-            Grant::FailoverFlag => "failover-flag",
-            Grant::SqlRead => "sql-read",
-            Grant::SqlAdmin => "sql-admin",
-            Grant::SqlRaw => "sql-raw",
-            Grant::Vip => "vip",
-            Grant::State => "state",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Grant> {
-        Grant::ALL.into_iter().find(|grant| grant.name() == name)
-    }
-}
-
-/// The built-in plugins: their default grants and wall-clock bounds. A check's bound
-/// stays under keepalived's default script timeout (the interval, 1 s in the seed).
-pub fn builtin_defaults(name: &str) -> Option<(&'static [Grant], Duration)> {
-    use Grant::*;
-    const DEMOTE: &[Grant] = &[Log, SqlRead, SqlAdmin, Vip, State];
-    let defaults: (&'static [Grant], u64) = match name {
-        "health" => (&[Log, SqlRead], 800),
-        "failover" => (&[Log, FailoverFlag], 800),
-        "notify" => (&[Log], 2_000),
-        "master" => (DEMOTE, 40_000),
-        "backup" | "fault" | "stop" => (DEMOTE, 15_000),
-        _ => return None,
-    };
-    Some((defaults.0, Duration::from_millis(defaults.1)))
-}
-
-/// Bound for a site plugin that has no built-in defaults and sets no `timeout_ms`.
-const SITE_PLUGIN_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// Bound for loading a plugin whose site table sets no `timeout_ms`: its own
+/// default is known only once its file is read, and reading must not hang either.
+pub const LOAD_BOUND: Duration = Duration::from_secs(5);
+/// mmvip's own keys in a `[plugins.NAME]` table; every other key is the plugin's.
+const PLUGIN_KEYS: &[&str] = &["file", "grants", "timeout_ms", "memory_mib"];
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub path: PathBuf,
     pub plugin_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub log_file: PathBuf,
@@ -101,27 +48,14 @@ pub struct Config {
     pub instances: BTreeMap<String, Instance>,
 }
 
+/// `rw` (`read-write`): holding the instance's VIP makes the node writable. `ro`
+/// (`read-only`): it never changes `read_only`. Plugins get the same type.
+pub use crate::bindings::types::InstanceRole as Role;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     pub vip: std::net::IpAddr,
     pub role: Role,
-}
-
-/// `rw`: holding this instance's VIP makes the node writable. `ro`: it never
-/// changes `read_only`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    ReadWrite,
-    ReadOnly,
-}
-
-impl Role {
-    pub fn word(self) -> &'static str {
-        match self {
-            Role::ReadWrite => "rw",
-            Role::ReadOnly => "ro",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,18 +75,69 @@ pub struct PluginTable {
     pub grants: Option<Vec<Grant>>,
     pub timeout: Option<Duration>,
     pub memory_mib: Option<u64>,
-    pub settings: Vec<(String, String)>,
+    /// Every other key: the plugin's own settings.
+    pub settings: toml::Table,
 }
 
-/// Everything needed to run one plugin: config table and built-in defaults merged.
+/// What the site says of one plugin, before its file is read.
+#[derive(Debug, Clone)]
+pub struct PluginSite {
+    pub name: String,
+    pub path: PathBuf,
+    pub table: PluginTable,
+}
+
+impl PluginSite {
+    /// The bound for reading the plugin: the site's own, else [`LOAD_BOUND`].
+    pub fn load_bound(&self) -> Duration {
+        self.table.timeout.unwrap_or(LOAD_BOUND)
+    }
+}
+
+/// Everything needed to run one plugin: the site's table over the plugin's manifest.
 #[derive(Debug, Clone)]
 pub struct PluginSpec {
     pub name: String,
     pub path: PathBuf,
+    pub kind: Kind,
+    pub about: String,
     pub grants: Vec<Grant>,
     pub timeout: Duration,
     pub memory_bytes: usize,
-    pub settings: Vec<(String, String)>,
+    /// The plugin's settings as a JSON object.
+    pub settings: String,
+}
+
+impl PluginSpec {
+    pub fn new(site: PluginSite, manifest: Manifest) -> PluginSpec {
+        let table = site.table;
+        let mut grants = table.grants.unwrap_or(manifest.grants);
+        grants.sort();
+        grants.dedup();
+        PluginSpec {
+            name: site.name,
+            path: site.path,
+            kind: manifest.kind,
+            about: manifest.about,
+            grants,
+            timeout: table.timeout.unwrap_or(manifest.timeout),
+            memory_bytes: (table.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) << 20) as usize,
+            settings: serde_json::to_string(&table.settings)
+                .expect("a TOML table always serializes to JSON"),
+        }
+    }
+
+    pub fn granted(&self, name: &str) -> bool {
+        self.grants.iter().any(|g| g.name() == name)
+    }
+
+    /// Whether runs of this plugin hold the node lock: those that can change the
+    /// node's role or its state file, whatever kind of hook they are.
+    pub fn exclusive(&self) -> bool {
+        ["sql-admin", "sql-raw", "state"]
+            .iter()
+            .any(|grant| self.granted(grant))
+    }
 }
 
 #[derive(Deserialize)]
@@ -233,10 +218,17 @@ impl Config {
 
         let mut plugins = BTreeMap::new();
         for (name, table) in raw.plugins {
+            if RESERVED_NAMES.contains(&name.as_str()) {
+                return Err(Error::usage(format!(
+                    "{}: [plugins.{name}]: `{name}` is a command of mmvip, not a plugin name",
+                    path.display()
+                )));
+            }
             if !is_valid_plugin_name(&name) {
                 return Err(Error::usage(format!(
-                    "{}: [plugins.{name}]: plugin names are lowercase letters, digits, `-` and `_`",
-                    path.display()
+                    "{}: [plugins.{}]: plugin names are lowercase letters, digits, `-` and `_`",
+                    path.display(),
+                    crate::log::one_line(&name)
                 )));
             }
             let parsed =
@@ -258,8 +250,8 @@ impl Config {
             let role = match raw_instance.role {
                 None => Role::ReadWrite,
                 Some(role) => match role.get_ref().as_str() {
-                    "rw" => Role::ReadWrite,
-                    "ro" => Role::ReadOnly,
+                    "rw" | "read-write" => Role::ReadWrite,
+                    "ro" | "read-only" => Role::ReadOnly,
                     other => {
                         return Err(at(
                             role.span().start,
@@ -298,7 +290,6 @@ impl Config {
             None => vec!["read_only".to_string()],
         };
         Ok(Config {
-            path: path.to_path_buf(),
             plugin_dir: raw
                 .plugin_dir
                 .unwrap_or_else(|| "/usr/local/lib/mmvip/plugins".into()),
@@ -322,45 +313,29 @@ impl Config {
         })
     }
 
-    /// The instances as settings for notify plugins: `instances.NAME.vip` and
-    /// `instances.NAME.role` for each `[instances.NAME]`.
-    pub fn instance_settings(&self) -> Vec<(String, String)> {
-        self.instances
-            .iter()
-            .flat_map(|(name, instance)| {
-                [
-                    (format!("instances.{name}.vip"), instance.vip.to_string()),
-                    (
-                        format!("instances.{name}.role"),
-                        instance.role.word().to_string(),
-                    ),
-                ]
-            })
-            .collect()
-    }
-
-    /// The merged spec for plugin `name`. A plugin with neither a config table nor
-    /// built-in defaults is granted nothing (fail closed).
-    pub fn plugin(&self, name: &str) -> Result<PluginSpec> {
+    /// What the site says of plugin `name`. A plugin name is checked here, before
+    /// it is used in any path or log line.
+    pub fn plugin(&self, name: &str) -> Result<PluginSite> {
+        if RESERVED_NAMES.contains(&name) {
+            return Err(Error::usage(format!(
+                "`{name}` is a command of mmvip, not a plugin (see mmvip --help)"
+            )));
+        }
         if !is_valid_plugin_name(name) {
             return Err(Error::usage(format!(
-                "invalid plugin name `{name}`: use lowercase letters, digits, `-` and `_`"
+                "invalid plugin name `{}`: use lowercase letters, digits, `-` and `_`",
+                crate::log::one_line(name)
             )));
         }
         let table = self.plugins.get(name).cloned().unwrap_or_default();
-        let (default_grants, default_timeout) =
-            builtin_defaults(name).unwrap_or((&[], SITE_PLUGIN_TIMEOUT));
-        let file = table.file.unwrap_or_else(|| format!("{name}.wasm").into());
-        let mut grants = table.grants.unwrap_or_else(|| default_grants.to_vec());
-        grants.sort();
-        grants.dedup();
-        Ok(PluginSpec {
+        let file = table
+            .file
+            .clone()
+            .unwrap_or_else(|| format!("{name}.wasm").into());
+        Ok(PluginSite {
             name: name.to_string(),
             path: self.plugin_dir.join(file),
-            grants,
-            timeout: table.timeout.unwrap_or(default_timeout),
-            memory_bytes: (table.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) << 20) as usize,
-            settings: table.settings,
+            table,
         })
     }
 
@@ -414,12 +389,11 @@ impl PluginTable {
                     let mut grants = Vec::new();
                     for item in list {
                         let grant = item.as_str().and_then(Grant::from_name).ok_or_else(|| {
-                            let known: Vec<_> = Grant::ALL.iter().map(|g| g.name()).collect();
                             (
                                 offset,
                                 format!(
                                     "[plugins.{name}] grants: unknown grant {item}; known: {}",
-                                    known.join(", ")
+                                    Grant::known()
                                 ),
                             )
                         })?;
@@ -439,11 +413,8 @@ impl PluginTable {
                     parsed.memory_mib = Some(mib);
                 }
                 _ => {
-                    let text = match value.into_inner() {
-                        toml::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    parsed.settings.push((key, text));
+                    debug_assert!(!PLUGIN_KEYS.contains(&key.as_str()));
+                    parsed.settings.insert(key, value.into_inner());
                 }
             }
         }
@@ -505,12 +476,36 @@ mod tests {
         assert_eq!(config.mariadb.socket, Path::new("/run/mysqld/mysqld.sock"));
         assert_eq!(config.mariadb.timeout, Duration::from_millis(1000));
         let health = config.plugin("health").unwrap();
-        assert_eq!(health.grants, vec![Grant::Log, Grant::SqlRead]);
         assert_eq!(
             health.path,
             Path::new("/usr/local/lib/mmvip/plugins/health.wasm")
         );
-        assert_eq!(health.memory_bytes, 64 << 20);
+        assert_eq!(health.load_bound(), LOAD_BOUND);
+    }
+
+    fn manifest(grants: &[&str], timeout_ms: u64) -> Manifest {
+        Manifest {
+            kind: Kind::Check,
+            about: "a check".into(),
+            grants: grants
+                .iter()
+                .map(|g| Grant::from_name(g).unwrap())
+                .collect(),
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    #[test]
+    fn the_plugins_manifest_gives_the_defaults() {
+        let config = parse("").unwrap();
+        let site = config.plugin("health").unwrap();
+        let spec = PluginSpec::new(site, manifest(&["sql-read", "log"], 800));
+        let grants: Vec<_> = spec.grants.iter().map(|g| g.name()).collect();
+        assert_eq!(grants, ["log", "sql-read"]);
+        assert_eq!(spec.timeout, Duration::from_millis(800));
+        assert_eq!(spec.memory_bytes, 64 << 20);
+        assert_eq!(spec.settings, "{}");
+        assert!(!spec.exclusive());
     }
 
     #[test]
@@ -519,29 +514,28 @@ mod tests {
             "plugin_dir = \"/p\"\n[plugins.health]\nfile = \"h2.wasm\"\ngrants = [\"log\"]\ntimeout_ms = 500\nretries = 3\nmode = \"strict\"\n",
         )
         .unwrap();
-        let health = config.plugin("health").unwrap();
-        assert_eq!(health.path, Path::new("/p/h2.wasm"));
-        assert_eq!(health.grants, vec![Grant::Log]);
+        let site = config.plugin("health").unwrap();
+        assert_eq!(site.path, Path::new("/p/h2.wasm"));
+        assert_eq!(site.load_bound(), Duration::from_millis(500));
+        let health = PluginSpec::new(site, manifest(&["log", "sql-read", "state"], 800));
+        let grants: Vec<_> = health.grants.iter().map(|g| g.name()).collect();
+        assert_eq!(grants, ["log"]);
         assert_eq!(health.timeout, Duration::from_millis(500));
-        assert_eq!(
-            health.settings,
-            vec![
-                ("mode".to_string(), "strict".to_string()),
-                ("retries".to_string(), "3".to_string())
-            ]
-        );
+        assert_eq!(health.settings, r#"{"mode":"strict","retries":3}"#);
     }
 
     #[test]
-    fn unknown_site_plugin_is_granted_nothing() {
-        let spec = parse("").unwrap().plugin("site-check").unwrap();
-        assert!(spec.grants.is_empty());
+    fn the_lock_follows_what_a_plugin_can_change() {
+        let site = parse("").unwrap().plugin("probe").unwrap();
+        assert!(PluginSpec::new(site.clone(), manifest(&["log", "state"], 1)).exclusive());
+        assert!(PluginSpec::new(site.clone(), manifest(&["sql-admin"], 1)).exclusive());
+        assert!(!PluginSpec::new(site, manifest(&["log", "sql-read", "vip"], 1)).exclusive());
     }
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
         let err = parse("log_file = \"/x\"\n\nlogfile = \"/y\"\n").unwrap_err();
-        assert_eq!(err.exit_code(), 2);
+        assert!(matches!(err, Error::Usage(_)));
         assert!(
             err.message().starts_with("/etc/mmvip/mmvip.toml:3:"),
             "{err}"
@@ -575,15 +569,8 @@ mod tests {
     fn instances_map_names_to_vip_and_role() {
         let config = parse("[instances.VI_1]\nvip = \"10.77.1.99\"\nrole = \"rw\"\n[instances.VI_2]\nvip = \"10.77.1.98\"\nrole = \"ro\"\n").unwrap();
         assert_eq!(config.instances["VI_2"].role, Role::ReadOnly);
-        assert_eq!(
-            config.instance_settings(),
-            vec![
-                ("instances.VI_1.vip".to_string(), "10.77.1.99".to_string()),
-                ("instances.VI_1.role".to_string(), "rw".to_string()),
-                ("instances.VI_2.vip".to_string(), "10.77.1.98".to_string()),
-                ("instances.VI_2.role".to_string(), "ro".to_string()),
-            ]
-        );
+        assert_eq!(config.instances["VI_1"].role, Role::ReadWrite);
+        assert_eq!(config.instances["VI_1"].vip.to_string(), "10.77.1.99");
         let err = parse("[instances.VI_1]\nvip = \"10.77.1.99\"\nrole = \"writer\"\n").unwrap_err();
         assert!(
             err.message().starts_with("/etc/mmvip/mmvip.toml:3:"),
@@ -612,7 +599,7 @@ mod tests {
         let config = parse("").unwrap();
         for word in ["help", "compile", "plugins"] {
             let err = config.plugin(word).unwrap_err();
-            assert_eq!(err.exit_code(), 2, "{word}");
+            assert!(matches!(err, Error::Usage(_)), "{word}");
         }
         assert!(parse("[plugins.compile]\ntimeout_ms = 5\n").is_err());
     }

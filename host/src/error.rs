@@ -20,13 +20,6 @@ impl Error {
         Error::Failed(message.into())
     }
 
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Failed(_) => 1,
-            Error::Usage(_) => 2,
-        }
-    }
-
     pub fn message(&self) -> &str {
         match self {
             Error::Usage(message) | Error::Failed(message) => message,

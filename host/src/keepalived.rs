@@ -1,7 +1,7 @@
 //! What keepalived passes to hooks. `notify` appends `INSTANCE|GROUP NAME STATE
 //! PRIORITY` to the configured words; `notify_master` and friends append nothing.
 
-use crate::bindings::{TargetKind, Transition, VrrpState};
+use crate::bindings::types::{Transition, VrrpState};
 use crate::error::{Error, Result};
 
 /// Splits a notify hook's arguments into the plugin's own arguments and the
@@ -13,9 +13,9 @@ pub fn split_transition(args: &[String]) -> Result<(Vec<String>, Option<Transiti
         return Ok((args.to_vec(), None));
     }
     let (own, tail) = args.split_at(args.len() - 4);
-    let kind = match tail[0].as_str() {
-        "INSTANCE" => TargetKind::Instance,
-        "GROUP" => TargetKind::Group,
+    let group = match tail[0].as_str() {
+        "INSTANCE" => false,
+        "GROUP" => true,
         _ => return Ok((args.to_vec(), None)),
     };
     let state = parse_state(&tail[2]).ok_or_else(|| {
@@ -33,7 +33,7 @@ pub fn split_transition(args: &[String]) -> Result<(Vec<String>, Option<Transiti
         ))
     })?;
     let transition = Transition {
-        kind,
+        group,
         name: tail[1].clone(),
         state,
         priority,
@@ -76,7 +76,7 @@ mod tests {
             split_transition(&words("--wait=yes INSTANCE VI_1 MASTER 101")).unwrap();
         assert_eq!(own, words("--wait=yes"));
         let transition = transition.unwrap();
-        assert_eq!(transition.kind, TargetKind::Instance);
+        assert!(!transition.group);
         assert_eq!(transition.name, "VI_1");
         assert_eq!(transition.state, VrrpState::Master);
         assert_eq!(transition.priority, 101);
@@ -95,7 +95,7 @@ mod tests {
     #[test]
     fn malformed_transition_is_a_usage_error() {
         let err = split_transition(&words("GROUP G1 SLEEPING 100")).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
+        assert!(matches!(err, Error::Usage(_)));
         assert!(err.message().contains("unknown state `SLEEPING`"));
         let err = split_transition(&words("INSTANCE VI_1 BACKUP high")).unwrap_err();
         assert!(err.message().contains("priority `high`"));

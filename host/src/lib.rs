@@ -1,5 +1,5 @@
 //! mmvip: a small native host that runs keepalived's hooks for a MariaDB
-//! master/master pair as sandboxed WebAssembly components.
+//! master/master pair as sandboxed WebAssembly plugins.
 
 pub mod bindings;
 pub mod cache;
@@ -7,8 +7,12 @@ pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod hook;
 pub mod keepalived;
 pub mod lock;
 pub mod log;
+pub mod manifest;
+pub mod mariadb;
+pub mod plugin;
 pub mod runtime;
 pub mod trust;

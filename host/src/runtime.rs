@@ -1,33 +1,19 @@
-//! Runs one hook: checks a plugin's imports against its grants, links exactly the
-//! granted capabilities, and calls its export under a wall-clock deadline (epoch
-//! interruption) and a memory limit.
+//! Runs one hook: instantiates a linked plugin with its capability back-ends and
+//! calls its export under a wall-clock deadline (epoch interruption, enforced by a
+//! [`Watchdog`]) and a memory limit.
 
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{self, CheckPluginPre, NotifyPluginPre, Transition};
-use crate::caps::{FailoverFlag, Sql, SqlError, Vip};
-use crate::config::Grant;
+use crate::bindings::{self, PluginPre};
+use crate::caps::Backends;
 use crate::error::{Error, Result};
-use crate::log::{Level, Log};
 
-/// WASI interfaces a plugin may import. They expose nothing of the host: no
-/// preopened directories, no environment, no arguments; stdout is discarded and
-/// stderr is captured into the log. Sockets and HTTP are never linked.
-const ALLOWED_WASI: &[&str] = &[
-    "wasi:io/",
-    "wasi:clocks/",
-    "wasi:random/",
-    "wasi:cli/",
-    "wasi:filesystem/",
-];
-/// Interfaces that only carry types; importing them needs no grant.
-const TYPE_ONLY: &[&str] = &["types", "sql-types"];
 const STDERR_CAPACITY: usize = 64 << 10;
 
 /// One engine configuration for compiling and loading, so cached code always fits.
@@ -43,167 +29,6 @@ pub fn engine() -> Result<Engine> {
     config.native_unwind_info(false);
     crate::cache::configure(&mut config);
     Engine::new(&config).map_err(|e| Error::failed(format!("cannot start the wasm engine: {e}")))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookKind {
-    Check,
-    Notify,
-}
-
-impl HookKind {
-    pub fn interface(self) -> &'static str {
-        match self {
-            HookKind::Check => "check",
-            HookKind::Notify => "notify",
-        }
-    }
-}
-
-/// What a component is: its hook kind and the WIT version it was built against.
-#[derive(Debug, Clone)]
-pub struct Shape {
-    pub kind: HookKind,
-    pub version: String,
-    pub imports: Vec<String>,
-}
-
-/// A plugin accepted by [`inspect`]: its shape, and the component linked to exactly
-/// its granted capabilities, ready to instantiate.
-pub struct Plugin {
-    pub shape: Shape,
-    linked: InstancePre<HookState>,
-}
-
-/// Reads a component's exports and imports and refuses it, fail closed, when it is
-/// not an mmvip hook of this WIT track, imports something it was not granted, or
-/// calls a function this host does not have; links it to its capabilities.
-pub fn inspect(
-    engine: &Engine,
-    component: &Component,
-    plugin: &str,
-    grants: &[Grant],
-) -> Result<Plugin> {
-    let ty = component.component_type();
-    let mut kind = None;
-    let mut version = None;
-    for (name, _) in ty.exports(engine) {
-        if let Some((interface, found)) = hooks_interface(name) {
-            check_version(plugin, found)?;
-            kind = match interface {
-                "check" => Some(HookKind::Check),
-                "notify" => Some(HookKind::Notify),
-                _ => kind,
-            };
-            version = Some(found.to_string());
-        }
-    }
-    let (Some(kind), Some(version)) = (kind, version) else {
-        return Err(Error::usage(format!(
-            "plugin `{plugin}` exports no {}/check or {}/notify hook (built for another host?)",
-            bindings::PACKAGE,
-            bindings::PACKAGE
-        )));
-    };
-    let mut imports = Vec::new();
-    for (name, _) in ty.imports(engine) {
-        imports.push(name.to_string());
-        if let Some((interface, found)) = hooks_interface(name) {
-            check_version(plugin, found)?;
-            if TYPE_ONLY.contains(&interface) {
-                continue;
-            }
-            match Grant::from_name(interface) {
-                Some(grant) if grants.contains(&grant) => {}
-                Some(grant) => {
-                    return Err(Error::usage(format!(
-                        "plugin `{plugin}` imports {name} but is not granted `{}`; refused (grant it in [plugins.{plugin}] grants)",
-                        grant.name()
-                    )));
-                }
-                None => {
-                    return Err(Error::usage(format!(
-                        "plugin `{plugin}` imports unknown interface {name}; refused"
-                    )));
-                }
-            }
-        } else if !ALLOWED_WASI.iter().any(|prefix| name.starts_with(prefix)) {
-            return Err(Error::usage(format!(
-                "plugin `{plugin}` imports {name}, which mmvip never provides; refused"
-            )));
-        }
-    }
-    let shape = Shape {
-        kind,
-        version,
-        imports,
-    };
-    // Type-checks every import against what this host provides, so a plugin from a
-    // later 0.1.x release that calls something new is refused like any load problem.
-    let linked = linker(engine, &shape, grants)?
-        .instantiate_pre(component)
-        .map_err(|e| {
-            Error::usage(format!(
-                "plugin `{plugin}` needs what this mmvip ({}@{}) does not provide: {}; rebuild it with a matching mmvip-sdk",
-                bindings::PACKAGE,
-                bindings::VERSION,
-                crate::error::describe_wasmtime(&e)
-            ))
-        })?;
-    Ok(Plugin { shape, linked })
-}
-
-/// `mmvip:hooks/log@0.1.0` → `("log", "0.1.0")`.
-fn hooks_interface(name: &str) -> Option<(&str, &str)> {
-    let rest = name.strip_prefix(bindings::PACKAGE)?.strip_prefix('/')?;
-    rest.split_once('@').or(Some((rest, "")))
-}
-
-fn check_version(plugin: &str, found: &str) -> Result<()> {
-    let track = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
-    if found.is_empty() || track(found) != track(bindings::VERSION) {
-        let found = if found.is_empty() {
-            "an unversioned package"
-        } else {
-            found
-        };
-        return Err(Error::usage(format!(
-            "plugin `{plugin}` was built against {}@{found}; this mmvip provides {}@{} (0.1.x); rebuild it with a matching mmvip-sdk",
-            bindings::PACKAGE,
-            bindings::PACKAGE,
-            bindings::VERSION
-        )));
-    }
-    Ok(())
-}
-
-/// The capability back-ends of one run. Only granted ones are set.
-pub struct Capabilities {
-    pub log: Log,
-    pub failover_flag: Option<Box<dyn FailoverFlag>>,
-    pub sql: Option<Box<dyn Sql>>,
-    pub vip: Option<Box<dyn Vip>>,
-    pub state: Option<crate::caps::StateStore>,
-}
-
-impl Capabilities {
-    pub fn new(log: Log) -> Capabilities {
-        Capabilities {
-            log,
-            failover_flag: None,
-            sql: None,
-            vip: None,
-            state: None,
-        }
-    }
-}
-
-/// Everything a hook receives.
-#[derive(Debug, Clone, Default)]
-pub struct Invocation {
-    pub args: Vec<String>,
-    pub transition: Option<Transition>,
-    pub settings: Vec<(String, String)>,
 }
 
 /// How a run ended.
@@ -231,14 +56,6 @@ impl Verdict {
             Verdict::Timeout => "timeout",
         }
     }
-
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Verdict::Pass => 0,
-            Verdict::Usage => 2,
-            Verdict::Fail | Verdict::Crash | Verdict::Timeout => 1,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -254,7 +71,17 @@ pub struct HookState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: MemoryBudget,
-    caps: Capabilities,
+    pub(crate) caps: Backends,
+}
+
+impl HookState {
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    pub(crate) fn random(&mut self) -> &mut wasmtime_wasi::random::WasiRandomCtx {
+        self.wasi.random()
+    }
 }
 
 impl WasiView for HookState {
@@ -265,6 +92,9 @@ impl WasiView for HookState {
         }
     }
 }
+
+impl bindings::types::Host for HookState {}
+impl bindings::sql_types::Host for HookState {}
 
 /// Limits of one run. The deadline itself is enforced by a [`Watchdog`] the caller
 /// arms, ideally before opening any file the run needs.
@@ -371,14 +201,14 @@ pub struct Instance {
     _store: Store<HookState>,
 }
 
-/// Instantiates the plugin with its capability back-ends and runs its hook. Load
-/// problems were refused by [`inspect`]; everything the plugin does is in the
-/// `Report`.
+/// Instantiates a linked plugin with its capability back-ends and runs its hook. Load
+/// problems were refused when it was linked; everything the plugin does is in the
+/// `Report`. The caller arms a [`Watchdog`] for `bounds.deadline`.
 pub fn run(
     engine: &Engine,
-    plugin: &Plugin,
-    caps: Capabilities,
-    invocation: &Invocation,
+    plugin: &InstancePre<HookState>,
+    caps: Backends,
+    call: &bindings::types::Call,
     bounds: Bounds,
 ) -> (Report, Instance) {
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
@@ -388,31 +218,22 @@ pub fn run(
         timeout,
         memory_bytes,
     } = bounds;
-    let limits = MemoryBudget { left: memory_bytes };
     let state = HookState {
         wasi,
         table: ResourceTable::new(),
-        limits,
+        limits: MemoryBudget { left: memory_bytes },
         caps,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(1);
     store.epoch_deadline_trap();
-    let settings: Vec<bindings::types::Setting> = invocation
-        .settings
-        .iter()
-        .map(|(key, value)| bindings::types::Setting {
-            key: key.clone(),
-            value: value.clone(),
-        })
-        .collect();
     // The watchdog bumps the epoch once, at the deadline: a run starting after that
     // would never see it.
     let outcome = if Instant::now() >= deadline {
         Err(wasmtime::Error::from(Trap::Interrupt))
     } else {
-        call(&mut store, plugin, invocation, &settings)
+        call_hook(&mut store, plugin, call)
     };
     let stderr = String::from_utf8_lossy(&stderr.contents())
         .trim_end()
@@ -420,9 +241,7 @@ pub fn run(
     if outcome.is_ok() {
         // Only a hook that returned has a consistent view to keep.
         let caps = &mut store.data_mut().caps;
-        if let Some(state) = caps.state.as_mut() {
-            state.commit(&caps.log);
-        }
+        caps.state.commit(&caps.log);
     }
     let (verdict, message) = match outcome {
         Ok(Ok(summary)) => (Verdict::Pass, summary),
@@ -442,30 +261,13 @@ pub fn run(
 
 type HookOutcome = wasmtime::Result<std::result::Result<String, bindings::types::HookError>>;
 
-fn call(
+fn call_hook(
     store: &mut Store<HookState>,
-    plugin: &Plugin,
-    invocation: &Invocation,
-    settings: &[bindings::types::Setting],
+    plugin: &InstancePre<HookState>,
+    call: &bindings::types::Call,
 ) -> HookOutcome {
-    match plugin.shape.kind {
-        HookKind::Check => CheckPluginPre::new(plugin.linked.clone())
-            .and_then(|pre| pre.instantiate(&mut *store))
-            .and_then(|hook| {
-                hook.mmvip_hooks_check()
-                    .call_run(&mut *store, &invocation.args, settings)
-            }),
-        HookKind::Notify => NotifyPluginPre::new(plugin.linked.clone())
-            .and_then(|pre| pre.instantiate(&mut *store))
-            .and_then(|hook| {
-                hook.mmvip_hooks_notify().call_run(
-                    &mut *store,
-                    invocation.transition.as_ref(),
-                    &invocation.args,
-                    settings,
-                )
-            }),
-    }
+    let hook = PluginPre::new(plugin.clone())?.instantiate(&mut *store)?;
+    hook.mmvip_hooks_hook().call_run(&mut *store, call)
 }
 
 fn describe_trap(
@@ -511,7 +313,12 @@ fn describe_trap(
 /// cancels both, or, if `on_overrun` has begun, waits for it (it ends the process),
 /// so a run never reports a verdict of its own as well.
 pub struct Watchdog {
-    run: Arc<(Mutex<bool>, Condvar)>,
+    shared: Arc<(Mutex<Watched>, Condvar)>,
+}
+
+struct Watched {
+    deadline: Instant,
+    ended: bool,
 }
 
 impl Watchdog {
@@ -520,254 +327,70 @@ impl Watchdog {
         deadline: Instant,
         on_overrun: Option<Box<dyn FnOnce() + Send>>,
     ) -> Watchdog {
-        let run = Arc::new((Mutex::new(false), Condvar::new()));
-        let watched = Arc::clone(&run);
+        let shared = Arc::new((
+            Mutex::new(Watched {
+                deadline,
+                ended: false,
+            }),
+            Condvar::new(),
+        ));
+        let watched = Arc::clone(&shared);
         let engine = engine.clone();
         std::thread::spawn(move || {
-            let (ended, changed) = &*watched;
-            let still_running = |guard, until: Instant| {
-                let wait = until.saturating_duration_since(Instant::now());
-                let (guard, _) = changed
-                    .wait_timeout_while(guard, wait, |ended: &mut bool| !*ended)
-                    .unwrap_or_else(PoisonError::into_inner);
-                (!*guard).then_some(guard)
-            };
-            let ended = ended.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(ended) = still_running(ended, deadline) else {
+            let (state, changed) = &*watched;
+            let guard = state.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(guard) = wait_past(guard, changed, Duration::ZERO) else {
                 return;
             };
             engine.increment_epoch();
             if let Some(on_overrun) = on_overrun
-                && let Some(_holding_the_run) = still_running(ended, deadline + OVERRUN_GRACE)
+                && let Some(_holding_the_run) = wait_past(guard, changed, OVERRUN_GRACE)
             {
                 on_overrun();
             }
         });
-        Watchdog { run }
+        Watchdog { shared }
+    }
+
+    /// Moves the deadline (once a plugin's own bound is known).
+    pub fn set_deadline(&self, deadline: Instant) {
+        let (state, changed) = &*self.shared;
+        state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .deadline = deadline;
+        changed.notify_all();
+    }
+}
+
+/// Waits until `offset` past the (possibly moved) deadline; the guard back while the
+/// run is still going, `None` once it has ended.
+fn wait_past<'a>(
+    mut guard: MutexGuard<'a, Watched>,
+    changed: &Condvar,
+    offset: Duration,
+) -> Option<MutexGuard<'a, Watched>> {
+    loop {
+        if guard.ended {
+            return None;
+        }
+        let due = guard.deadline + offset;
+        let now = Instant::now();
+        if now >= due {
+            return Some(guard);
+        }
+        guard = changed
+            .wait_timeout(guard, due - now)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
     }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        let (ended, changed) = &*self.run;
-        *ended.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        let (state, changed) = &*self.shared;
+        state.lock().unwrap_or_else(PoisonError::into_inner).ended = true;
         changed.notify_all();
-    }
-}
-
-fn linker(engine: &Engine, shape: &Shape, grants: &[Grant]) -> Result<Linker<HookState>> {
-    let mut linker = Linker::new(engine);
-    let link_error = |e: wasmtime::Error| Error::failed(format!("linking capabilities: {e}"));
-    for import in &shape.imports {
-        link_wasi(&mut linker, import).map_err(link_error)?;
-    }
-    bindings::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(link_error)?;
-    bindings::sql_types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(link_error)?;
-    for grant in grants {
-        match grant {
-            Grant::Log => bindings::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s),
-            Grant::FailoverFlag => {
-                bindings::failover_flag::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            }
-            Grant::SqlRead => {
-                bindings::sql_read::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            }
-            Grant::SqlAdmin => {
-                bindings::sql_admin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            }
-            Grant::SqlRaw => bindings::sql_raw::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s),
-            Grant::Vip => bindings::vip::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s),
-            Grant::State => bindings::state::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s),
-        }
-        .map_err(link_error)?;
-    }
-    Ok(linker)
-}
-
-/// The resource table, for the `wasi:io` interfaces.
-struct IoTable;
-
-impl wasmtime::component::HasData for IoTable {
-    type Data<'a> = &'a mut ResourceTable;
-}
-
-/// Links one WASI interface the component imports (`inspect` already refused any
-/// outside `ALLOWED_WASI`). Only what a plugin imports is linked: it costs time at
-/// every hook run, and sockets are never linked at all.
-fn link_wasi(linker: &mut Linker<HookState>, import: &str) -> wasmtime::Result<()> {
-    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
-    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
-    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
-    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sync};
-    use wasmtime_wasi::random::WasiRandom;
-    fn table(state: &mut HookState) -> &mut ResourceTable {
-        &mut state.table
-    }
-    fn rng(state: &mut HookState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
-        state.wasi.random()
-    }
-    let interface = import.split('@').next().unwrap_or(import);
-    let l = linker;
-    match interface {
-        "wasi:io/error" => sync::io::error::add_to_linker::<_, IoTable>(l, table),
-        "wasi:io/poll" => sync::io::poll::add_to_linker::<_, IoTable>(l, table),
-        "wasi:io/streams" => sync::io::streams::add_to_linker::<_, IoTable>(l, table),
-        "wasi:clocks/wall-clock" => {
-            clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, HookState::clocks)
-        }
-        "wasi:clocks/monotonic-clock" => {
-            clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(l, HookState::clocks)
-        }
-        "wasi:random/random" => random::random::add_to_linker::<_, WasiRandom>(l, rng),
-        "wasi:random/insecure" => random::insecure::add_to_linker::<_, WasiRandom>(l, rng),
-        "wasi:random/insecure-seed" => {
-            random::insecure_seed::add_to_linker::<_, WasiRandom>(l, rng)
-        }
-        "wasi:filesystem/types" => {
-            sync::filesystem::types::add_to_linker::<_, WasiFilesystem>(l, HookState::filesystem)
-        }
-        "wasi:filesystem/preopens" => {
-            filesystem::preopens::add_to_linker::<_, WasiFilesystem>(l, HookState::filesystem)
-        }
-        "wasi:cli/environment" => cli::environment::add_to_linker::<_, WasiCli>(l, HookState::cli),
-        "wasi:cli/exit" => cli::exit::add_to_linker::<_, WasiCli>(l, HookState::cli),
-        "wasi:cli/stdin" => cli::stdin::add_to_linker::<_, WasiCli>(l, HookState::cli),
-        "wasi:cli/stdout" => cli::stdout::add_to_linker::<_, WasiCli>(l, HookState::cli),
-        "wasi:cli/stderr" => cli::stderr::add_to_linker::<_, WasiCli>(l, HookState::cli),
-        "wasi:cli/terminal-input" => {
-            cli::terminal_input::add_to_linker::<_, WasiCli>(l, HookState::cli)
-        }
-        "wasi:cli/terminal-output" => {
-            cli::terminal_output::add_to_linker::<_, WasiCli>(l, HookState::cli)
-        }
-        "wasi:cli/terminal-stdin" => {
-            cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, HookState::cli)
-        }
-        "wasi:cli/terminal-stdout" => {
-            cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, HookState::cli)
-        }
-        "wasi:cli/terminal-stderr" => {
-            cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, HookState::cli)
-        }
-        // mmvip's own interfaces are linked by grant; anything else fails to
-        // instantiate with wasmtime's message naming the import.
-        _ => Ok(()),
-    }
-}
-
-fn missing(capability: &str) -> wasmtime::Error {
-    wasmtime::format_err!("capability `{capability}` has no back-end in this run")
-}
-
-impl HookState {
-    fn sql(&mut self) -> wasmtime::Result<&mut Box<dyn Sql>> {
-        self.caps.sql.as_mut().ok_or_else(|| missing("sql"))
-    }
-}
-
-impl bindings::types::Host for HookState {}
-impl bindings::sql_types::Host for HookState {}
-
-impl bindings::log::Host for HookState {
-    fn write(&mut self, level: bindings::log::Level, message: String) -> wasmtime::Result<()> {
-        use bindings::log::Level as Wit;
-        let level = match level {
-            Wit::Debug => Level::Debug,
-            Wit::Info => Level::Info,
-            Wit::Warn => Level::Warn,
-            Wit::Error => Level::Error,
-        };
-        self.caps.log.write_for_plugin(level, &[("msg", &message)]);
-        Ok(())
-    }
-}
-
-impl bindings::failover_flag::Host for HookState {
-    fn is_raised(&mut self) -> wasmtime::Result<std::result::Result<bool, String>> {
-        let flag = self
-            .caps
-            .failover_flag
-            .as_mut()
-            .ok_or_else(|| missing("failover-flag"))?;
-        Ok(flag.is_raised())
-    }
-}
-
-type SqlResult<T> = wasmtime::Result<std::result::Result<T, SqlError>>;
-
-impl bindings::sql_read::Host for HookState {
-    fn ping(&mut self) -> SqlResult<()> {
-        Ok(self.sql()?.ping())
-    }
-
-    fn global_variable(&mut self, name: String) -> SqlResult<Option<String>> {
-        Ok(self.sql()?.global_variable(&name))
-    }
-
-    fn replicas(&mut self) -> SqlResult<Vec<crate::caps::ReplicaStatus>> {
-        Ok(self.sql()?.replicas())
-    }
-
-    fn connections(&mut self) -> SqlResult<Vec<crate::caps::ClientConnection>> {
-        Ok(self.sql()?.connections())
-    }
-
-    fn events(&mut self) -> SqlResult<Vec<crate::caps::EventInfo>> {
-        Ok(self.sql()?.events())
-    }
-}
-
-impl bindings::sql_admin::Host for HookState {
-    fn set_global_variable(&mut self, name: String, value: String) -> SqlResult<()> {
-        Ok(self.sql()?.set_global_variable(&name, &value))
-    }
-
-    fn wait_for_gtid(&mut self, position: String, timeout_ms: u32) -> SqlResult<bool> {
-        Ok(self.sql()?.wait_for_gtid(&position, timeout_ms))
-    }
-
-    fn kill_connection(&mut self, id: u64) -> SqlResult<bool> {
-        Ok(self.sql()?.kill_connection(id))
-    }
-
-    fn set_event_enabled(
-        &mut self,
-        schema: String,
-        name: String,
-        enabled: bool,
-        comment: String,
-    ) -> SqlResult<()> {
-        Ok(self
-            .sql()?
-            .set_event_enabled(&schema, &name, enabled, &comment))
-    }
-}
-
-impl bindings::sql_raw::Host for HookState {
-    fn query(&mut self, statement: String) -> SqlResult<Vec<Vec<Option<String>>>> {
-        Ok(self.sql()?.query(&statement))
-    }
-}
-
-impl bindings::vip::Host for HookState {
-    fn holds(&mut self, address: String) -> wasmtime::Result<std::result::Result<bool, String>> {
-        let vip = self.caps.vip.as_mut().ok_or_else(|| missing("vip"))?;
-        Ok(vip.holds(&address))
-    }
-}
-
-impl bindings::state::Host for HookState {
-    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        let state = self.caps.state.as_ref().ok_or_else(|| missing("state"))?;
-        Ok(state.get(&key))
-    }
-
-    fn set(&mut self, key: String, value: Option<String>) -> wasmtime::Result<()> {
-        let state = self.caps.state.as_mut().ok_or_else(|| missing("state"))?;
-        // Contract 0.1 gives `set` no error to return: refusing it stops the plugin.
-        state
-            .set(key, value)
-            .map_err(|why| wasmtime::format_err!("state refused: {why}"))
     }
 }
 

@@ -50,6 +50,37 @@ impl TrustedDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Replaces file `name` atomically: `parts` go into the private temporary file
+    /// `temp` (mode 0600, created here, never a link), which is synced and renamed
+    /// over `name`; a failed attempt removes it.
+    pub fn replace(&self, name: &str, temp: &str, parts: &[&[u8]]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let result = (|| {
+            let fd = rustix::fs::openat(
+                &self.fd,
+                temp,
+                OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::TRUNC
+                    | OFlags::NOFOLLOW
+                    | OFlags::NONBLOCK
+                    | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            let mut file = File::from(fd);
+            for part in parts {
+                file.write_all(part)?;
+            }
+            file.sync_all()?;
+            rustix::fs::renameat(&self.fd, temp, &self.fd, name)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = rustix::fs::unlinkat(&self.fd, temp, AtFlags::empty());
+        }
+        result
+    }
 }
 
 /// Opens `path` for reading after checking it and every component on the way to it.

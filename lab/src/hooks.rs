@@ -10,8 +10,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::cleanup::set_mode;
-use crate::keepalived::Instance;
 use crate::paths::NodePaths;
+use crate::topology::Instance;
 
 /// Which hooks keepalived runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -367,7 +367,7 @@ timeout_ms = 1000
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keepalived::Layout;
+    use crate::topology::Layout;
     use crate::topology::NodeId;
 
     fn paths() -> NodePaths {

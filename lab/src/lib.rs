@@ -8,13 +8,13 @@
 pub mod cleanup;
 pub mod hooks;
 pub mod keepalived;
-pub mod lab;
 pub mod mariadb;
 pub mod netns;
 pub mod paths;
 pub mod report;
 pub mod sampler;
 pub mod scenario;
+pub mod testbed;
 pub mod topology;
 pub mod wait;
 pub mod writer;
@@ -28,10 +28,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::cleanup::Registry;
 use crate::hooks::{Artifacts, HookSet};
-use crate::keepalived::{Layout, Timers};
-use crate::lab::{Lab, LabConfig};
+use crate::keepalived::Timers;
 use crate::report::{Report, Row};
 use crate::scenario::Scenario;
+use crate::testbed::{Lab, LabConfig};
+use crate::topology::Layout;
 
 pub const DEFAULT_ROOT: &str = "/tmp/mmvip-lab";
 /// Scenarios the shell baseline runs next to mmvip.
@@ -261,7 +262,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Artifacts from explicit paths, else `$MMVIP_LAB_MMVIP` / `$MMVIP_LAB_PLUGINS`, else
-/// `target/release/mmvip` and `target/wasm32-wasip2/release/` under the workspace.
+/// `target/release/mmvip` and the plugins `mmvip-artifacts` built.
 pub fn artifacts(mmvip: Option<PathBuf>, plugins: Option<PathBuf>) -> Artifacts {
     let workspace = workspace_root();
     Artifacts {
@@ -270,7 +271,7 @@ pub fn artifacts(mmvip: Option<PathBuf>, plugins: Option<PathBuf>) -> Artifacts 
             .unwrap_or_else(|| workspace.join("target/release/mmvip")),
         plugin_dir: plugins
             .or_else(|| std::env::var_os("MMVIP_LAB_PLUGINS").map(PathBuf::from))
-            .unwrap_or_else(|| workspace.join("target/wasm32-wasip2/release")),
+            .unwrap_or_else(|| PathBuf::from(mmvip_artifacts::DIR)),
     }
 }
 

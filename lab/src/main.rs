@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use mmvip_lab::hooks::HookSet;
-use mmvip_lab::keepalived::{Layout, Timers};
+use mmvip_lab::keepalived::Timers;
+use mmvip_lab::topology::Layout;
 use mmvip_lab::{HookChoice, RunOptions, report, wait};
 
 #[derive(Parser, Debug)]
@@ -69,7 +70,7 @@ struct ArtifactArgs {
     #[arg(long)]
     mmvip: Option<PathBuf>,
     /// Directory of the built mmvip_plugin_*.wasm [default: $MMVIP_LAB_PLUGINS, else
-    /// target/wasm32-wasip2/release].
+    /// target/artifacts/wasm32-wasip2/release, built with the lab].
     #[arg(long)]
     plugins: Option<PathBuf>,
 }

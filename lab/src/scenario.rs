@@ -10,11 +10,12 @@ use anyhow::{Context, Result};
 
 use crate::cleanup::Registry;
 use crate::hooks::HookSet;
-use crate::keepalived::{self, Layout};
-use crate::lab::{Lab, LabConfig, save_logs};
+use crate::keepalived;
 use crate::mariadb;
 use crate::report::Row;
 use crate::sampler::{self, Sampler, Samples};
+use crate::testbed::{Lab, LabConfig, save_logs};
+use crate::topology::Layout;
 use crate::topology::{self, NodeId};
 use crate::wait;
 use crate::writer::{Writer, WriterLog, WriterSpec};

@@ -223,3 +223,65 @@ mod tests {
         }
     }
 }
+
+pub const VIP1: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 99);
+pub const VIP2: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 98);
+
+/// Base priorities: the preferred node is one above its peer. chk_mysql's +2 and
+/// chk_failover's -4 then decide, as in the seed.
+const PREFERRED_PRIORITY: u8 = 101;
+const OTHER_PRIORITY: u8 = 100;
+
+/// The single-VIP setup or the two-VIP setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Layout {
+    Single,
+    Dual,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Single => "single",
+            Layout::Dual => "dual",
+        }
+    }
+
+    /// VI_1 (VIP1) prefers node 1; in the dual layout VI_2 (VIP2) prefers node 2.
+    /// Both VIPs are read/write: each carries half of the load.
+    pub fn instances(self) -> Vec<Instance> {
+        let mut instances = vec![Instance {
+            name: "VI_1".into(),
+            vrid: 51,
+            vip: VIP1,
+            preferred: NodeId::One,
+        }];
+        if self == Layout::Dual {
+            instances.push(Instance {
+                name: "VI_2".into(),
+                vrid: 52,
+                vip: VIP2,
+                preferred: NodeId::Two,
+            });
+        }
+        instances
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub name: String,
+    pub vrid: u8,
+    pub vip: Ipv4Addr,
+    pub preferred: NodeId,
+}
+
+impl Instance {
+    pub fn priority(&self, node: NodeId) -> u8 {
+        if node == self.preferred {
+            PREFERRED_PRIORITY
+        } else {
+            OTHER_PRIORITY
+        }
+    }
+}

@@ -1,88 +1,323 @@
-//! Guest-side SDK for mmvip hook plugins.
+//! Write mmvip hook plugins: implement [`Plugin`] for a type and export it with
+//! [`export!`], which also writes the plugin's manifest (its kind, purpose, default
+//! grants and timeout).
 //!
-//! A plugin is a `cdylib` built for `wasm32-wasip2`: implement [`Check`] or [`Notify`]
-//! for a unit struct and export it with [`export_check!`] or [`export_notify!`].
-//! Capabilities are plain functions in the re-exported modules ([`log`],
-//! [`failover_flag`], [`sql_read`], ...); a plugin imports only the ones it calls,
-//! and the host refuses it unless the site config grants each of them.
+//! ```ignore
+//! use mmvip_sdk::{Call, Outcome, Plugin, failed, sql};
+//!
+//! struct Health;
+//!
+//! impl Plugin for Health {
+//!     fn run(call: &Call) -> Outcome {
+//!         call.expect_no_args()?;
+//!         sql::read::ping().map_err(|e| failed(e.to_string()))?;
+//!         Ok("mariadb answered".into())
+//!     }
+//! }
+//!
+//! mmvip_sdk::export!(Health {
+//!     kind: check,
+//!     about: "passes while MariaDB answers over its socket",
+//!     grants: ["log", "sql-read"],
+//!     timeout_ms: 800,
+//! });
+//! ```
+//!
+//! Capabilities are plain functions in the modules below; a plugin imports only the
+//! ones it calls, and the host refuses it unless the site grants each of them.
+
+use std::fmt;
+use std::time::{Duration, Instant};
 
 // Lets the generated bindings name this crate the same way from inside and outside.
 extern crate self as mmvip_sdk;
 
 #[doc(hidden)]
-pub mod bindings {
-    pub mod check {
-        wit_bindgen::generate!({
-            path: "../wit",
-            world: "check-plugin",
-            pub_export_macro: true,
-            export_macro_name: "__export_check_world",
-            default_bindings_module: "mmvip_sdk::bindings::check",
-            runtime_path: "mmvip_sdk::__rt",
-        });
-    }
-    pub mod notify {
-        // The capability imports are shared with the check world so both worlds use
-        // one set of types.
-        wit_bindgen::generate!({
-            path: "../wit",
-            world: "notify-plugin",
-            pub_export_macro: true,
-            export_macro_name: "__export_notify_world",
-            default_bindings_module: "mmvip_sdk::bindings::notify",
-            runtime_path: "mmvip_sdk::__rt",
-            with: {
-                "mmvip:hooks/types@0.1.0": crate::bindings::check::mmvip::hooks::types,
-                "mmvip:hooks/log@0.1.0": crate::bindings::check::mmvip::hooks::log,
-                "mmvip:hooks/failover-flag@0.1.0": crate::bindings::check::mmvip::hooks::failover_flag,
-                "mmvip:hooks/sql-types@0.1.0": crate::bindings::check::mmvip::hooks::sql_types,
-                "mmvip:hooks/sql-read@0.1.0": crate::bindings::check::mmvip::hooks::sql_read,
-                "mmvip:hooks/sql-admin@0.1.0": crate::bindings::check::mmvip::hooks::sql_admin,
-                "mmvip:hooks/sql-raw@0.1.0": crate::bindings::check::mmvip::hooks::sql_raw,
-                "mmvip:hooks/vip@0.1.0": crate::bindings::check::mmvip::hooks::vip,
-                "mmvip:hooks/state@0.1.0": crate::bindings::check::mmvip::hooks::state,
-            },
-        });
-    }
+pub mod __bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin",
+        default_bindings_module: "mmvip_sdk::__bindings",
+        runtime_path: "mmvip_sdk::__rt",
+    });
 }
 
 #[doc(hidden)]
 pub use wit_bindgen::rt as __rt;
 
-pub use bindings::check::mmvip::hooks::types::{HookError, Setting};
-pub use bindings::check::mmvip::hooks::{
-    failover_flag, log, sql_admin, sql_raw, sql_read, sql_types, state, vip,
-};
-pub use bindings::notify::exports::mmvip::hooks::notify::{TargetKind, Transition, VrrpState};
-pub use sql_types::SqlError;
+use __bindings::mmvip::hooks as wit;
+
+pub use wit::types::{InstanceRole, Transition, VrrpInstance, VrrpState};
 
 /// What a hook returns: `Ok(summary)` on success, or why it did not succeed.
 pub type Outcome = Result<String, HookError>;
 
-/// A check hook (`vrrp_script`): `Ok` passes, `Err(HookError::Failed)` fails.
-pub trait Check {
-    fn check(call: &Call) -> Outcome;
+/// Why a hook did not succeed: `Failed` ends it with exit status 1, `Usage` (bad
+/// arguments or settings) with 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookError {
+    Failed(String),
+    Usage(String),
 }
 
-/// A notify hook (`notify`, `notify_master`, `notify_backup`, ...).
-pub trait Notify {
-    /// `event` is `None` for `notify_*` lines, which carry no arguments of their own.
-    fn notify(event: Option<&Transition>, call: &Call) -> Outcome;
+/// A hook plugin.
+pub trait Plugin {
+    fn run(call: &Call) -> Outcome;
 }
 
-/// The plugin's arguments (from the keepalived line) and settings (from the config).
-#[derive(Debug, Clone, Default)]
+/// Grant `log`: lines in mmvip's log.
+pub mod log {
+    pub use crate::wit::log::Level;
+    use crate::wit::log::write;
+
+    pub fn debug(message: &str) {
+        write(Level::Debug, message);
+    }
+
+    pub fn info(message: &str) {
+        write(Level::Info, message);
+    }
+
+    pub fn warn(message: &str) {
+        write(Level::Warn, message);
+    }
+
+    pub fn error(message: &str) {
+        write(Level::Error, message);
+    }
+}
+
+/// Grant `failover-flag`: the site's planned switch-over flag.
+pub mod failover_flag {
+    pub use crate::wit::failover_flag::is_raised;
+}
+
+/// Grants `sql-read`, `sql-admin` and `sql-raw`: the local MariaDB.
+pub mod sql {
+    use std::fmt;
+
+    use crate::wit::sql_types::SqlError;
+    pub use crate::wit::sql_types::{
+        ClientConnection, EventInfo, EventStatus, IoState, ReplicaStatus, SqlState,
+    };
+
+    /// Why an SQL operation did not happen.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Error {
+        /// The server could not be reached (down, refusing, socket missing).
+        Unreachable(String),
+        /// The server did not answer in time.
+        Timeout(String),
+        /// The server answered with an error.
+        Server { code: u16, message: String },
+        /// mmvip refused the operation before sending it.
+        Refused(String),
+    }
+
+    impl From<SqlError> for Error {
+        fn from(error: SqlError) -> Error {
+            match error {
+                SqlError::Unreachable(why) => Error::Unreachable(why),
+                SqlError::Timeout(why) => Error::Timeout(why),
+                SqlError::Server(e) => Error::Server {
+                    code: e.code,
+                    message: e.message,
+                },
+                SqlError::Refused(why) => Error::Refused(why),
+            }
+        }
+    }
+
+    impl fmt::Display for Error {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                Error::Unreachable(why) => write!(f, "mariadb unreachable: {why}"),
+                Error::Timeout(why) => write!(f, "mariadb timed out: {why}"),
+                Error::Server { code, message } => write!(f, "mariadb error {code}: {message}"),
+                Error::Refused(why) => write!(f, "refused by mmvip: {why}"),
+            }
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    pub type Result<T> = std::result::Result<T, Error>;
+
+    /// Grant `sql-read`.
+    pub mod read {
+        use super::{ClientConnection, EventInfo, ReplicaStatus, Result};
+        use crate::wit::sql_read as wit;
+
+        /// Connects (if not yet connected) and runs a trivial query.
+        pub fn ping() -> Result<()> {
+            Ok(wit::ping()?)
+        }
+
+        /// A global variable's value; none when NULL.
+        pub fn global_variable(name: &str) -> Result<Option<String>> {
+            Ok(wit::global_variable(name)?)
+        }
+
+        /// One entry per replication connection (`SHOW ALL SLAVES STATUS`).
+        pub fn replicas() -> Result<Vec<ReplicaStatus>> {
+            Ok(wit::replicas()?)
+        }
+
+        pub fn connections() -> Result<Vec<ClientConnection>> {
+            Ok(wit::connections()?)
+        }
+
+        pub fn events() -> Result<Vec<EventInfo>> {
+            Ok(wit::events()?)
+        }
+    }
+
+    /// Grant `sql-admin`.
+    pub mod admin {
+        use super::Result;
+        use crate::wit::sql_admin as wit;
+
+        /// `SET GLOBAL name = value` for a variable the site lets plugins set.
+        pub fn set_global_variable(name: &str, value: &str) -> Result<()> {
+            Ok(wit::set_global_variable(name, value)?)
+        }
+
+        /// True when `position` was applied within `timeout_ms`.
+        pub fn wait_for_gtid(position: &str, timeout_ms: u32) -> Result<bool> {
+            Ok(wit::wait_for_gtid(position, timeout_ms)?)
+        }
+
+        /// False when the connection was already gone.
+        pub fn kill_connection(id: u64) -> Result<bool> {
+            Ok(wit::kill_connection(id)?)
+        }
+
+        /// `ALTER EVENT ... ENABLE|DISABLE COMMENT ...`, kept out of the binlog.
+        pub fn set_event_enabled(
+            schema: &str,
+            name: &str,
+            enabled: bool,
+            comment: &str,
+        ) -> Result<()> {
+            Ok(wit::set_event_enabled(schema, name, enabled, comment)?)
+        }
+    }
+
+    /// Grant `sql-raw`.
+    pub mod raw {
+        use super::Result;
+        use crate::wit::sql_raw as wit;
+
+        /// One statement; rows of text columns, NULL as none.
+        pub fn query(statement: &str) -> Result<Vec<Vec<Option<String>>>> {
+            Ok(wit::query(statement)?)
+        }
+    }
+}
+
+/// Grant `vip`: addresses held by this node.
+pub mod vip {
+    pub use crate::wit::vip::holds;
+}
+
+/// Grant `state`: the node's small key/value store.
+pub mod state {
+    /// A key's value, if set.
+    pub use crate::wit::state::get;
+    /// Stages a change, written after the hook returns; refused past the store's
+    /// bounds (256 keys, 4 KiB values, 64 KiB in all).
+    pub use crate::wit::state::set;
+}
+
+/// One run of a hook: keepalived's words, the site's settings, the time left and,
+/// for notify hooks, the transition and the site's VRRP instances.
+#[derive(Debug, Clone)]
 pub struct Call {
-    pub args: Vec<String>,
-    pub settings: Vec<Setting>,
+    args: Vec<String>,
+    settings: String,
+    deadline: Instant,
+    event: Option<Transition>,
+    instances: Vec<VrrpInstance>,
+    exclusive: bool,
 }
 
 impl Call {
-    pub fn setting(&self, key: &str) -> Option<&str> {
-        self.settings
-            .iter()
-            .find(|s| s.key == key)
-            .map(|s| s.value.as_str())
+    /// A call as a test would make it (the host makes the real ones).
+    pub fn new(args: &[&str], settings_json: &str, time_left: Duration) -> Call {
+        Call {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            settings: settings_json.to_string(),
+            deadline: Instant::now() + time_left,
+            event: None,
+            instances: Vec::new(),
+            exclusive: true,
+        }
+    }
+
+    /// The same call for a notify hook.
+    pub fn with_event(
+        mut self,
+        event: Option<Transition>,
+        instances: Vec<VrrpInstance>,
+        exclusive: bool,
+    ) -> Call {
+        self.event = event;
+        self.instances = instances;
+        self.exclusive = exclusive;
+        self
+    }
+
+    fn from_wit(call: wit::types::Call) -> Call {
+        Call {
+            deadline: Instant::now() + Duration::from_millis(call.time_left_ms.into()),
+            args: call.args,
+            settings: call.settings,
+            event: call.event,
+            instances: call.instances,
+            exclusive: call.exclusive,
+        }
+    }
+
+    /// The plugin's words from the keepalived line.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// The plugin's `[plugins.NAME]` settings, deserialized: a usage error (exit 2)
+    /// names what is wrong with them.
+    pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T, HookError> {
+        serde_json::from_str(&self.settings).map_err(|e| {
+            // serde_json's position is in the host's JSON, not the site's TOML.
+            let text = e.to_string();
+            let why = text.split(" at line ").next().unwrap_or(&text);
+            usage(format!("settings: {why}"))
+        })
+    }
+
+    /// When the host stops the hook.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    pub fn time_left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// What keepalived's `notify` appended (none for `notify_*` lines and checks).
+    pub fn event(&self) -> Option<&Transition> {
+        self.event.as_ref()
+    }
+
+    /// The site's VRRP instances (notify hooks only).
+    pub fn instances(&self) -> &[VrrpInstance] {
+        &self.instances
+    }
+
+    /// Whether this run holds the node lock; false only when it could not be taken.
+    pub fn exclusive(&self) -> bool {
+        self.exclusive
     }
 
     /// A usage error naming the arguments, for a plugin that takes none: a typo on the
@@ -96,47 +331,6 @@ impl Call {
                 self.args.join(" ")
             )))
         }
-    }
-
-    /// A boolean setting; `default` when absent, a usage error when not a boolean.
-    pub fn setting_bool(&self, key: &str, default: bool) -> Result<bool, HookError> {
-        match self.setting(key) {
-            None => Ok(default),
-            Some(value) => parse_bool(value).ok_or_else(|| {
-                usage(format!(
-                    "setting `{key}` must be true or false, not `{value}`"
-                ))
-            }),
-        }
-    }
-
-    /// A whole-number setting; `default` when absent.
-    pub fn setting_u64(&self, key: &str, default: u64) -> Result<u64, HookError> {
-        match self.setting(key) {
-            None => Ok(default),
-            Some(value) => value.parse().map_err(|_| {
-                usage(format!(
-                    "setting `{key}` must be a whole number, not `{value}`"
-                ))
-            }),
-        }
-    }
-
-    /// The value of `--name=value` (or `--name value`) among the arguments.
-    pub fn option(&self, name: &str) -> Option<&str> {
-        let flag = format!("--{name}");
-        let mut args = self.args.iter();
-        while let Some(arg) = args.next() {
-            if let Some(value) = arg.strip_prefix(&flag) {
-                if let Some(value) = value.strip_prefix('=') {
-                    return Some(value);
-                }
-                if value.is_empty() {
-                    return args.next().map(String::as_str);
-                }
-            }
-        }
-        None
     }
 }
 
@@ -157,60 +351,114 @@ pub fn usage(reason: impl Into<String>) -> HookError {
     HookError::Usage(reason.into())
 }
 
-/// Log helpers; each call becomes one line in mmvip's log (needs the `log` grant).
-pub fn info(message: &str) {
-    log::write(log::Level::Info, message);
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookError::Failed(why) | HookError::Usage(why) => f.write_str(why),
+        }
+    }
 }
 
-pub fn warn(message: &str) {
-    log::write(log::Level::Warn, message);
+impl std::error::Error for HookError {}
+
+impl fmt::Display for VrrpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VrrpState::Master => "MASTER",
+            VrrpState::Backup => "BACKUP",
+            VrrpState::Fault => "FAULT",
+            VrrpState::Stop => "STOP",
+            VrrpState::Deleted => "DELETED",
+        })
+    }
 }
 
-pub fn error(message: &str) {
-    log::write(log::Level::Error, message);
+impl fmt::Display for Transition {
+    /// As keepalived writes it: `INSTANCE VI_1 MASTER 100`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.group { "GROUP" } else { "INSTANCE" };
+        write!(f, "{kind} {} {} {}", self.name, self.state, self.priority)
+    }
 }
 
-/// A one-line description of an SQL capability error.
-pub fn describe(error: &SqlError) -> String {
-    match error {
-        SqlError::Unreachable(why) => format!("mariadb unreachable: {why}"),
-        SqlError::Timeout(why) => format!("mariadb timed out: {why}"),
-        SqlError::Server((code, message)) => format!("mariadb error {code}: {message}"),
+impl fmt::Display for sql::IoState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            sql::IoState::Running => "running",
+            sql::IoState::Connecting => "connecting",
+            sql::IoState::Preparing => "preparing",
+            sql::IoState::Stopped => "stopped",
+        })
+    }
+}
+
+impl fmt::Display for sql::SqlState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            sql::SqlState::Running => "running",
+            sql::SqlState::Stopped => "stopped",
+        })
+    }
+}
+
+impl fmt::Display for sql::EventStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            sql::EventStatus::Enabled => "ENABLED",
+            sql::EventStatus::Disabled => "DISABLED",
+            sql::EventStatus::ReplicaSideDisabled => "SLAVESIDE_DISABLED",
+        })
     }
 }
 
 #[doc(hidden)]
-pub struct CheckExport<T>(std::marker::PhantomData<T>);
+pub struct Export<T>(std::marker::PhantomData<T>);
 
-impl<T: Check> bindings::check::exports::mmvip::hooks::check::Guest for CheckExport<T> {
-    fn run(args: Vec<String>, settings: Vec<Setting>) -> Outcome {
-        T::check(&Call { args, settings })
+impl<T: Plugin> __bindings::exports::mmvip::hooks::hook::Guest for Export<T> {
+    fn run(call: wit::types::Call) -> Result<String, wit::types::HookError> {
+        T::run(&Call::from_wit(call)).map_err(|error| match error {
+            HookError::Failed(why) => wit::types::HookError::Failed(why),
+            HookError::Usage(why) => wit::types::HookError::Usage(why),
+        })
     }
 }
 
+/// The manifest text as bytes of a fixed length, for the custom section.
 #[doc(hidden)]
-pub struct NotifyExport<T>(std::marker::PhantomData<T>);
-
-impl<T: Notify> bindings::notify::exports::mmvip::hooks::notify::Guest for NotifyExport<T> {
-    fn run(event: Option<Transition>, args: Vec<String>, settings: Vec<Setting>) -> Outcome {
-        T::notify(event.as_ref(), &Call { args, settings })
+pub const fn __manifest<const N: usize>(text: &str) -> [u8; N] {
+    let bytes = text.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = bytes[i];
+        i += 1;
     }
+    out
 }
 
-/// Export a [`Check`] implementation as this component's hook.
+/// Exports a [`Plugin`] as this component's hook, with its manifest:
+/// `kind` (`check` for a `vrrp_script`, `notify` for keepalived's notify lines), a
+/// one-line `about`, the default `grants` and the default `timeout_ms`.
 #[macro_export]
-macro_rules! export_check {
-    ($plugin:ty) => {
-        type __MmvipCheckExport = $crate::CheckExport<$plugin>;
-        $crate::bindings::check::__export_check_world!(__MmvipCheckExport with_types_in $crate::bindings::check);
-    };
-}
-
-/// Export a [`Notify`] implementation as this component's hook.
-#[macro_export]
-macro_rules! export_notify {
-    ($plugin:ty) => {
-        type __MmvipNotifyExport = $crate::NotifyExport<$plugin>;
-        $crate::bindings::notify::__export_notify_world!(__MmvipNotifyExport with_types_in $crate::bindings::notify);
+macro_rules! export {
+    ($plugin:ty {
+        kind: $kind:ident,
+        about: $about:literal,
+        grants: [$($grant:literal),* $(,)?],
+        timeout_ms: $timeout:literal $(,)?
+    }) => {
+        const _: () = {
+            const MANIFEST: &str = concat!(
+                "kind = \"", stringify!($kind), "\"\n",
+                "about = ", stringify!($about), "\n",
+                "grants = [", $(stringify!($grant), ", ",)* "]\n",
+                "timeout_ms = ", stringify!($timeout), "\n",
+            );
+            #[used]
+            #[unsafe(link_section = "mmvip:manifest")]
+            static SECTION: [u8; MANIFEST.len()] = $crate::__manifest(MANIFEST);
+        };
+        type __MmvipExport = $crate::Export<$plugin>;
+        $crate::__bindings::__export_plugin!(__MmvipExport with_types_in $crate::__bindings);
     };
 }

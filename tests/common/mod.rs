@@ -3,6 +3,7 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod fake;
 pub mod mariadb;
 pub mod netns;
 
@@ -10,23 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use mmvip::cache;
-use mmvip::config::Grant;
+use mmvip::bindings::types::Call;
+use mmvip::caps::Backends;
+use mmvip::caps::state::StateStore;
 use mmvip::log::{Log, LogContext};
-use mmvip::runtime::{self, Bounds, Capabilities, Invocation, Report, Watchdog};
+use mmvip::runtime::{self, Bounds, Report, Watchdog};
+use mmvip::{cache, manifest, plugin};
 
-/// A component built by `cargo xtask build` (plugins and adversarial test guests).
+/// A component built by the `mmvip-artifacts` crate (plugins and test guests).
 pub fn wasm(crate_name: &str) -> PathBuf {
-    let file = crate_name.replace('-', "_");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/wasm32-wasip2/release")
-        .join(format!("{file}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: build the components first with `cargo xtask build` (or run the tests with `cargo xtask test`)",
-        path.display()
-    );
-    path
+    mmvip_artifacts::path(crate_name)
 }
 
 /// The plugins mmvip ships.
@@ -180,18 +174,43 @@ pub struct InProcess {
 pub struct Limits {
     pub timeout: Duration,
     pub memory_bytes: usize,
+    /// Grants other than the manifest's.
+    pub grants: Option<Vec<mmvip::caps::Grant>>,
     /// What the command line's overrun stop would do (it ends the process there).
     pub on_overrun: Option<Box<dyn FnOnce() + Send>>,
 }
 
-/// Loads `crate_name`'s component through the host's cache and runs it with the
-/// given test back-ends (`setup` fills them in) under `limits`.
+/// Back-ends that a test fills in: a healthy scripted database, no VIPs, an absent
+/// failover flag and a state that lives for the run.
+pub fn backends(log: Log) -> Backends {
+    Backends {
+        failover_flag: Box::new(fake::ScriptedFlag(Ok(false))),
+        sql: Box::new(fake::Shared(fake::FakeDb::new().shared())),
+        vip: Box::new(fake::HeldVips(Default::default())),
+        state: StateStore::load(None, &log),
+        log,
+    }
+}
+
+/// A call as the host makes it for a check (no event, no instances).
+pub fn check_call(args: &[&str]) -> Call {
+    Call {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        settings: "{}".into(),
+        time_left_ms: 10_000,
+        event: None,
+        instances: Vec::new(),
+        exclusive: true,
+    }
+}
+
+/// Loads `crate_name`'s component through the host's cache, linked to the grants of
+/// its manifest, and runs it with test back-ends (`setup` fills them in).
 pub fn run_in_process(
     crate_name: &str,
-    grants: &[Grant],
-    invocation: Invocation,
+    call: Call,
     limits: Limits,
-    setup: impl FnOnce(&mut Capabilities),
+    setup: impl FnOnce(&mut Backends),
 ) -> Result<InProcess, mmvip::error::Error> {
     let dir = private_tempdir();
     let log_path = dir.path().join("test.log");
@@ -205,9 +224,13 @@ pub fn run_in_process(
     let engine = runtime::engine()?;
     let path = wasm(crate_name);
     let bytes = cache::read_plugin(&path)?;
+    let grants = match &limits.grants {
+        Some(grants) => grants.clone(),
+        None => manifest::read(&bytes.wasm, crate_name)?.grants,
+    };
     let (component, _) = cache::load(&engine, &bytes, &path, &dir.path().join("cache"), &log)?;
-    let plugin = runtime::inspect(&engine, &component, crate_name, grants)?;
-    let mut caps = Capabilities::new(log);
+    let linked = plugin::link(&engine, &component, crate_name, &grants)?;
+    let mut caps = backends(log);
     setup(&mut caps);
     let deadline = std::time::Instant::now() + limits.timeout;
     let _watchdog = Watchdog::arm(&engine, deadline, limits.on_overrun);
@@ -216,7 +239,7 @@ pub fn run_in_process(
         timeout: limits.timeout,
         memory_bytes: limits.memory_bytes,
     };
-    let (report, _instance) = runtime::run(&engine, &plugin, caps, &invocation, bounds);
+    let (report, _instance) = runtime::run(&engine, &linked, caps, &call, bounds);
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     Ok(InProcess { report, log })
 }
@@ -225,6 +248,7 @@ pub fn bounds(timeout_ms: u64) -> Limits {
     Limits {
         timeout: Duration::from_millis(timeout_ms),
         memory_bytes: 64 << 20,
+        grants: None,
         on_overrun: None,
     }
 }

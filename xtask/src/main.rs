@@ -1,33 +1,22 @@
 //! Project tasks: `cargo xtask <build|test|bench|lab>`. Each builds what it needs
-//! first, so one command works on a checkout with nothing built yet.
+//! first, so one command works on a checkout with nothing built yet. The plugins
+//! and test guests are built by the `mmvip-artifacts` crate's build script, which
+//! the lab and the tests depend on.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// Crates that build a component for wasm32-wasip2 (a `cdylib`): the plugins and
-/// the test guests. Libraries beside them (such as plugins/role) come in as deps.
-fn component_crates(root: &Path) -> Vec<String> {
-    let mut crates = Vec::new();
-    for dir in ["plugins", "tests/guests"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(manifest) = std::fs::read_to_string(entry.path().join("Cargo.toml")) else {
-                continue;
-            };
-            let name = manifest
-                .lines()
-                .find_map(|line| line.strip_prefix("name = "))
-                .map(|name| name.trim_matches('"').to_string());
-            if let Some(name) = name.filter(|_| manifest.contains("\"cdylib\"")) {
-                crates.push(name);
-            }
-        }
-    }
-    crates.sort();
-    crates
-}
+/// What `cargo xtask test` runs: every crate with native tests (the plugins are
+/// wasm components, tested through the host's suite and, for the role library,
+/// natively).
+const TESTED_PACKAGES: &[&str] = &[
+    "mmvip",
+    "mmvip-lab",
+    "mmvip-role",
+    "mmvip-artifacts",
+    "xtask",
+    "regex",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,65 +39,12 @@ fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// The host (release), the lab, and every component.
+/// The host and the lab (building the lab builds every plugin).
 fn build(root: &Path) -> Result<(), String> {
     cargo(
         root,
         &["build", "--release", "-p", "mmvip", "-p", "mmvip-lab"],
-    )?;
-    let crates = component_crates(root);
-    let mut args = vec!["build", "--release", "--target", "wasm32-wasip2"];
-    for name in &crates {
-        args.extend(["-p", name.as_str()]);
-    }
-    cargo(root, &args)
-}
-
-/// Runs `cargo test ARGS`, passing its output through, and ends with one line that
-/// totals every test binary's results (cargo prints one line per binary, and the last
-/// of them, often a doc-test binary with nothing in it, says nothing about the run).
-fn cargo_test(root: &Path, args: &[&str]) -> Result<(), String> {
-    use std::io::BufRead;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut child = Command::new(&cargo)
-        .arg("test")
-        .args(args)
-        .current_dir(root)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.map_err(|e| format!("reading cargo test output: {e}"))?;
-        println!("{line}");
-        if let Some(counts) = line.strip_prefix("test result: ") {
-            for part in counts.split(';') {
-                let mut words = part.split_whitespace().rev();
-                let (Some(what), Some(count)) = (words.next(), words.next()) else {
-                    continue;
-                };
-                let Ok(count) = count.parse::<u64>() else {
-                    continue;
-                };
-                match what {
-                    "passed" => passed += count,
-                    "failed" => failed += count,
-                    "ignored" => ignored += count,
-                    _ => {}
-                }
-            }
-        }
-    }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for cargo test: {e}"))?;
-    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`cargo test {}` failed ({status})", args.join(" ")))
-    }
+    )
 }
 
 fn run(root: &Path, program: &Path, args: &[String]) -> Result<(), String> {
@@ -124,10 +60,6 @@ fn run(root: &Path, program: &Path, args: &[String]) -> Result<(), String> {
     }
 }
 
-/// What `cargo xtask test` runs: the plugins and test guests are wasm components,
-/// tested through the host's suite.
-const TESTED_PACKAGES: &[&str] = &["mmvip", "mmvip-lab", "xtask", "regex"];
-
 fn main() -> ExitCode {
     let root = workspace_root();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -139,11 +71,11 @@ fn main() -> ExitCode {
     let result = match task {
         "build" => build(&root),
         "test" => build(&root).and_then(|()| {
-            let mut args = vec!["--release"];
+            let mut args = vec!["test", "--release"];
             for package in TESTED_PACKAGES {
                 args.extend(["-p", package]);
             }
-            cargo_test(&root, &args)
+            cargo(&root, &args)
         }),
         "bench" => {
             build(&root).and_then(|()| cargo(&root, &["bench", "-p", "mmvip", "--bench", "hooks"]))
@@ -161,9 +93,7 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!("usage: cargo xtask <build|test|bench|lab [ARGS...]>");
-            eprintln!(
-                "  build  the mmvip host, the lab and every plugin and test guest (wasm32-wasip2)"
-            );
+            eprintln!("  build  the mmvip host, the lab and every plugin and test guest");
             eprintln!(
                 "  test   build, then run the whole test suite, lab scenarios included (as root)"
             );

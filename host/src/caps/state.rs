@@ -8,12 +8,41 @@
 //! logged), and a failure to write it is logged after the hook has acted.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use wasmtime::component::{HasData, Linker};
 
+use super::Capability;
+use crate::bindings::state as wit;
 use crate::log::{Level, Log};
+use crate::runtime::HookState;
 use crate::trust::TrustedDir;
+
+pub const CAPABILITY: Capability = Capability {
+    grant: "state",
+    link,
+};
+
+fn link(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HookState, Linked>(linker, |state| &mut state.caps.state)
+}
+
+struct Linked;
+
+impl HasData for Linked {
+    type Data<'a> = &'a mut StateStore;
+}
+
+impl wit::Host for &mut StateStore {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(StateStore::get(self, &key))
+    }
+
+    fn set(&mut self, key: String, value: Option<String>) -> wasmtime::Result<Result<(), String>> {
+        Ok(StateStore::set(self, key, value))
+    }
+}
 
 const STATE_FILE: &str = "state";
 const TEMP_FILE: &str = "state.tmp";
@@ -24,6 +53,7 @@ pub const MAX_KEY_BYTES: usize = 128;
 pub const MAX_VALUE_BYTES: usize = 4 << 10;
 pub const MAX_TOTAL_BYTES: usize = 64 << 10;
 
+/// The back-end: the node's state file, loaded once when the run starts.
 pub struct StateStore {
     dir: Option<TrustedDir>,
     values: BTreeMap<String, String>,
@@ -176,28 +206,8 @@ fn write_values(dir: &TrustedDir, values: &BTreeMap<String, String>) -> std::io:
         text.push_str(&escape(value));
         text.push('\n');
     }
-    let result = (|| {
-        let fd = rustix::fs::openat(
-            dir.fd(),
-            TEMP_FILE,
-            OFlags::WRONLY
-                | OFlags::CREATE
-                | OFlags::TRUNC
-                | OFlags::NOFOLLOW
-                | OFlags::NONBLOCK
-                | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        let mut file = std::fs::File::from(fd);
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        rustix::fs::renameat(dir.fd(), TEMP_FILE, dir.fd(), STATE_FILE)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = rustix::fs::unlinkat(dir.fd(), TEMP_FILE, AtFlags::empty());
-    }
-    result
+    // Every user of the state file holds the node lock: one fixed temporary name.
+    dir.replace(STATE_FILE, TEMP_FILE, &[text.as_bytes()])
 }
 
 fn escape(text: &str) -> String {

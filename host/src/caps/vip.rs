@@ -1,11 +1,47 @@
-//! The `vip` capability: is an address configured on an interface of this node's
-//! network namespace right now? Read from the kernel's own tables in /proc.
+//! Grant `vip`: is an address configured on an interface of this node's network
+//! namespace right now? Read from the kernel's own tables in /proc.
 
 use std::net::IpAddr;
 
-pub struct LocalAddresses;
+use wasmtime::component::{HasData, Linker};
 
-impl super::Vip for LocalAddresses {
+use super::Capability;
+use crate::bindings::vip as wit;
+use crate::runtime::HookState;
+
+pub const CAPABILITY: Capability = Capability { grant: "vip", link };
+
+/// The back-end: whether this node holds an address.
+pub trait Vip: Send {
+    fn holds(&mut self, address: &str) -> Result<bool, String>;
+}
+
+/// This node's own addresses.
+pub fn backend() -> Box<dyn Vip> {
+    Box::new(LocalAddresses)
+}
+
+fn link(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HookState, Linked>(linker, |state| Cap(&mut *state.caps.vip))
+}
+
+struct Linked;
+
+impl HasData for Linked {
+    type Data<'a> = Cap<'a>;
+}
+
+struct Cap<'a>(&'a mut dyn Vip);
+
+impl wit::Host for Cap<'_> {
+    fn holds(&mut self, address: String) -> wasmtime::Result<Result<bool, String>> {
+        Ok(self.0.holds(&address))
+    }
+}
+
+struct LocalAddresses;
+
+impl Vip for LocalAddresses {
     fn holds(&mut self, address: &str) -> Result<bool, String> {
         let wanted: IpAddr = address
             .trim()
@@ -53,7 +89,6 @@ fn local_ipv6(table: &str) -> impl Iterator<Item = IpAddr> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::Vip;
 
     const TRIE: &str = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 10.77.1.0\n        /24 link UNICAST\n     |-- 10.77.1.99\n        /32 host LOCAL\nLocal:\n     |-- 10.77.1.1\n        /32 host LOCAL\n     |-- 10.77.1.255\n        /32 link BROADCAST\n";
 

@@ -1,14 +1,19 @@
 //! `mmvip backup` (notify_backup): make the node read-only, verify it, then kill client
 //! connections.
 
-use mmvip_sdk::{Call, Notify, Outcome, Transition};
+use mmvip_sdk::{Call, Outcome, Plugin, VrrpState};
 
 struct Backup;
 
-impl Notify for Backup {
-    fn notify(event: Option<&Transition>, call: &Call) -> Outcome {
-        mmvip_role::demote(event, call, "BACKUP")
+impl Plugin for Backup {
+    fn run(call: &Call) -> Outcome {
+        mmvip_role::demote(call, VrrpState::Backup)
     }
 }
 
-mmvip_sdk::export_notify!(Backup);
+mmvip_sdk::export!(Backup {
+    kind: notify,
+    about: "notify_backup: read_only=ON, verified, then client connections killed",
+    grants: ["log", "sql-read", "sql-admin", "vip", "state"],
+    timeout_ms: 15000,
+});

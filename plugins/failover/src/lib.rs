@@ -3,12 +3,12 @@
 //! Fails while the site's failover flag file exists, so keepalived lowers this
 //! node's priority and the VIP moves away for planned maintenance.
 
-use mmvip_sdk::{Call, Check, Outcome, failed, failover_flag};
+use mmvip_sdk::{Call, Outcome, Plugin, failed, failover_flag};
 
 struct Failover;
 
-impl Check for Failover {
-    fn check(call: &Call) -> Outcome {
+impl Plugin for Failover {
+    fn run(call: &Call) -> Outcome {
         call.expect_no_args()?;
         match failover_flag::is_raised() {
             Ok(false) => Ok("failover flag absent".to_string()),
@@ -18,4 +18,9 @@ impl Check for Failover {
     }
 }
 
-mmvip_sdk::export_check!(Failover);
+mmvip_sdk::export!(Failover {
+    kind: check,
+    about: "fails while the failover flag file exists (planned switch-over)",
+    grants: ["log", "failover-flag"],
+    timeout_ms: 800,
+});

@@ -2,14 +2,19 @@
 //! connections. Exactly like `backup`: the original scripts left the node
 //! writable here, which was a bug.
 
-use mmvip_sdk::{Call, Notify, Outcome, Transition};
+use mmvip_sdk::{Call, Outcome, Plugin, VrrpState};
 
 struct Fault;
 
-impl Notify for Fault {
-    fn notify(event: Option<&Transition>, call: &Call) -> Outcome {
-        mmvip_role::demote(event, call, "FAULT")
+impl Plugin for Fault {
+    fn run(call: &Call) -> Outcome {
+        mmvip_role::demote(call, VrrpState::Fault)
     }
 }
 
-mmvip_sdk::export_notify!(Fault);
+mmvip_sdk::export!(Fault {
+    kind: notify,
+    about: "notify_fault: read_only=ON, verified, then client connections killed",
+    grants: ["log", "sql-read", "sql-admin", "vip", "state"],
+    timeout_ms: 15000,
+});

@@ -3,18 +3,24 @@
 //! Passes only when MariaDB answers a trivial query over its unix socket within the
 //! configured timeout, so a down, refusing or hung server all fail the check.
 
-use mmvip_sdk::{Call, Check, Outcome, describe, failed, sql_read};
+use mmvip_sdk::{Call, Outcome, Plugin, failed, sql};
 
 struct Health;
 
-impl Check for Health {
-    fn check(call: &Call) -> Outcome {
+impl Plugin for Health {
+    fn run(call: &Call) -> Outcome {
         call.expect_no_args()?;
-        match sql_read::ping() {
+        match sql::read::ping() {
             Ok(()) => Ok("mariadb answered".to_string()),
-            Err(error) => Err(failed(describe(&error))),
+            Err(error) => Err(failed(error.to_string())),
         }
     }
 }
 
-mmvip_sdk::export_check!(Health);
+// The bound stays under keepalived's default script timeout (the 1 s interval).
+mmvip_sdk::export!(Health {
+    kind: check,
+    about: "passes while MariaDB answers SELECT 1 over its unix socket",
+    grants: ["log", "sql-read"],
+    timeout_ms: 800,
+});

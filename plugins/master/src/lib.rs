@@ -1,14 +1,19 @@
 //! `mmvip master` (notify_master): wait until this node has applied everything it
 //! received from its peer, then make it writable, if it still holds the VIP.
 
-use mmvip_sdk::{Call, Notify, Outcome, Transition};
+use mmvip_sdk::{Call, Outcome, Plugin};
 
 struct Master;
 
-impl Notify for Master {
-    fn notify(event: Option<&Transition>, call: &Call) -> Outcome {
-        mmvip_role::promote(event, call)
+impl Plugin for Master {
+    fn run(call: &Call) -> Outcome {
+        mmvip_role::promote(call)
     }
 }
 
-mmvip_sdk::export_notify!(Master);
+mmvip_sdk::export!(Master {
+    kind: notify,
+    about: "notify_master: GTID catch-up, then read_only=OFF while the VIP is held",
+    grants: ["log", "sql-read", "sql-admin", "vip", "state"],
+    timeout_ms: 40000,
+});

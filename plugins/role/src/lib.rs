@@ -5,121 +5,177 @@
 //! instance. Promotion waits for the relay log to be applied first (judged by GTIDs)
 //! and re-checks VIP ownership, so a late, stale `master` run never makes a demoted
 //! node writable. Demotion makes the node read-only before anything else.
+//!
+//! The decisions are written against [`Node`], so they are unit-tested natively
+//! against a scripted node; the plugins run them on the host's capabilities.
 
 mod catchup;
 mod events;
+mod node;
 mod options;
 
-use mmvip_sdk::{
-    Call, HookError, Outcome, Transition, describe, failed, sql_admin, sql_read, state, usage, vip,
-};
+use std::time::Duration;
 
-pub use options::{CatchupPolicy, Instance, Options, Role};
+use mmvip_sdk::{Call, HookError, Outcome, VrrpInstance, VrrpState, failed, usage};
+
+pub use node::{Capabilities, Node};
+pub use options::{CatchupPolicy, Options, Settings, parse_duration};
+
+use options::is_read_write;
 
 /// The value that makes `read_only` (or the configured variable) take effect.
 const ON: &str = "ON";
 const OFF: &str = "OFF";
+/// Kept from the hook's budget for what follows the catch-up wait.
+const AFTER_CATCHUP: Duration = Duration::from_secs(1);
 
 /// `notify_master`: catch up, then make the node writable.
-pub fn promote(event: Option<&Transition>, call: &Call) -> Outcome {
+pub fn promote(call: &Call) -> Outcome {
+    promote_on(&mut Capabilities, call)
+}
+
+/// `notify_backup`, `notify_fault`, `notify_stop`: read-only first, then kill clients.
+pub fn demote(call: &Call, state: VrrpState) -> Outcome {
+    demote_on(&mut Capabilities, call, state)
+}
+
+pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
     let (options, problems) = Options::parse(call);
     if !problems.is_empty() {
         // Promotion is the risky direction: any doubt means no change.
         return Err(usage(format!("not promoting: {}", problems.join("; "))));
     }
-    let Some(target) = options.target(event)? else {
+    if let Some(event) = call.event()
+        && event.state != VrrpState::Master
+    {
+        return Err(usage(format!(
+            "not promoting: keepalived reported {event}, not MASTER"
+        )));
+    }
+    let Some(target) = options.target(call)? else {
         return Err(usage(
             "not promoting: no instance named (pass --instance=NAME or use keepalived's `notify`) and several are configured",
         ));
     };
-    record(&target.name, "MASTER");
-    if target.role == Role::ReadOnly {
+    if !call.exclusive() {
+        return Err(failed(
+            "not promoting: the node lock could not be taken (see the log); staying read-only",
+        ));
+    }
+    node.remember(&target.name, "MASTER");
+    if !is_read_write(target) {
         return Ok(format!(
             "{} is an ro instance: read_only unchanged",
             target.name
         ));
     }
-    require_vip(target)?;
-    let caught_up = if options.wait {
-        match catchup::wait(&options) {
+    let settings = &options.settings;
+    require_vip(node, target)?;
+    let caught_up = if settings.wait {
+        let budget = call.time_left().saturating_sub(AFTER_CATCHUP);
+        let limit = settings.catchup_timeout.min(budget);
+        let cut = if limit < settings.catchup_timeout {
+            format!(
+                " (catchup_timeout {} s cut to {} s by the hook's timeout_ms)",
+                settings.catchup_timeout.as_secs_f32(),
+                limit.as_secs_f32()
+            )
+        } else {
+            String::new()
+        };
+        match catchup::wait(node, limit) {
             Ok(summary) => summary,
-            Err(catchup::Failure { why }) => match options.on_catchup_timeout {
-                CatchupPolicy::StayReadOnly => {
-                    mmvip_sdk::error(&format!(
-                        "catch-up failed: {why}; staying read-only (on_catchup_timeout = stay-read-only)"
+            Err(catchup::Failure { why, timed_out }) => {
+                let cut = if timed_out { cut.as_str() } else { "" };
+                match settings.on_catchup_timeout {
+                    CatchupPolicy::StayReadOnly => {
+                        node.error(&format!(
+                        "catch-up failed: {why}{cut}; staying read-only (on_catchup_timeout = stay-read-only)"
                     ));
-                    return Err(failed(format!("catch-up failed: {why}; staying read-only")));
-                }
-                CatchupPolicy::GoWritable => {
-                    mmvip_sdk::error(&format!(
-                        "catch-up failed: {why}; GOING WRITABLE ANYWAY (on_catchup_timeout = go-writable): unapplied transactions may conflict"
+                        return Err(failed(format!(
+                            "catch-up failed: {why}{cut}; staying read-only"
+                        )));
+                    }
+                    CatchupPolicy::GoWritable => {
+                        node.error(&format!(
+                        "catch-up failed: {why}{cut}; GOING WRITABLE ANYWAY (on_catchup_timeout = go-writable): unapplied transactions may conflict"
                     ));
-                    format!("catch-up failed ({why}), writable by policy")
+                        format!("catch-up failed ({why}{cut}), writable by policy")
+                    }
                 }
-            },
+            }
         }
     } else {
         "catch-up skipped (wait = no)".to_string()
     };
     // The wait may have been long: the VIP must still be here.
-    require_vip(target)?;
-    set_and_verify(&options.variable, OFF)?;
+    require_vip(node, target)?;
+    set_and_verify(node, &settings.variable, OFF)?;
     let mut summary = format!("writable for {}; {caught_up}", target.name);
-    if options.handle_events {
-        summary.push_str(&format!("; {}", events::enable_disabled_by_mmvip()?));
+    if settings.handle_events {
+        summary.push_str(&format!("; {}", events::enable_disabled_by_mmvip(node)?));
     }
-    record("writable", "yes");
+    node.remember("writable", "yes");
     Ok(summary)
 }
 
-/// `notify_backup`, `notify_fault`, `notify_stop`: read-only first, then kill clients.
-pub fn demote(event: Option<&Transition>, call: &Call, state_word: &str) -> Outcome {
+pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome {
     let (options, problems) = Options::parse(call);
+    if let Some(event) = call.event()
+        && event.state == VrrpState::Master
+    {
+        // A demotion line that keepalived ran for a MASTER transition is a
+        // misconfigured `notify`: acting on it would demote the VIP holder.
+        return Err(usage(format!(
+            "not demoting: keepalived reported {event} to a {state} hook; use `mmvip master` for MASTER"
+        )));
+    }
     // Demotion is the safe direction: bad arguments are reported after it is done.
-    let target = match options.target(event) {
+    let target = match options.target(call) {
         Ok(target) => target,
-        Err(HookError::Usage(why) | HookError::Failed(why)) => {
-            mmvip_sdk::warn(&format!("{why}; demoting anyway"));
+        Err(why) => {
+            node.warn(&format!("{why}; demoting anyway"));
             None
         }
     };
     if let Some(target) = target
-        && target.role == Role::ReadOnly
+        && !is_read_write(target)
     {
-        record(&target.name, state_word);
+        node.remember(&target.name, &state.to_string());
         return finish(
             format!("{} is an ro instance: read_only unchanged", target.name),
             &problems,
         );
     }
     let leaving = target.map(|t| t.name.as_str());
-    if let Some(kept) = still_held_rw(&options, leaving) {
+    if let Some(kept) = still_held_rw(node, call.instances(), leaving) {
         if let Some(target) = target {
-            record(&target.name, state_word);
+            node.remember(&target.name, &state.to_string());
         }
         return finish(
             format!("still holds the rw VIP of {kept}: staying writable"),
             &problems,
         );
     }
-    set_and_verify(&options.variable, ON)?;
+    let settings = &options.settings;
+    set_and_verify(node, &settings.variable, ON)?;
     // Memory comes after the change: a state that refuses an update must not stand
     // between the node and read-only.
     if let Some(target) = target {
-        record(&target.name, state_word);
+        node.remember(&target.name, &state.to_string());
     }
-    record("writable", "no");
+    node.remember("writable", "no");
     // The hook-run log line carries this summary; keepalived's `notify_*` lines pass
     // no instance or state of their own, so the summary names them.
     let mut summary = match target {
-        Some(target) => format!("{} {state_word}: read-only", target.name),
+        Some(target) => format!("{} {state}: read-only", target.name),
         None => "read-only".to_string(),
     };
-    if options.kill {
-        summary.push_str(&format!("; {}", kill_clients(&options)?));
+    if settings.kill {
+        summary.push_str(&format!("; {}", kill_clients(node, settings)?));
     }
-    if options.handle_events {
-        summary.push_str(&format!("; {}", events::disable_enabled()?));
+    if settings.handle_events {
+        summary.push_str(&format!("; {}", events::disable_enabled(node)?));
     }
     finish(summary, &problems)
 }
@@ -132,12 +188,8 @@ fn finish(summary: String, problems: &[String]) -> Outcome {
     }
 }
 
-fn record(key: &str, value: &str) {
-    state::set(key, Some(value));
-}
-
-fn require_vip(target: &Instance) -> Result<(), HookError> {
-    match vip::holds(&target.vip) {
+fn require_vip(node: &mut impl Node, target: &VrrpInstance) -> Result<(), HookError> {
+    match node.holds_vip(&target.vip) {
         Ok(true) => Ok(()),
         Ok(false) => Err(failed(format!(
             "VIP {} of {} is not on this node (stale MASTER notification?): staying read-only",
@@ -151,25 +203,25 @@ fn require_vip(target: &Instance) -> Result<(), HookError> {
 }
 
 /// Another `rw` instance whose VIP this node still holds, if any.
-fn still_held_rw<'a>(options: &'a Options, leaving: Option<&str>) -> Option<&'a str> {
-    options
-        .instances
+fn still_held_rw<'a>(
+    node: &mut impl Node,
+    instances: &'a [VrrpInstance],
+    leaving: Option<&str>,
+) -> Option<&'a str> {
+    instances
         .iter()
-        .filter(|i| i.role == Role::ReadWrite && Some(i.name.as_str()) != leaving)
-        .find(|i| vip::holds(&i.vip) == Ok(true))
+        .filter(|i| is_read_write(i) && Some(i.name.as_str()) != leaving)
+        .find(|i| node.holds_vip(&i.vip) == Ok(true))
         .map(|i| i.name.as_str())
 }
 
 /// Sets a global boolean variable and reads it back.
-fn set_and_verify(variable: &str, value: &str) -> Result<(), HookError> {
-    sql_admin::set_global_variable(variable, value).map_err(|e| {
-        failed(format!(
-            "SET GLOBAL {variable} = {value} failed: {}",
-            describe(&e)
-        ))
-    })?;
-    let now = sql_read::global_variable(variable)
-        .map_err(|e| failed(format!("cannot read back {variable}: {}", describe(&e))))?;
+fn set_and_verify(node: &mut impl Node, variable: &str, value: &str) -> Result<(), HookError> {
+    node.set_global_variable(variable, value)
+        .map_err(|e| failed(format!("SET GLOBAL {variable} = {value} failed: {e}")))?;
+    let now = node
+        .global_variable(variable)
+        .map_err(|e| failed(format!("cannot read back {variable}: {e}")))?;
     let wanted = if value == ON {
         ["1", "ON"]
     } else {
@@ -186,23 +238,24 @@ fn set_and_verify(variable: &str, value: &str) -> Result<(), HookError> {
 
 /// Kills client connections, sparing replication, the event scheduler, the peer's
 /// binlog dump, mmvip's own connection and the configured users.
-fn kill_clients(options: &Options) -> Result<String, HookError> {
-    let connections = sql_read::connections()
-        .map_err(|e| failed(format!("cannot list connections: {}", describe(&e))))?;
+fn kill_clients(node: &mut impl Node, settings: &Settings) -> Result<String, HookError> {
+    let connections = node
+        .connections()
+        .map_err(|e| failed(format!("cannot list connections: {e}")))?;
     let (mut killed, mut gone, mut errors) = (0, 0, Vec::new());
     for connection in connections {
         let spared = connection.is_self
             || connection.user == "system user"
             || connection.user == "event_scheduler"
             || connection.command.starts_with("Binlog Dump")
-            || options.spare_users.contains(&connection.user);
+            || settings.spare_users.contains(&connection.user);
         if spared {
             continue;
         }
-        match sql_admin::kill_connection(connection.id) {
+        match node.kill_connection(connection.id) {
             Ok(true) => killed += 1,
             Ok(false) => gone += 1,
-            Err(e) => errors.push(format!("{}: {}", connection.id, describe(&e))),
+            Err(e) => errors.push(format!("{}: {e}", connection.id)),
         }
     }
     if errors.is_empty() {
@@ -216,3 +269,6 @@ fn kill_clients(options: &Options) -> Result<String, HookError> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,42 +1,53 @@
-//! What a role hook is told: the seed scripts' arguments, the plugin's settings and
-//! the site's VRRP instances. Arguments win over settings.
+//! What a role hook is told: the seed scripts' arguments and the plugin's settings
+//! (arguments win), and which of the site's VRRP instances the run is about.
 
 use std::time::Duration;
 
-use mmvip_sdk::{Call, HookError, Transition, parse_bool, usage};
+use mmvip_sdk::{Call, HookError, InstanceRole, VrrpInstance, parse_bool, usage};
+use serde::Deserialize;
 
 /// What `master` does when the relay log cannot be applied in time (or at all).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CatchupPolicy {
     StayReadOnly,
     GoWritable,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    ReadWrite,
-    ReadOnly,
+/// The `[plugins.master|backup|fault|stop]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub wait: bool,
+    pub kill: bool,
+    pub handle_events: bool,
+    pub variable: String,
+    #[serde(deserialize_with = "duration")]
+    pub catchup_timeout: Duration,
+    pub on_catchup_timeout: CatchupPolicy,
+    #[serde(deserialize_with = "users")]
+    pub spare_users: Vec<String>,
 }
 
-/// One `[instances.NAME]` of the site config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instance {
-    pub name: String,
-    pub vip: String,
-    pub role: Role,
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            wait: true,
+            kill: true,
+            handle_events: false,
+            variable: "read_only".into(),
+            catchup_timeout: Duration::from_secs(30),
+            on_catchup_timeout: CatchupPolicy::StayReadOnly,
+            spare_users: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Options {
+    pub settings: Settings,
+    /// `--instance`, when given.
     pub instance: Option<String>,
-    pub wait: bool,
-    pub variable: String,
-    pub kill: bool,
-    pub catchup_timeout: Duration,
-    pub on_catchup_timeout: CatchupPolicy,
-    pub handle_events: bool,
-    pub spare_users: Vec<String>,
-    pub instances: Vec<Instance>,
 }
 
 impl Options {
@@ -44,67 +55,29 @@ impl Options {
     /// so a demotion can still go ahead with safe defaults and report them after.
     pub fn parse(call: &Call) -> (Options, Vec<String>) {
         let mut problems = Vec::new();
+        let settings = call.settings::<Settings>().unwrap_or_else(|e| {
+            problems.push(e.to_string());
+            Settings::default()
+        });
         let mut options = Options {
+            settings,
             instance: None,
-            wait: true,
-            variable: "read_only".into(),
-            kill: true,
-            catchup_timeout: Duration::from_secs(30),
-            on_catchup_timeout: CatchupPolicy::StayReadOnly,
-            handle_events: false,
-            spare_users: Vec::new(),
-            instances: instances(call, &mut problems),
         };
-        note(
-            &mut problems,
-            call.setting_bool("wait", true).map(|v| options.wait = v),
-        );
-        note(
-            &mut problems,
-            call.setting_bool("kill", true).map(|v| options.kill = v),
-        );
-        note(
-            &mut problems,
-            call.setting_bool("handle_events", false)
-                .map(|v| options.handle_events = v),
-        );
-        if let Some(variable) = call.setting("variable") {
-            options.variable = variable.to_string();
-        }
-        if let Some(timeout) = call.setting("catchup_timeout") {
-            note(
-                &mut problems,
-                parse_duration(timeout).map(|d| options.catchup_timeout = d),
-            );
-        }
-        if let Some(policy) = call.setting("on_catchup_timeout") {
-            note(
-                &mut problems,
-                parse_policy(policy).map(|p| options.on_catchup_timeout = p),
-            );
-        }
-        if let Some(users) = call.setting("spare_users") {
-            options.spare_users = users
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .map(|u| u.trim_matches(|c| c == '"' || c == '\'' || c == '[' || c == ']'))
-                .filter(|u| !u.is_empty())
-                .map(String::from)
-                .collect();
-        }
-        for arg in &call.args {
+        for arg in call.args() {
             let (key, value) = match arg.strip_prefix("--").and_then(|a| a.split_once('=')) {
                 Some(pair) => pair,
                 None => (arg.trim_start_matches('-'), ""),
             };
+            let settings = &mut options.settings;
             match key {
-                "wait" => note(&mut problems, flag(key, value).map(|v| options.wait = v)),
-                "kill" => note(&mut problems, flag(key, value).map(|v| options.kill = v)),
-                "variable" if !value.is_empty() => options.variable = value.to_string(),
+                "wait" => note(&mut problems, flag(key, value).map(|v| settings.wait = v)),
+                "kill" => note(&mut problems, flag(key, value).map(|v| settings.kill = v)),
+                "variable" if !value.is_empty() => settings.variable = value.to_string(),
                 "instance" if !value.is_empty() => options.instance = Some(value.to_string()),
                 "user" | "password" => problems.push(format!(
                     "--{key} is refused: mmvip never takes credentials from the command line; set [mariadb] user and password_file in the config"
                 )),
-                _ => problems.push(format!("unknown argument `{arg}`")),
+                _ => problems.push(format!("unknown argument `{}`", redact(arg))),
             }
         }
         (options, problems)
@@ -112,22 +85,38 @@ impl Options {
 
     /// The instance this run is about: `--instance`, else keepalived's `notify`
     /// arguments, else the only configured instance.
-    pub fn target(&self, event: Option<&Transition>) -> Result<Option<&Instance>, HookError> {
-        let name = self.instance.as_deref().or(event.map(|e| e.name.as_str()));
+    pub fn target<'a>(&self, call: &'a Call) -> Result<Option<&'a VrrpInstance>, HookError> {
+        let name = self
+            .instance
+            .as_deref()
+            .or(call.event().map(|e| e.name.as_str()));
+        let instances = call.instances();
         match name {
-            Some(name) => self.instances.iter().find(|i| i.name == name).map(Some).ok_or_else(|| {
+            Some(name) => instances.iter().find(|i| i.name == name).map(Some).ok_or_else(|| {
                 usage(format!("instance `{name}` is not configured: add [instances.{name}] vip and role to the config"))
             }),
-            None if self.instances.len() == 1 => Ok(self.instances.first()),
+            None if instances.len() == 1 => Ok(instances.first()),
             None => Ok(None),
         }
     }
 }
 
+/// An argument as it may be shown: a value that could be a secret (`-pSECRET`,
+/// `--password=...`) is not repeated.
+pub fn redact(arg: &str) -> String {
+    let lower = arg.to_ascii_lowercase();
+    if lower.starts_with("-p") && !lower.starts_with("--") || lower.contains("pass") {
+        let cut = arg.find('=').map_or(2.min(arg.len()), |i| i + 1);
+        format!("{}…", &arg[..cut])
+    } else {
+        arg.to_string()
+    }
+}
+
 /// Keeps a problem for the report instead of stopping at it.
 fn note(problems: &mut Vec<String>, result: Result<(), HookError>) {
-    if let Err(HookError::Usage(why) | HookError::Failed(why)) = result {
-        problems.push(why);
+    if let Err(why) = result {
+        problems.push(why.to_string());
     }
 }
 
@@ -135,34 +124,21 @@ fn flag(key: &str, value: &str) -> Result<bool, HookError> {
     parse_bool(value).ok_or_else(|| usage(format!("--{key} takes yes or no, not `{value}`")))
 }
 
-fn instances(call: &Call, problems: &mut Vec<String>) -> Vec<Instance> {
-    let mut found: Vec<Instance> = Vec::new();
-    for setting in &call.settings {
-        let Some(rest) = setting.key.strip_prefix("instances.") else {
-            continue;
-        };
-        let Some(name) = rest.strip_suffix(".vip") else {
-            continue;
-        };
-        let role = match call.setting(&format!("instances.{name}.role")) {
-            Some("ro") => Role::ReadOnly,
-            Some("rw") | None => Role::ReadWrite,
-            Some(other) => {
-                problems.push(format!("instance `{name}` has unknown role `{other}`"));
-                Role::ReadWrite
-            }
-        };
-        found.push(Instance {
-            name: name.to_string(),
-            vip: setting.value.clone(),
-            role,
-        });
+/// `30` (seconds), `"30s"`, `"1500ms"`.
+fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(u64),
+        Text(String),
     }
-    found
+    match Raw::deserialize(deserializer)? {
+        Raw::Seconds(seconds) => Ok(Duration::from_secs(seconds)),
+        Raw::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
+    }
 }
 
-/// `30`, `30s`, `1500ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, HookError> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let parsed = if let Some(ms) = text.strip_suffix("ms") {
         ms.trim().parse().map(Duration::from_millis)
@@ -172,19 +148,86 @@ pub fn parse_duration(text: &str) -> Result<Duration, HookError> {
             .parse()
             .map(Duration::from_secs)
     };
-    parsed.map_err(|_| {
-        usage(format!(
-            "catchup_timeout `{text}` is not a duration such as 30s or 1500ms"
-        ))
-    })
+    parsed.map_err(|_| format!("`{text}` is not a duration such as 30s or 1500ms"))
 }
 
-fn parse_policy(text: &str) -> Result<CatchupPolicy, HookError> {
-    match text {
-        "stay-read-only" => Ok(CatchupPolicy::StayReadOnly),
-        "go-writable" => Ok(CatchupPolicy::GoWritable),
-        other => Err(usage(format!(
-            "on_catchup_timeout must be stay-read-only or go-writable, not `{other}`"
-        ))),
+/// A list of users, or the seed's comma-separated text.
+fn users<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let list = match Raw::deserialize(deserializer)? {
+        Raw::List(list) => list,
+        Raw::Text(text) => text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .map(String::from)
+            .collect(),
+    };
+    Ok(list
+        .into_iter()
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect())
+}
+
+pub fn is_read_write(instance: &VrrpInstance) -> bool {
+    instance.role == InstanceRole::ReadWrite
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(args: &[&str], settings: &str) -> Call {
+        Call::new(args, settings, Duration::from_secs(10))
+    }
+
+    #[test]
+    fn settings_and_arguments_combine_with_arguments_winning() {
+        let (options, problems) = Options::parse(&call(
+            &["--wait=no", "--instance=VI_2"],
+            r#"{"wait": true, "catchup_timeout": "1500ms", "spare_users": "monitor, backup"}"#,
+        ));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!options.settings.wait);
+        assert_eq!(options.instance.as_deref(), Some("VI_2"));
+        assert_eq!(
+            options.settings.catchup_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(options.settings.spare_users, ["monitor", "backup"]);
+    }
+
+    #[test]
+    fn problems_are_collected_and_secrets_not_repeated() {
+        let (options, problems) = Options::parse(&call(
+            &["-psecret", "--password=hunter2", "--kill=maybe"],
+            r#"{"catchup_timout": 5}"#,
+        ));
+        let all = problems.join("; ");
+        assert!(all.contains("unknown field `catchup_timout`"), "{all}");
+        assert!(all.contains("--password is refused"), "{all}");
+        assert!(all.contains("--kill takes yes or no"), "{all}");
+        assert!(!all.contains("secret") && !all.contains("hunter2"), "{all}");
+        // Safe defaults stand in for what could not be read.
+        assert!(options.settings.kill);
+    }
+
+    #[test]
+    fn policy_and_duration_spellings() {
+        let (options, problems) = Options::parse(&call(
+            &[],
+            r#"{"on_catchup_timeout": "go-writable", "catchup_timeout": 7}"#,
+        ));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            options.settings.on_catchup_timeout,
+            CatchupPolicy::GoWritable
+        );
+        assert_eq!(options.settings.catchup_timeout, Duration::from_secs(7));
+        assert!(parse_duration("soon").is_err());
     }
 }

@@ -2,14 +2,19 @@
 //! connections. Exactly like `backup`: the original scripts left the node
 //! writable here, which was a bug.
 
-use mmvip_sdk::{Call, Notify, Outcome, Transition};
+use mmvip_sdk::{Call, Outcome, Plugin, VrrpState};
 
 struct Stop;
 
-impl Notify for Stop {
-    fn notify(event: Option<&Transition>, call: &Call) -> Outcome {
-        mmvip_role::demote(event, call, "STOP")
+impl Plugin for Stop {
+    fn run(call: &Call) -> Outcome {
+        mmvip_role::demote(call, VrrpState::Stop)
     }
 }
 
-mmvip_sdk::export_notify!(Stop);
+mmvip_sdk::export!(Stop {
+    kind: notify,
+    about: "notify_stop: read_only=ON, verified, then client connections killed",
+    grants: ["log", "sql-read", "sql-admin", "vip", "state"],
+    timeout_ms: 15000,
+});

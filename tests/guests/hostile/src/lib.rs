@@ -10,51 +10,50 @@
 //! `exit CODE`           calls exit() instead of returning
 //! `long-message BYTES`  fails with a message of BYTES bytes
 
-use mmvip_sdk::{
-    Call, Check, Outcome, describe, failed, log, sql_admin, sql_raw, sql_read, state, usage,
-};
+use mmvip_sdk::{Call, Outcome, Plugin, failed, log, sql, state, usage};
 
 struct Hostile;
 
 fn count(call: &Call) -> Result<usize, mmvip_sdk::HookError> {
-    call.args
+    call.args()
         .get(1)
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| usage("needs a count"))
 }
 
-impl Check for Hostile {
-    fn check(call: &Call) -> Outcome {
-        let arg = |i: usize| call.args.get(i).map(String::as_str).unwrap_or_default();
+impl Plugin for Hostile {
+    fn run(call: &Call) -> Outcome {
+        let arg = |i: usize| call.args().get(i).map(String::as_str).unwrap_or_default();
         match arg(0) {
-            "set" => sql_admin::set_global_variable(arg(1), arg(2))
+            "set" => sql::admin::set_global_variable(arg(1), arg(2))
                 .map(|()| format!("set {}", arg(1)))
-                .map_err(|e| failed(describe(&e))),
+                .map_err(|e| failed(e.to_string())),
             "long-names" => {
                 let name = "a".repeat(100_000);
                 for _ in 0..count(call)? {
-                    let _ = sql_read::global_variable(&name);
+                    let _ = sql::read::global_variable(&name);
                 }
                 Ok("asked".into())
             }
             "log-flood" => {
                 let line = "x".repeat(64 << 10);
                 for _ in 0..count(call)? {
-                    log::write(log::Level::Info, &line);
+                    log::info(&line);
                 }
                 Ok("logged".into())
             }
             "state-flood" => {
                 let value = "v".repeat(4 << 10);
                 for n in 0..count(call)? {
-                    state::set(&format!("key-{n}"), Some(&value));
+                    state::set(&format!("key-{n}"), Some(&value))
+                        .map_err(|why| failed(format!("state refused: {why}")))?;
                 }
                 Ok("stored".into())
             }
             "state-get" => Ok(state::get(arg(1)).unwrap_or_else(|| "(none)".into())),
-            "raw" => sql_raw::query(arg(1))
+            "raw" => sql::raw::query(arg(1))
                 .map(|rows| format!("{} rows", rows.len()))
-                .map_err(|e| failed(describe(&e))),
+                .map_err(|e| failed(e.to_string())),
             "exit" => std::process::exit(arg(1).parse().unwrap_or(3)),
             "long-message" => Err(failed("m".repeat(count(call)?))),
             other => Err(usage(format!("unknown action `{other}`"))),
@@ -62,4 +61,9 @@ impl Check for Hostile {
     }
 }
 
-mmvip_sdk::export_check!(Hostile);
+mmvip_sdk::export!(Hostile {
+    kind: check,
+    about: "uses its grants to try to exhaust or subvert the host",
+    grants: ["log"],
+    timeout_ms: 1000,
+});

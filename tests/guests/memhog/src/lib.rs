@@ -1,11 +1,11 @@
 //! A check that allocates without bound: the host's memory limit must stop it.
 
-use mmvip_sdk::{Call, Check, Outcome};
+use mmvip_sdk::{Call, Outcome, Plugin};
 
 struct MemHog;
 
-impl Check for MemHog {
-    fn check(_call: &Call) -> Outcome {
+impl Plugin for MemHog {
+    fn run(_call: &Call) -> Outcome {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
             hoard.push(vec![0xA5; 1 << 20]);
@@ -14,4 +14,9 @@ impl Check for MemHog {
     }
 }
 
-mmvip_sdk::export_check!(MemHog);
+mmvip_sdk::export!(MemHog {
+    kind: check,
+    about: "never stops allocating: the memory limit must stop it",
+    grants: ["log"],
+    timeout_ms: 1000,
+});

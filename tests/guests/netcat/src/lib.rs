@@ -1,12 +1,12 @@
 //! A check that opens a TCP connection. Its component imports wasi:sockets, which
 //! mmvip never links: it must be refused before it runs.
 
-use mmvip_sdk::{Call, Check, Outcome, failed};
+use mmvip_sdk::{Call, Outcome, Plugin, failed};
 
 struct NetCat;
 
-impl Check for NetCat {
-    fn check(_call: &Call) -> Outcome {
+impl Plugin for NetCat {
+    fn run(_call: &Call) -> Outcome {
         match std::net::TcpStream::connect("127.0.0.1:3306") {
             Ok(_) => Ok("connected".into()),
             Err(e) => Err(failed(e.to_string())),
@@ -14,4 +14,9 @@ impl Check for NetCat {
     }
 }
 
-mmvip_sdk::export_check!(NetCat);
+mmvip_sdk::export!(NetCat {
+    kind: check,
+    about: "opens a TCP connection: must be refused for importing wasi:sockets",
+    grants: ["log"],
+    timeout_ms: 1000,
+});

@@ -1,12 +1,12 @@
 //! A check that reports what of the host it can reach: files, environment and
 //! arguments. The host must show it nothing; it passes with a summary.
 
-use mmvip_sdk::{Call, Check, Outcome};
+use mmvip_sdk::{Call, Outcome, Plugin};
 
 struct Snoop;
 
-impl Check for Snoop {
-    fn check(_call: &Call) -> Outcome {
+impl Plugin for Snoop {
+    fn run(_call: &Call) -> Outcome {
         let mut seen = Vec::new();
         for path in ["/etc/hostname", "/etc/passwd", ".", "/"] {
             seen.push(
@@ -27,4 +27,9 @@ impl Check for Snoop {
     }
 }
 
-mmvip_sdk::export_check!(Snoop);
+mmvip_sdk::export!(Snoop {
+    kind: check,
+    about: "reports what of the host it can see: files, environment, arguments",
+    grants: ["log"],
+    timeout_ms: 1000,
+});

@@ -1,11 +1,11 @@
 //! A check that never returns: the host must interrupt it at the deadline.
 
-use mmvip_sdk::{Call, Check, Outcome};
+use mmvip_sdk::{Call, Outcome, Plugin};
 
 struct Spin;
 
-impl Check for Spin {
-    fn check(_call: &Call) -> Outcome {
+impl Plugin for Spin {
+    fn run(_call: &Call) -> Outcome {
         let mut counter: u64 = 0;
         loop {
             counter = std::hint::black_box(counter.wrapping_add(1));
@@ -13,4 +13,9 @@ impl Check for Spin {
     }
 }
 
-mmvip_sdk::export_check!(Spin);
+mmvip_sdk::export!(Spin {
+    kind: check,
+    about: "never returns: the deadline must interrupt it",
+    grants: ["log"],
+    timeout_ms: 1000,
+});

@@ -1,16 +1,16 @@
-//! A check built against mmvip:hooks@0.2.0, which this host does not speak.
+//! A check built for mmvip:hooks@0.1.0, as every plugin before mmvip 0.2 was.
 
 wit_bindgen::generate!({ path: "wit", world: "check-plugin" });
 
 use exports::mmvip::hooks::check::Guest;
-use mmvip::hooks::types::HookError;
+use mmvip::hooks::types::{HookError, Setting};
 
-struct FromTheFuture;
+struct FromThePast;
 
-impl Guest for FromTheFuture {
-    fn run(_args: Vec<String>) -> Result<String, HookError> {
+impl Guest for FromThePast {
+    fn run(_args: Vec<String>, _settings: Vec<Setting>) -> Result<String, HookError> {
         Ok("I should never run".into())
     }
 }
 
-export!(FromTheFuture);
+export!(FromThePast);

@@ -15,10 +15,11 @@ use rustix::process::Signal;
 
 use crate::cleanup::Registry;
 use crate::hooks::{self, Artifacts, HookSet};
-use crate::keepalived::{self, Instance, Layout, Timers};
+use crate::keepalived::{self, Timers};
 use crate::mariadb;
 use crate::paths::NodePaths;
 use crate::topology::{self, NodeId};
+use crate::topology::{Instance, Layout};
 use crate::wait;
 
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(40);

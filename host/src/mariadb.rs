@@ -10,7 +10,13 @@ use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, Row, Value};
 use mysql_common::proto::codec::error::PacketCodecError;
 
-use super::{ClientConnection, EventInfo, ReplicaStatus, Sql, SqlError};
+use crate::caps::sql::{
+    ClientConnection, EventInfo, EventStatus, IoState, ReplicaStatus, ServerError, SqlError,
+    SqlState, refused,
+};
+use crate::caps::sql_admin::SqlAdmin;
+use crate::caps::sql_raw::{Rows, SqlRaw};
+use crate::caps::sql_read::SqlRead;
 use crate::config::MariaDbConfig;
 use crate::log::{Level, Log};
 
@@ -66,7 +72,10 @@ impl Endpoint {
             }
         };
         match error {
-            mysql::Error::MySqlError(e) => SqlError::Server((e.code, e.message)),
+            mysql::Error::MySqlError(e) => SqlError::Server(ServerError {
+                code: e.code,
+                message: e.message,
+            }),
             mysql::Error::IoError(e) | mysql::Error::CodecError(PacketCodecError::Io(e)) => {
                 transport(e.kind(), &e)
             }
@@ -208,7 +217,7 @@ impl MariaDb {
     }
 }
 
-impl Sql for MariaDb {
+impl SqlRead for MariaDb {
     fn ping(&mut self) -> Result<(), SqlError> {
         self.run(Level::Debug, "SELECT 1", |conn, sql| conn.query_drop(sql))
     }
@@ -232,8 +241,8 @@ impl Sql for MariaDb {
                 let text = |column: &str| column_text(&row, column).unwrap_or_default();
                 ReplicaStatus {
                     connection_name: text("Connection_name"),
-                    io_running: text("Slave_IO_Running"),
-                    sql_running: text("Slave_SQL_Running"),
+                    io_state: io_state(&text("Slave_IO_Running")),
+                    sql_state: sql_state(&text("Slave_SQL_Running")),
                     gtid_io_pos: text("Gtid_IO_Pos"),
                     last_io_error: text("Last_IO_Error"),
                     last_sql_error: text("Last_SQL_Error"),
@@ -277,13 +286,15 @@ impl Sql for MariaDb {
                 Some(EventInfo {
                     schema: cells.next()?,
                     name: cells.next()?,
-                    status: cells.next()?,
+                    status: event_status(&cells.next()?)?,
                     comment: cells.next()?,
                 })
             })
             .collect())
     }
+}
 
+impl SqlAdmin for MariaDb {
     fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
         check_identifier(name)?;
         if !self.settable.iter().any(|v| v.eq_ignore_ascii_case(name)) {
@@ -326,10 +337,9 @@ impl Sql for MariaDb {
         match result.flatten() {
             Some(0) => Ok(true),
             Some(_) => Ok(false),
-            None => Err(SqlError::Server((
-                0,
-                "MASTER_GTID_WAIT returned NULL".into(),
-            ))),
+            None => Err(refused(
+                "MASTER_GTID_WAIT returned NULL (position not understood by the server)",
+            )),
         }
     }
 
@@ -337,7 +347,10 @@ impl Sql for MariaDb {
         let statement = format!("KILL CONNECTION {id}");
         match self.run(Level::Info, &statement, |conn, sql| conn.query_drop(sql)) {
             Ok(()) => Ok(true),
-            Err(SqlError::Server((ER_NO_SUCH_THREAD, _))) => Ok(false),
+            Err(SqlError::Server(ServerError {
+                code: ER_NO_SUCH_THREAD,
+                ..
+            })) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -365,13 +378,30 @@ impl Sql for MariaDb {
             conn.query_drop(sql)
         })?;
         let result = self.run(Level::Info, &statement, |conn, sql| conn.query_drop(sql));
-        self.run(Level::Info, "SET SESSION sql_log_bin = 1", |conn, sql| {
+        let restored = self.run(Level::Info, "SET SESSION sql_log_bin = 1", |conn, sql| {
             conn.query_drop(sql)
-        })?;
-        result
+        });
+        match (result, restored) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(error), Ok(())) => Err(error),
+            // This connection must not go on with binary logging off.
+            (result, Err(restoring)) => {
+                self.conn = None;
+                Err(match result {
+                    Ok(()) => restoring,
+                    Err(error) => refused(format!(
+                        "{}; and then restoring sql_log_bin failed ({}), so the connection was dropped",
+                        describe(&error),
+                        describe(&restoring)
+                    )),
+                })
+            }
+        }
     }
+}
 
-    fn query(&mut self, statement: &str) -> Result<Vec<Vec<Option<String>>>, SqlError> {
+impl SqlRaw for MariaDb {
+    fn query(&mut self, statement: &str) -> Result<Rows, SqlError> {
         if statement.len() > MAX_RAW_STATEMENT_BYTES {
             return Err(refused(format!(
                 "statement of {} bytes is longer than {MAX_RAW_STATEMENT_BYTES}",
@@ -423,8 +453,39 @@ fn is_timeout(kind: ErrorKind) -> bool {
     matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
-fn refused(why: String) -> SqlError {
-    SqlError::Server((0, format!("refused by mmvip: {why}")))
+/// One line for an SQL error, as the SDK words it.
+fn describe(error: &SqlError) -> String {
+    match error {
+        SqlError::Unreachable(why) => format!("mariadb unreachable: {why}"),
+        SqlError::Timeout(why) => format!("mariadb timed out: {why}"),
+        SqlError::Server(e) => format!("mariadb error {}: {}", e.code, e.message),
+        SqlError::Refused(why) => format!("refused by mmvip: {why}"),
+    }
+}
+
+fn io_state(text: &str) -> IoState {
+    match text {
+        "Yes" => IoState::Running,
+        "Connecting" => IoState::Connecting,
+        "Preparing" => IoState::Preparing,
+        _ => IoState::Stopped,
+    }
+}
+
+fn sql_state(text: &str) -> SqlState {
+    match text {
+        "Yes" => SqlState::Running,
+        _ => SqlState::Stopped,
+    }
+}
+
+fn event_status(text: &str) -> Option<EventStatus> {
+    match text {
+        "ENABLED" => Some(EventStatus::Enabled),
+        "DISABLED" => Some(EventStatus::Disabled),
+        "SLAVESIDE_DISABLED" => Some(EventStatus::ReplicaSideDisabled),
+        _ => None,
+    }
 }
 
 fn check_identifier(name: &str) -> Result<(), SqlError> {

@@ -1,0 +1,21 @@
+//! What the three SQL grants share: one connection to the local MariaDB serves
+//! `sql-read`, `sql-admin` and `sql-raw`, so a back-end implements all three.
+
+pub use crate::bindings::sql_types::{
+    ClientConnection, EventInfo, EventStatus, IoState, ReplicaStatus, ServerError, SqlError,
+    SqlState,
+};
+
+use super::sql_admin::SqlAdmin;
+use super::sql_raw::SqlRaw;
+use super::sql_read::SqlRead;
+
+/// A back-end for every SQL grant.
+pub trait SqlBackend: SqlRead + SqlAdmin + SqlRaw {}
+
+impl<T: SqlRead + SqlAdmin + SqlRaw> SqlBackend for T {}
+
+/// An operation mmvip refuses before sending anything.
+pub fn refused(why: impl Into<String>) -> SqlError {
+    SqlError::Refused(why.into())
+}
