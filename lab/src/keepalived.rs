@@ -215,6 +215,7 @@ fn strip_timestamp(line: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::Layout;
     use std::path::Path;
 
     fn commands() -> HookCommands {
