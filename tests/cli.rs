@@ -80,16 +80,23 @@ fn config_env_overrides_default_and_flag_wins_over_env() {
     );
     assert_eq!(exit_code(&output), 2);
     assert!(stderr(&output).contains("/nonexistent/flag.toml"));
-    // Without either, the default path is read.
-    let output = mmvip_raw(&["failover"], None);
-    if !std::path::Path::new("/etc/mmvip/mmvip.toml").exists() {
-        assert_eq!(exit_code(&output), 2);
-        assert!(
-            stderr(&output).contains("/etc/mmvip/mmvip.toml"),
-            "{}",
-            stderr(&output)
-        );
-    }
+    // Without either, the default path is read: shown here with an empty /etc/mmvip
+    // (a private mount over it, when the machine has one).
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--", "/bin/sh", "-c"]).arg(format!(
+        "if [ -d /etc/mmvip ]; then mount -t tmpfs mmvip-test /etc/mmvip || exit 99; fi; exec {} failover",
+        common::mmvip_binary().display()
+    ));
+    let output = command
+        .env_remove("MMVIP_CONFIG")
+        .output()
+        .expect("run unshare");
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("/etc/mmvip/mmvip.toml"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]

@@ -43,6 +43,7 @@ pub struct Config {
     /// Lock and state files of the notify hooks.
     pub state_dir: PathBuf,
     pub mariadb: MariaDbConfig,
+    pub peer: Option<PeerConfig>,
     pub plugins: BTreeMap<String, PluginTable>,
     /// VRRP instances by name: the VIP each moves and whether it carries writes.
     pub instances: BTreeMap<String, Instance>,
@@ -66,6 +67,17 @@ pub struct MariaDbConfig {
     pub timeout: Duration,
     /// The global variables a plugin granted `sql-admin` may set.
     pub settable_variables: Vec<String>,
+}
+
+/// The peer node's MariaDB, as `peer` asks it: over TCP, with an account of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// `host:port` pairs, tried in order (heartbeat network first).
+    pub addresses: Vec<(String, u16)>,
+    pub user: String,
+    pub password_file: Option<PathBuf>,
+    /// Connect/read/write timeout per address.
+    pub timeout: Duration,
 }
 
 /// One `[plugins.NAME]` table as written.
@@ -150,6 +162,7 @@ struct RawConfig {
     state_dir: Option<PathBuf>,
     #[serde(default)]
     mariadb: RawMariaDb,
+    peer: Option<RawPeer>,
     #[serde(default)]
     plugins: BTreeMap<String, BTreeMap<String, Spanned<toml::Value>>>,
     #[serde(default)]
@@ -162,6 +175,15 @@ struct RawInstance {
     vip: Spanned<String>,
     #[serde(default)]
     role: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    addresses: Spanned<Vec<String>>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -289,7 +311,39 @@ impl Config {
             }
             None => vec!["read_only".to_string()],
         };
+        let peer = match raw.peer {
+            None => None,
+            Some(peer) => {
+                let offset = peer.addresses.span().start;
+                let mut addresses = Vec::new();
+                for text in peer.addresses.get_ref() {
+                    addresses.push(parse_address(text).ok_or_else(|| {
+                        at(
+                            offset,
+                            &format!("[peer] addresses: `{text}` is not host:port (or host)"),
+                        )
+                    })?);
+                }
+                if addresses.is_empty() {
+                    return Err(at(offset, "[peer] addresses: list at least one address"));
+                }
+                let timeout_ms = match peer.timeout_ms {
+                    Some(t) if *t.get_ref() == 0 => {
+                        return Err(at(t.span().start, "[peer] timeout_ms must be above 0"));
+                    }
+                    Some(t) => t.into_inner(),
+                    None => 500,
+                };
+                Some(PeerConfig {
+                    addresses,
+                    user: peer.user.unwrap_or_else(|| "mmvip_peer".into()),
+                    password_file: peer.password_file,
+                    timeout: Duration::from_millis(timeout_ms),
+                })
+            }
+        };
         Ok(Config {
+            peer,
             plugin_dir: raw
                 .plugin_dir
                 .unwrap_or_else(|| "/usr/local/lib/mmvip/plugins".into()),
@@ -420,6 +474,30 @@ impl PluginTable {
         }
         Ok(parsed)
     }
+}
+
+/// `host:port`, `host` (port 3306) or `[v6-address]:port`.
+fn parse_address(text: &str) -> Option<(String, u16)> {
+    const DEFAULT_PORT: u16 = 3306;
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, port) = rest.split_once(']')?;
+        let port = match port.strip_prefix(':') {
+            Some(port) => port.parse().ok()?,
+            None if port.is_empty() => DEFAULT_PORT,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()?),
+        None => (text, DEFAULT_PORT),
+    };
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    valid.then(|| (host.to_string(), port))
 }
 
 fn positive_integer(value: &toml::Value) -> Option<u64> {
@@ -578,6 +656,30 @@ mod tests {
         );
         let err = parse("[instances.VI_1]\nvip = \"vip-host\"\n").unwrap_err();
         assert!(err.message().contains("not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn the_peer_is_addresses_an_account_and_a_timeout() {
+        let config = parse(
+            "[peer]\naddresses = [\"10.0.0.2:3307\", \"db2.example\", \"[fd00::2]:3306\"]\npassword_file = \"/etc/mmvip/peer-password\"\n",
+        )
+        .unwrap();
+        let peer = config.peer.unwrap();
+        assert_eq!(
+            peer.addresses,
+            [
+                ("10.0.0.2".to_string(), 3307),
+                ("db2.example".to_string(), 3306),
+                ("fd00::2".to_string(), 3306)
+            ]
+        );
+        assert_eq!(peer.user, "mmvip_peer");
+        assert_eq!(peer.timeout, Duration::from_millis(500));
+        assert!(parse("").unwrap().peer.is_none());
+        let err = parse("[peer]\naddresses = [\"10.0.0.2:x\"]\n").unwrap_err();
+        assert!(err.message().contains("is not host:port"), "{err}");
+        let err = parse("[peer]\naddresses = []\n").unwrap_err();
+        assert!(err.message().contains("at least one"), "{err}");
     }
 
     #[test]

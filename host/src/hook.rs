@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::bindings::types::{Call, Transition, VrrpInstance};
-use crate::caps::{Backends, failover_flag, sql, state::StateStore, vip};
+use crate::caps::{Backends, failover_flag, peer, sql, state::StateStore, vip};
 use crate::cli::{Ended, Exit, refuse};
 use crate::config::{Config, PluginSpec};
 use crate::error::{Error, Result};
@@ -99,8 +99,9 @@ impl Run<'_> {
         let (args, event) = self.keepalived_arguments(&found.spec, raw_args)?;
         let (lock, state_dir) = self.lock(&found.spec, deadline);
         let sql = self.open_sql_ahead(&found.spec, deadline)?;
+        let peer = self.peer(&found.spec, deadline)?;
         let (plugin, _) = found.load(self.engine, self.config, &self.log)?;
-        let caps = self.backends(&plugin, sql, state_dir);
+        let caps = self.backends(&plugin, sql, peer, state_dir);
         let call = Call {
             args,
             settings: plugin.spec.settings.clone(),
@@ -212,10 +213,21 @@ impl Run<'_> {
         Ok(Box::new(backend))
     }
 
+    /// The peer back-end (its password is read only when `peer` is granted).
+    fn peer(&self, spec: &PluginSpec, deadline: Instant) -> Result<Box<dyn peer::Peer>> {
+        let config = self.config.peer.as_ref();
+        let password = match config.and_then(|p| p.password_file.as_ref()) {
+            Some(path) if spec.granted("peer") => Some(read_password(path)?),
+            _ => None,
+        };
+        Ok(peer::backend(config, password, deadline, &self.log))
+    }
+
     fn backends(
         &self,
         plugin: &Plugin,
         sql: Box<dyn sql::SqlBackend>,
+        peer: Box<dyn peer::Peer>,
         state_dir: Option<TrustedDir>,
     ) -> Backends {
         let state_dir = state_dir.filter(|_| plugin.spec.granted("state"));
@@ -225,6 +237,7 @@ impl Run<'_> {
             sql,
             vip: vip::backend(),
             state: StateStore::load(state_dir, &self.log),
+            peer,
         }
     }
 

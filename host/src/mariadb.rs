@@ -3,6 +3,7 @@
 //! statement a plugin causes is logged before it is sent.
 
 use std::io::ErrorKind;
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,38 +38,63 @@ const MAX_RAW_ROWS: usize = 100_000;
 /// Host bytes charged per row and per cell beside the text itself.
 const ROW_OVERHEAD: usize = 24;
 
+/// Where a server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Socket(PathBuf),
+    Tcp { host: String, port: u16 },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Socket(path) => write!(f, "{}", path.display()),
+            Target::Tcp { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
 /// Where and as whom to connect.
 #[derive(Clone)]
-struct Endpoint {
-    config: MariaDbConfig,
-    password: Option<String>,
+pub struct Endpoint {
+    pub target: Target,
+    pub user: String,
+    pub password: Option<String>,
 }
 
 impl Endpoint {
     fn open(&self, timeout: Duration) -> Result<Conn, SqlError> {
         let opts = OptsBuilder::new()
-            .socket(Some(self.config.socket.to_string_lossy()))
-            .user(Some(self.config.user.as_str()))
+            .user(Some(self.user.as_str()))
             .pass(self.password.as_deref())
-            .prefer_socket(false)
             // Known values spare the driver its set-up queries.
             .max_allowed_packet(Some(MAX_PACKET))
             .stmt_cache_size(0)
             .read_timeout(Some(timeout))
             .write_timeout(Some(timeout));
+        let opts = match &self.target {
+            Target::Socket(path) => opts
+                .socket(Some(path.to_string_lossy()))
+                .prefer_socket(false),
+            Target::Tcp { host, port } => opts
+                .ip_or_hostname(Some(host.as_str()))
+                .tcp_port(*port)
+                .prefer_socket(false)
+                .tcp_connect_timeout(Some(timeout)),
+        };
         Conn::new(opts).map_err(|e| self.error(e, timeout))
     }
 
     fn error(&self, error: mysql::Error, timeout: Duration) -> SqlError {
-        let socket = self.config.socket.display();
+        let target = &self.target;
         let transport = |kind: ErrorKind, why: &dyn std::fmt::Display| {
             if is_timeout(kind) {
                 SqlError::Timeout(format!(
-                    "no answer on {socket} within {} ms",
+                    "no answer on {target} within {} ms",
                     timeout.as_millis()
                 ))
             } else {
-                SqlError::Unreachable(format!("{socket}: {why}"))
+                SqlError::Unreachable(format!("{target}: {why}"))
             }
         };
         match error {
@@ -84,43 +110,38 @@ impl Endpoint {
                 why,
                 kind,
             )))) => transport(kind, &why),
-            other => SqlError::Unreachable(format!("{socket}: {other}")),
+            other => SqlError::Unreachable(format!("{target}: {other}")),
         }
     }
 }
 
-pub struct MariaDb {
+/// Statements to one server on one connection (opened ahead or on first use), each
+/// bounded by the statement timeout and the hook's deadline, each logged first.
+pub struct Session {
     endpoint: Endpoint,
+    /// The connect/read/write timeout of a statement.
+    timeout: Duration,
     deadline: Instant,
     log: Log,
-    /// Variables `set-global-variable` may change (`[mariadb] settable_variables`).
-    settable: Vec<String>,
-    /// Host memory one `sql-raw` result may take before it is refused.
-    result_limit: usize,
     conn: Option<Conn>,
     /// A connection being opened ahead of the plugin's first statement.
     opening: Option<JoinHandle<Result<Conn, SqlError>>>,
 }
 
-impl MariaDb {
-    /// `memory_bytes` is the plugin's memory limit: a raw result may take a quarter
-    /// of it in the host (and must then still fit in the plugin).
-    pub fn new(
-        config: MariaDbConfig,
-        password: Option<String>,
-        deadline: Instant,
-        log: Log,
-        memory_bytes: usize,
-    ) -> Self {
-        MariaDb {
-            settable: config.settable_variables.clone(),
-            result_limit: memory_bytes / 4,
-            endpoint: Endpoint { config, password },
+impl Session {
+    pub fn new(endpoint: Endpoint, timeout: Duration, deadline: Instant, log: Log) -> Session {
+        Session {
+            endpoint,
+            timeout,
             deadline,
             log,
             conn: None,
             opening: None,
         }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.endpoint.target
     }
 
     /// Starts connecting on a second thread, so the handshake overlaps loading the
@@ -130,27 +151,15 @@ impl MariaDb {
         if self.conn.is_some() || self.opening.is_some() {
             return;
         }
-        let Ok(timeout) = self.io_budget(self.endpoint.config.timeout) else {
+        let Ok(timeout) = self.io_budget(self.timeout) else {
             return;
         };
         let endpoint = self.endpoint.clone();
         self.opening = Some(std::thread::spawn(move || endpoint.open(timeout)));
     }
 
-    /// Drops a connection opened ahead: a hook that waited for the node lock may have
-    /// had it killed by the demotion that held the lock.
-    pub fn forget_connection(&mut self) {
-        self.opening = None;
-        self.conn = None;
-    }
-
-    /// Tags later statement lines with what became known after start-up.
-    pub fn set_log(&mut self, log: Log) {
-        self.log = log;
-    }
-
-    /// The time one server round trip may take: the configured timeout, cut short by
-    /// the hook's deadline.
+    /// The time one server round trip may take: `wanted`, cut short by the hook's
+    /// deadline.
     fn io_budget(&self, wanted: Duration) -> Result<Duration, SqlError> {
         let left = self
             .deadline
@@ -165,55 +174,140 @@ impl MariaDb {
         Ok(budget)
     }
 
+    /// A connection of its own whose read timeout is `wanted` (cut by the deadline):
+    /// for statements that wait server-side longer than a statement may, or less.
+    fn open_own(&self, wanted: Duration) -> Result<(Conn, Duration), SqlError> {
+        let budget = self.io_budget(wanted)?;
+        Ok((self.endpoint.open(budget)?, budget))
+    }
+
     fn conn(&mut self) -> Result<&mut Conn, SqlError> {
         if self.conn.is_none() {
             let opened = match self.opening.take() {
                 Some(opening) => opening.join().unwrap_or_else(|_| {
                     Err(SqlError::Unreachable("connecting thread panicked".into()))
                 }),
-                None => self
-                    .endpoint
-                    .open(self.io_budget(self.endpoint.config.timeout)?),
+                None => self.endpoint.open(self.io_budget(self.timeout)?),
             };
             self.conn = Some(opened?);
         }
         Ok(self.conn.as_mut().expect("connection opened above"))
     }
 
-    fn error(&self, error: mysql::Error, timeout: Duration) -> SqlError {
-        self.endpoint.error(error, timeout)
+    fn log_statement(&self, level: Level, statement: &str) {
+        match &self.endpoint.target {
+            Target::Socket(_) => self.log.write_for_plugin(level, &[("sql", statement)]),
+            Target::Tcp { host, port } => self.log.write_for_plugin(
+                level,
+                &[("server", &format!("{host}:{port}")), ("sql", statement)],
+            ),
+        }
     }
 
     /// Runs one statement, logging it first (`debug` for reads, `info` for what
     /// changes the node). A connection that failed at the transport level is
     /// dropped, since its state is unknown.
+    pub fn run<T>(
+        &mut self,
+        level: Level,
+        statement: &str,
+        action: impl FnOnce(&mut Conn, &str) -> mysql::Result<T>,
+    ) -> Result<T, SqlError> {
+        self.log_statement(level, statement);
+        // The connection's socket timeouts were fixed when it opened; a statement
+        // started with too little time left could only be cut off mid-way.
+        self.io_budget(self.timeout)?;
+        let result = action(self.conn()?, statement);
+        result.map_err(|error| {
+            if !matches!(error, mysql::Error::MySqlError(_)) {
+                self.conn = None;
+            }
+            self.endpoint.error(error, self.timeout)
+        })
+    }
+
+    pub fn rows(&mut self, level: Level, statement: &str) -> Result<Rows, SqlError> {
+        self.run(level, statement, |conn, sql| conn.query::<Row, _>(sql))
+            .map(|rows| rows.into_iter().map(row_text).collect())
+    }
+
+    /// The first column of the first row.
+    pub fn value(&mut self, level: Level, statement: &str) -> Result<Option<String>, SqlError> {
+        Ok(self
+            .rows(level, statement)?
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten()))
+    }
+}
+
+/// The local MariaDB, over its unix socket: the back-end of the `sql-*` grants.
+pub struct MariaDb {
+    session: Session,
+    /// Variables `set-global-variable` may change (`[mariadb] settable_variables`).
+    settable: Vec<String>,
+    /// Host memory one `sql-raw` result may take before it is refused.
+    result_limit: usize,
+    /// The connection `MASTER_GTID_WAIT` blocks on, kept for the next wait: its read
+    /// timeout covers the rest of the hook.
+    waiter: Option<Conn>,
+}
+
+impl MariaDb {
+    /// `memory_bytes` is the plugin's memory limit: a raw result may take a quarter
+    /// of it in the host (and must then still fit in the plugin).
+    pub fn new(
+        config: MariaDbConfig,
+        password: Option<String>,
+        deadline: Instant,
+        log: Log,
+        memory_bytes: usize,
+    ) -> Self {
+        let endpoint = Endpoint {
+            target: Target::Socket(config.socket.clone()),
+            user: config.user.clone(),
+            password,
+        };
+        MariaDb {
+            session: Session::new(endpoint, config.timeout, deadline, log),
+            settable: config.settable_variables,
+            result_limit: memory_bytes / 4,
+            waiter: None,
+        }
+    }
+
+    /// See [`Session::connect_ahead`].
+    pub fn connect_ahead(&mut self) {
+        self.session.connect_ahead();
+    }
+
     fn run<T>(
         &mut self,
         level: Level,
         statement: &str,
         action: impl FnOnce(&mut Conn, &str) -> mysql::Result<T>,
     ) -> Result<T, SqlError> {
-        self.log.write_for_plugin(level, &[("sql", statement)]);
-        let timeout = self.endpoint.config.timeout;
-        // The connection's socket timeouts were fixed when it opened; a statement
-        // started with too little time left could only be cut off mid-way.
-        self.io_budget(timeout)?;
-        let result = action(self.conn()?, statement);
-        result.map_err(|error| {
-            if !matches!(error, mysql::Error::MySqlError(_)) {
-                self.conn = None;
-            }
-            self.error(error, timeout)
-        })
+        self.session.run(level, statement, action)
     }
 
-    fn rows(
-        &mut self,
-        level: Level,
-        statement: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, SqlError> {
-        self.run(level, statement, |conn, sql| conn.query::<Row, _>(sql))
-            .map(|rows| rows.into_iter().map(row_text).collect())
+    fn rows(&mut self, level: Level, statement: &str) -> Result<Rows, SqlError> {
+        self.session.rows(level, statement)
+    }
+
+    /// The server's version, as `(major, minor, patch)`.
+    fn version(&mut self) -> Result<(u32, u32, u32), SqlError> {
+        let text = self
+            .session
+            .value(Level::Debug, "SELECT VERSION()")?
+            .unwrap_or_default();
+        let mut numbers = text
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse().unwrap_or(0));
+        Ok((
+            numbers.next().unwrap_or(0),
+            numbers.next().unwrap_or(0),
+            numbers.next().unwrap_or(0),
+        ))
     }
 }
 
@@ -224,11 +318,8 @@ impl SqlRead for MariaDb {
 
     fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError> {
         check_identifier(name)?;
-        let rows = self.rows(Level::Debug, &format!("SELECT @@GLOBAL.{name}"))?;
-        Ok(rows
-            .into_iter()
-            .next()
-            .and_then(|row| row.into_iter().next().flatten()))
+        self.session
+            .value(Level::Debug, &format!("SELECT @@GLOBAL.{name}"))
     }
 
     fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
@@ -241,6 +332,7 @@ impl SqlRead for MariaDb {
                 let text = |column: &str| column_text(&row, column).unwrap_or_default();
                 ReplicaStatus {
                     connection_name: text("Connection_name"),
+                    master_user: text("Master_User"),
                     io_state: io_state(&text("Slave_IO_Running")),
                     sql_state: sql_state(&text("Slave_SQL_Running")),
                     gtid_io_pos: text("Gtid_IO_Pos"),
@@ -256,7 +348,7 @@ impl SqlRead for MariaDb {
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
         let rows = self.rows(
             Level::Debug,
-            "SELECT ID, USER, HOST, COMMAND, ID = CONNECTION_ID() FROM information_schema.PROCESSLIST",
+            "SELECT p.ID, p.USER, p.HOST, p.COMMAND, p.ID = CONNECTION_ID(), t.trx_id IS NOT NULL FROM information_schema.PROCESSLIST p LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID",
         )?;
         Ok(rows
             .into_iter()
@@ -269,6 +361,7 @@ impl SqlRead for MariaDb {
                     host: cells.next()?,
                     command: cells.next()?,
                     is_self: cells.next()? == "1",
+                    in_transaction: cells.next()? == "1",
                 })
             })
             .collect())
@@ -292,10 +385,41 @@ impl SqlRead for MariaDb {
             })
             .collect())
     }
+
+    fn privileged_users(&mut self) -> Result<Vec<String>, SqlError> {
+        // READ ONLY ADMIN exists from 10.5.2; until MDEV-29596 (11.0.1) SUPER implies
+        // it, so SUPER holders write through read_only there as well.
+        let super_writes = self.version()? < (11, 0, 1);
+        // 10.11 lists the privilege as READ_ONLY ADMIN.
+        let privileges = if super_writes {
+            "'READ ONLY ADMIN', 'READ_ONLY ADMIN', 'SUPER'"
+        } else {
+            "'READ ONLY ADMIN', 'READ_ONLY ADMIN'"
+        };
+        let rows = self.rows(
+            Level::Debug,
+            &format!(
+                "SELECT DISTINCT GRANTEE FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE IN ({privileges})"
+            ),
+        )?;
+        let mut users: Vec<String> = rows
+            .into_iter()
+            .filter_map(|row| row.into_iter().next().flatten())
+            .filter_map(|grantee| account_user(&grantee))
+            .collect();
+        users.sort();
+        users.dedup();
+        Ok(users)
+    }
 }
 
 impl SqlAdmin for MariaDb {
-    fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
+    fn set_global_variable(
+        &mut self,
+        name: &str,
+        value: &str,
+        within_ms: u32,
+    ) -> Result<bool, SqlError> {
         check_identifier(name)?;
         if !self.settable.iter().any(|v| v.eq_ignore_ascii_case(name)) {
             return Err(refused(format!(
@@ -305,35 +429,65 @@ impl SqlAdmin for MariaDb {
         }
         check_plain_value(value)?;
         let statement = format!("SET GLOBAL {name} = {value}");
-        self.run(Level::Info, &statement, |conn, sql| conn.query_drop(sql))
+        let within = Duration::from_millis(within_ms.into());
+        if within >= self.session.timeout {
+            return self
+                .run(Level::Info, &statement, |conn, sql| conn.query_drop(sql))
+                .map(|()| true);
+        }
+        // A bound shorter than a statement's: the SET runs on a connection of its own
+        // whose read timeout is that bound, and is cancelled if it is still waiting
+        // (behind a lock) then.
+        self.session.log_statement(Level::Info, &statement);
+        let (mut conn, budget) = self.session.open_own(within)?;
+        let id = conn.connection_id();
+        match conn.query_drop(&statement) {
+            Ok(()) => Ok(true),
+            Err(error) => match self.session.endpoint.error(error, budget) {
+                SqlError::Timeout(_) => {
+                    drop(conn);
+                    let cancel = format!("KILL QUERY {id}");
+                    self.run(Level::Info, &cancel, |conn, sql| conn.query_drop(sql))
+                        .or_else(|e| match e {
+                            SqlError::Server(ServerError {
+                                code: ER_NO_SUCH_THREAD,
+                                ..
+                            }) => Ok(()),
+                            e => Err(e),
+                        })?;
+                    Ok(false)
+                }
+                other => Err(other),
+            },
+        }
     }
 
     fn wait_for_gtid(&mut self, position: &str, timeout_ms: u32) -> Result<bool, SqlError> {
-        if position.len() > MAX_GTID_POSITION_BYTES
-            || !position
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
-        {
-            return Err(refused(format!(
-                "`{}` is not a GTID position",
-                crate::log::cut(position, 100)
-            )));
-        }
-        // The wait blocks server-side, so it runs on its own connection whose read
-        // timeout covers the wait, both capped by the hook deadline.
+        check_gtid_position(position)?;
+        // The wait blocks server-side, so it runs on a connection of its own whose
+        // read timeout covers the rest of the hook; it is kept for the next wait.
         let wait = Duration::from_millis(timeout_ms.into());
-        let budget = self.io_budget(wait + self.endpoint.config.timeout)?;
-        let wait = wait.min(budget.saturating_sub(Duration::from_millis(50)));
+        let left = self.session.io_budget(wait + self.session.timeout)?;
+        let wait = wait.min(left.saturating_sub(Duration::from_millis(50)));
         let statement = format!(
             "SELECT MASTER_GTID_WAIT('{position}', {:.3})",
             wait.as_secs_f64()
         );
-        self.log
-            .write_for_plugin(Level::Debug, &[("sql", &statement)]);
-        let mut conn = self.endpoint.open(budget)?;
+        self.session.log_statement(Level::Debug, &statement);
+        let mut conn = match self.waiter.take() {
+            Some(conn) => conn,
+            None => {
+                let rest = self
+                    .session
+                    .deadline
+                    .saturating_duration_since(Instant::now());
+                self.session.open_own(rest)?.0
+            }
+        };
         let result: Option<Option<i64>> = conn
             .query_first(&statement)
-            .map_err(|e| self.error(e, budget))?;
+            .map_err(|e| self.session.endpoint.error(e, left))?;
+        self.waiter = Some(conn);
         match result.flatten() {
             Some(0) => Ok(true),
             Some(_) => Ok(false),
@@ -365,8 +519,22 @@ impl SqlAdmin for MariaDb {
         check_length("event schema", schema, MAX_IDENTIFIER_CHARS)?;
         check_length("event name", name, MAX_IDENTIFIER_CHARS)?;
         check_length("event comment", comment, MAX_EVENT_COMMENT_CHARS)?;
+        // ALTER EVENT makes whoever runs it the definer unless told otherwise: the
+        // event keeps the definer it had.
+        let definer = self
+            .session
+            .value(
+                Level::Debug,
+                &format!(
+                    "SELECT DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {} AND EVENT_NAME = {}",
+                    quote_string(schema),
+                    quote_string(name)
+                ),
+            )?
+            .ok_or_else(|| refused(format!("no event {schema}.{name}")))?;
         let statement = format!(
-            "ALTER EVENT {}.{} {} COMMENT {}",
+            "ALTER DEFINER = {} EVENT {}.{} {} COMMENT {}",
+            quote_account(&definer),
             quote_identifier(schema),
             quote_identifier(name),
             if enabled { "ENABLE" } else { "DISABLE" },
@@ -386,7 +554,7 @@ impl SqlAdmin for MariaDb {
             (Err(error), Ok(())) => Err(error),
             // This connection must not go on with binary logging off.
             (result, Err(restoring)) => {
-                self.conn = None;
+                self.session.conn = None;
                 Err(match result {
                     Ok(()) => restoring,
                     Err(error) => refused(format!(
@@ -397,6 +565,16 @@ impl SqlAdmin for MariaDb {
                 })
             }
         }
+    }
+
+    fn start_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
+        check_length("connection name", connection_name, MAX_IDENTIFIER_CHARS)?;
+        let statement = if connection_name.is_empty() {
+            "START SLAVE IO_THREAD".to_string()
+        } else {
+            format!("START SLAVE {} IO_THREAD", quote_string(connection_name))
+        };
+        self.run(Level::Info, &statement, |conn, sql| conn.query_drop(sql))
     }
 }
 
@@ -410,7 +588,7 @@ impl SqlRaw for MariaDb {
         }
         let limit = self.result_limit;
         let mut too_large = false;
-        let result = self.run(Level::Info, statement, |conn, sql| {
+        let result = self.session.run(Level::Info, statement, |conn, sql| {
             let mut result = conn.query_iter(sql)?;
             let mut rows = Vec::new();
             let mut bytes = 0usize;
@@ -438,7 +616,7 @@ impl SqlRaw for MariaDb {
             Ok(rows)
         });
         if too_large {
-            self.conn = None;
+            self.session.conn = None;
             return Err(refused(format!(
                 "result larger than {MAX_RAW_ROWS} rows or {} KiB (a quarter of the plugin's memory_mib)",
                 limit >> 10
@@ -531,6 +709,35 @@ fn check_length(what: &str, text: &str, limit: usize) -> Result<(), SqlError> {
     } else {
         Err(refused(format!("{what} is longer than {limit} characters")))
     }
+}
+
+/// `'user'@'host'` (as GRANTEE and DEFINER are written, quoted or not) → `user`.
+fn account_user(account: &str) -> Option<String> {
+    let user = account.rsplit_once('@').map_or(account, |(user, _)| user);
+    let user = user.trim_matches(|c| c == '\'' || c == '`');
+    (!user.is_empty()).then(|| user.replace("''", "'"))
+}
+
+/// A DEFINER as `information_schema` shows it (`user@host`), quoted for SQL.
+fn quote_account(account: &str) -> String {
+    match account.rsplit_once('@') {
+        Some((user, host)) => format!("{}@{}", quote_string(user), quote_string(host)),
+        None => quote_string(account),
+    }
+}
+
+fn check_gtid_position(position: &str) -> Result<(), SqlError> {
+    if position.len() > MAX_GTID_POSITION_BYTES
+        || !position
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+    {
+        return Err(refused(format!(
+            "`{}` is not a GTID position",
+            crate::log::cut(position, 100)
+        )));
+    }
+    Ok(())
 }
 
 fn quote_identifier(name: &str) -> String {

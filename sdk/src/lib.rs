@@ -172,6 +172,11 @@ pub mod sql {
         pub fn events() -> Result<Vec<EventInfo>> {
             Ok(wit::events()?)
         }
+
+        /// Accounts that can write while `read_only` is ON on this server.
+        pub fn privileged_users() -> Result<Vec<String>> {
+            Ok(wit::privileged_users()?)
+        }
     }
 
     /// Grant `sql-admin`.
@@ -179,9 +184,10 @@ pub mod sql {
         use super::Result;
         use crate::wit::sql_admin as wit;
 
-        /// `SET GLOBAL name = value` for a variable the site lets plugins set.
-        pub fn set_global_variable(name: &str, value: &str) -> Result<()> {
-            Ok(wit::set_global_variable(name, value)?)
+        /// `SET GLOBAL name = value` for a variable the site lets plugins set; false
+        /// when it had not taken effect within `within_ms` (it is then cancelled).
+        pub fn set_global_variable(name: &str, value: &str, within_ms: u32) -> Result<bool> {
+            Ok(wit::set_global_variable(name, value, within_ms)?)
         }
 
         /// True when `position` was applied within `timeout_ms`.
@@ -203,6 +209,11 @@ pub mod sql {
         ) -> Result<()> {
             Ok(wit::set_event_enabled(schema, name, enabled, comment)?)
         }
+
+        /// `START SLAVE [connection] IO_THREAD`.
+        pub fn start_replica_io(connection_name: &str) -> Result<()> {
+            Ok(wit::start_replica_io(connection_name)?)
+        }
     }
 
     /// Grant `sql-raw`.
@@ -214,6 +225,16 @@ pub mod sql {
         pub fn query(statement: &str) -> Result<Vec<Vec<Option<String>>>> {
             Ok(wit::query(statement)?)
         }
+    }
+}
+
+/// Grant `peer`: the peer node's MariaDB, read-only.
+pub mod peer {
+    pub use crate::wit::peer::PeerStatus;
+
+    /// The peer's role and binlog position (each of its addresses tried in turn).
+    pub fn status() -> crate::sql::Result<PeerStatus> {
+        Ok(crate::wit::peer::status()?)
     }
 }
 

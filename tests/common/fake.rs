@@ -23,6 +23,8 @@ pub struct FakeDb {
     pub connections: Vec<ClientConnection>,
     pub already_gone: BTreeSet<u64>,
     pub events: Vec<EventInfo>,
+    /// Accounts that write through read_only.
+    pub privileged: Vec<String>,
     /// Every call fails as if the server were down.
     pub unreachable: Option<SqlError>,
     /// `SET GLOBAL` is accepted but does not take (as under a proxy or a bug).
@@ -45,6 +47,7 @@ impl FakeDb {
             connections: Vec::new(),
             already_gone: BTreeSet::new(),
             events: Vec::new(),
+            privileged: Vec::new(),
             unreachable: None,
             set_ignored: false,
             delay: Duration::ZERO,
@@ -67,6 +70,7 @@ impl Default for FakeDb {
 pub fn replica(io: IoState, sql: SqlState, io_pos: &str) -> ReplicaStatus {
     ReplicaStatus {
         connection_name: String::new(),
+        master_user: "repl".into(),
         io_state: io,
         sql_state: sql,
         gtid_io_pos: io_pos.into(),
@@ -83,6 +87,7 @@ pub fn connection(id: u64, user: &str, command: &str) -> ClientConnection {
         host: "localhost".into(),
         command: command.into(),
         is_self: false,
+        in_transaction: false,
     }
 }
 
@@ -120,22 +125,41 @@ impl SqlRead for Shared {
     fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
         Ok(self.db()?.events.clone())
     }
+
+    fn privileged_users(&mut self) -> Result<Vec<String>, SqlError> {
+        Ok(self.db()?.privileged.clone())
+    }
 }
 
 impl SqlAdmin for Shared {
-    fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
+    fn set_global_variable(
+        &mut self,
+        name: &str,
+        value: &str,
+        _within_ms: u32,
+    ) -> Result<bool, SqlError> {
         let mut db = self.db()?;
         db.calls.push(format!("SET {name}={value}"));
         if !db.set_ignored {
             let stored = if value == "ON" { "1" } else { "0" };
             db.variables.insert(name.into(), stored.into());
         }
+        Ok(true)
+    }
+
+    fn start_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
+        let mut db = self.db()?;
+        db.calls.push(format!("START IO {connection_name}"));
         Ok(())
     }
 
-    fn wait_for_gtid(&mut self, position: &str, _timeout_ms: u32) -> Result<bool, SqlError> {
+    fn wait_for_gtid(&mut self, position: &str, timeout_ms: u32) -> Result<bool, SqlError> {
         let mut db = self.db()?;
         db.calls.push(format!("WAIT {position}"));
+        if !db.wait_reaches {
+            // As the server would: the wait takes its whole timeout.
+            std::thread::sleep(Duration::from_millis(timeout_ms.into()));
+        }
         Ok(db.wait_reaches)
     }
 

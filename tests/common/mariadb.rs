@@ -265,6 +265,9 @@ pub const REPLICATION_USER: &str = "repl";
 pub const REPLICATION_PASSWORD: &str = "repl-secret";
 pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app-secret";
+/// The account mmvip's `peer` asks the other node as: no privileges at all.
+pub const PEER_USER: &str = "mmvip_peer";
+pub const PEER_PASSWORD: &str = "peer-secret";
 
 /// Two servers configured like the seed's pair, the GTID ring closed with
 /// `master_use_gtid`, an `app` database and an ordinary (non-SUPER) `app` user.
@@ -288,7 +291,7 @@ impl Pair {
         for node in [&node1, &node2] {
             // Created outside the binlog on both nodes so it never replicates and collides.
             node.exec(&format!(
-                "SET sql_log_bin = 0; CREATE USER '{REPLICATION_USER}'@'127.0.0.1' IDENTIFIED BY '{REPLICATION_PASSWORD}'; GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'127.0.0.1'; SET sql_log_bin = 1"
+                "SET sql_log_bin = 0; CREATE USER '{REPLICATION_USER}'@'127.0.0.1' IDENTIFIED BY '{REPLICATION_PASSWORD}'; GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'127.0.0.1'; CREATE USER '{PEER_USER}'@'127.0.0.1' IDENTIFIED BY '{PEER_PASSWORD}'; SET sql_log_bin = 1"
             ));
         }
         let pair = Pair { node1, node2 };

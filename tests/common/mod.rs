@@ -188,6 +188,7 @@ pub fn backends(log: Log) -> Backends {
         sql: Box::new(fake::Shared(fake::FakeDb::new().shared())),
         vip: Box::new(fake::HeldVips(Default::default())),
         state: StateStore::load(None, &log),
+        peer: mmvip::caps::peer::backend(None, None, std::time::Instant::now(), &log),
         log,
     }
 }

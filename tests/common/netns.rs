@@ -94,3 +94,92 @@ impl Drop for Netns {
             .output();
     }
 }
+
+/// A TCP forwarder from an address inside a test namespace to one outside it, so
+/// that mmvip inside the namespace reaches a server of the test (the peer) over real
+/// TCP. Dropping it closes the listener and every connection it carries, as a peer
+/// that became unreachable.
+pub struct Forward {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    streams: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    listener: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Netns {
+    /// Forwards `127.0.0.1:PORT` inside the namespace (a free port, returned) to
+    /// `target` outside it.
+    pub fn forward(&self, target: std::net::SocketAddr) -> Forward {
+        use std::net::{TcpListener, TcpStream};
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex, mpsc};
+
+        let netns = std::fs::File::open(format!("/var/run/netns/{}", self.name)).expect("netns");
+        let stop = Arc::new(AtomicBool::new(false));
+        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        // Outbound connections are made by a thread that stays in this namespace:
+        // a socket belongs to the namespace it was created in.
+        let (dial, dialed) = mpsc::channel::<mpsc::Sender<std::io::Result<TcpStream>>>();
+        std::thread::spawn(move || {
+            for reply in dialed {
+                let _ = reply.send(TcpStream::connect(target));
+            }
+        });
+        let (port_tx, port_rx) = mpsc::channel();
+        let listener = {
+            let (stop, streams) = (Arc::clone(&stop), Arc::clone(&streams));
+            std::thread::spawn(move || {
+                // SAFETY: setns on this thread only, with a namespace fd we opened.
+                let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+                let listener = TcpListener::bind("127.0.0.1:0").expect("bind in the namespace");
+                listener.set_nonblocking(true).unwrap();
+                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((inside, _)) = listener.accept() else {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        continue;
+                    };
+                    inside.set_nonblocking(false).unwrap();
+                    let (reply, answer) = mpsc::channel();
+                    dial.send(reply).unwrap();
+                    let Ok(Ok(outside)) = answer.recv() else {
+                        continue;
+                    };
+                    let mut kept = streams.lock().unwrap();
+                    kept.push(inside.try_clone().unwrap());
+                    kept.push(outside.try_clone().unwrap());
+                    drop(kept);
+                    for (mut from, mut to) in [
+                        (inside.try_clone().unwrap(), outside.try_clone().unwrap()),
+                        (outside, inside),
+                    ] {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            })
+        };
+        Forward {
+            port: port_rx.recv().expect("forwarder listening"),
+            stop,
+            streams,
+            listener: Some(listener),
+        }
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(listener) = self.listener.take() {
+            let _ = listener.join();
+        }
+        for stream in self.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}

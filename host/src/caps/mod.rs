@@ -14,6 +14,7 @@ use crate::runtime::HookState;
 
 pub mod failover_flag;
 pub mod log;
+pub mod peer;
 pub mod sql;
 pub mod sql_admin;
 pub mod sql_raw;
@@ -38,6 +39,7 @@ pub const ALL: &[&Capability] = &[
     &sql_raw::CAPABILITY,
     &vip::CAPABILITY,
     &state::CAPABILITY,
+    &peer::CAPABILITY,
 ];
 
 /// A capability granted to a plugin.
@@ -103,4 +105,5 @@ pub struct Backends {
     pub sql: Box<dyn sql::SqlBackend>,
     pub vip: Box<dyn vip::Vip>,
     pub state: state::StateStore,
+    pub peer: Box<dyn peer::Peer>,
 }

@@ -14,8 +14,14 @@ pub const CAPABILITY: Capability = Capability {
 
 /// The back-end of `sql-admin`.
 pub trait SqlAdmin: Send {
-    /// Only `[mariadb] settable_variables`, only plain decimal or keyword values.
-    fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError>;
+    /// Only `[mariadb] settable_variables`, only plain decimal or keyword values;
+    /// false when it had not taken effect within `within_ms` (it is then cancelled).
+    fn set_global_variable(
+        &mut self,
+        name: &str,
+        value: &str,
+        within_ms: u32,
+    ) -> Result<bool, SqlError>;
     fn wait_for_gtid(&mut self, position: &str, timeout_ms: u32) -> Result<bool, SqlError>;
     fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError>;
     /// With the session's `sql_log_bin` off around it: the change stays on this node.
@@ -26,6 +32,7 @@ pub trait SqlAdmin: Send {
         enabled: bool,
         comment: &str,
     ) -> Result<(), SqlError>;
+    fn start_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError>;
 }
 
 fn link(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
@@ -43,8 +50,8 @@ struct Cap<'a>(&'a mut dyn SqlBackend);
 type Answer<T> = wasmtime::Result<Result<T, SqlError>>;
 
 impl wit::Host for Cap<'_> {
-    fn set_global_variable(&mut self, name: String, value: String) -> Answer<()> {
-        Ok(self.0.set_global_variable(&name, &value))
+    fn set_global_variable(&mut self, name: String, value: String, within_ms: u32) -> Answer<bool> {
+        Ok(self.0.set_global_variable(&name, &value, within_ms))
     }
 
     fn wait_for_gtid(&mut self, position: String, timeout_ms: u32) -> Answer<bool> {
@@ -63,5 +70,9 @@ impl wit::Host for Cap<'_> {
         comment: String,
     ) -> Answer<()> {
         Ok(self.0.set_event_enabled(&schema, &name, enabled, &comment))
+    }
+
+    fn start_replica_io(&mut self, connection_name: String) -> Answer<()> {
+        Ok(self.0.start_replica_io(&connection_name))
     }
 }

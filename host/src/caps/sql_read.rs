@@ -19,6 +19,7 @@ pub trait SqlRead: Send {
     fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError>;
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError>;
     fn events(&mut self) -> Result<Vec<EventInfo>, SqlError>;
+    fn privileged_users(&mut self) -> Result<Vec<String>, SqlError>;
 }
 
 fn link(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
@@ -54,5 +55,9 @@ impl wit::Host for Cap<'_> {
 
     fn events(&mut self) -> Answer<Vec<EventInfo>> {
         Ok(self.0.events())
+    }
+
+    fn privileged_users(&mut self) -> Answer<Vec<String>> {
+        Ok(self.0.privileged_users())
     }
 }

@@ -13,7 +13,7 @@ impl Plugin for Backup {
 
 mmvip_sdk::export!(Backup {
     kind: notify,
-    about: "notify_backup: read_only=ON, verified, then client connections killed",
+    about: "notify_backup: read_only=ON through blockers, verified, then client connections killed",
     grants: ["log", "sql-read", "sql-admin", "vip", "state"],
     timeout_ms: 15000,
 });

@@ -14,7 +14,7 @@ impl Plugin for Fault {
 
 mmvip_sdk::export!(Fault {
     kind: notify,
-    about: "notify_fault: read_only=ON, verified, then client connections killed",
+    about: "notify_fault: read_only=ON through blockers, verified, then client connections killed",
     grants: ["log", "sql-read", "sql-admin", "vip", "state"],
     timeout_ms: 15000,
 });

@@ -1,18 +1,28 @@
-//! Catch-up before promotion, judged by GTIDs: the relay log is drained when
-//! `gtid_slave_pos` covers `Gtid_IO_Pos` for the peer's domains. Waits use
-//! `MASTER_GTID_WAIT` and are bounded by `catchup_timeout`.
+//! Catch-up before promotion. The target is what the peer acknowledged, whenever the
+//! peer can say so: its own `gtid_binlog_pos` (without this node's domain), read once
+//! it is read-only, so nothing it acknowledged is left behind. When the peer does not
+//! answer on any address, the target is what this node received (`Gtid_IO_Pos`), and
+//! the log says the peer's final position was unknown. Waits use `MASTER_GTID_WAIT`,
+//! in slices between which the VIP is checked, all bounded by `catchup_timeout`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mmvip_sdk::sql::{IoState, SqlState};
+use mmvip_sdk::peer::PeerStatus;
+use mmvip_sdk::sql::{Error as SqlError, IoState, ReplicaStatus, SqlState};
 
+use crate::gtid::{self, Gtid};
 use crate::node::Node;
+
+/// Longest single `MASTER_GTID_WAIT`: the VIP is checked between slices.
+const SLICE: Duration = Duration::from_secs(1);
+/// How often the peer is asked again while it is still writable.
+const PEER_POLL: Duration = Duration::from_millis(100);
 
 /// Why the node is not known to be caught up.
 #[derive(Debug)]
 pub struct Failure {
     pub why: String,
-    /// The wait ran out of time (rather than finding replication broken).
+    /// The wait ran out of time (rather than finding something wrong).
     pub timed_out: bool,
 }
 
@@ -23,61 +33,79 @@ fn fail(why: impl Into<String>) -> Failure {
     }
 }
 
-/// Waits until every received transaction of the peer's domains is applied, for at
-/// most `limit`. While the peer is still alive new transactions may arrive during
-/// the wait, so the received position is read again until it stands still.
-pub fn wait(node: &mut impl Node, limit: Duration) -> Result<String, Failure> {
-    let started = Instant::now();
-    let own_domain = node
-        .global_variable("gtid_domain_id")
-        .map_err(|e| fail(format!("cannot read gtid_domain_id: {e}")))?
-        .unwrap_or_default();
-    let mut waited_for = String::new();
-    loop {
-        let target = received_position(node, &own_domain)?;
-        if target.is_empty() || target == waited_for {
-            let what = if target.is_empty() {
-                "nothing received from the peer".to_string()
-            } else {
-                format!("applied up to {target}")
-            };
-            return Ok(format!(
-                "caught up ({what}) in {} ms",
-                started.elapsed().as_millis()
-            ));
-        }
-        let left = limit.saturating_sub(started.elapsed());
-        let not_applied = || Failure {
-            why: format!(
-                "relay log not applied up to {target} within {} s",
-                limit.as_secs_f32()
-            ),
-            timed_out: true,
-        };
-        if left.is_zero() {
-            return Err(not_applied());
-        }
-        match node.wait_for_gtid(&target, left) {
-            Ok(true) => waited_for = target,
-            Ok(false) => return Err(not_applied()),
-            Err(e) => return Err(fail(format!("MASTER_GTID_WAIT failed: {e}"))),
-        }
-    }
+/// How long to wait for what.
+pub struct Bounds {
+    /// The whole catch-up.
+    pub limit: Duration,
+    /// Waiting for the peer to become read-only.
+    pub peer_read_only: Duration,
 }
 
-/// The union of `Gtid_IO_Pos` over replication connections, without this node's own
-/// domain (its transactions come back through the ring but are never re-applied).
-fn received_position(node: &mut impl Node, own_domain: &str) -> Result<String, Failure> {
+/// Waits until this node has applied what the peer acknowledged (or, the peer being
+/// silent, what it received). Between waits it checks that `vip` is still here: if
+/// it went away, the promotion is off.
+pub fn wait(node: &mut impl Node, bounds: &Bounds, vip: &str) -> Result<String, Failure> {
+    let started = node.now();
+    let own_domain: u32 = node
+        .global_variable("gtid_domain_id")
+        .map_err(|e| fail(format!("cannot read gtid_domain_id: {e}")))?
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| fail("gtid_domain_id is not a number"))?;
     let replicas = node
         .replicas()
         .map_err(|e| fail(format!("cannot read replication status: {e}")))?;
-    let mut parts: Vec<String> = Vec::new();
-    for replica in &replicas {
-        let name = if replica.connection_name.is_empty() {
-            "default"
-        } else {
-            replica.connection_name.as_str()
-        };
+    if replicas.is_empty() {
+        return Err(fail(
+            "this node does not replicate from anyone (SHOW ALL SLAVES STATUS is empty), so the peer's writes cannot be here",
+        ));
+    }
+    check_not_broken(&replicas)?;
+    let peer_limit = bounds.peer_read_only.min(bounds.limit);
+    let peer = peer_final_position(node, peer_limit)?;
+    start_stopped_io_threads(node, &replicas)?;
+    let mut summary = String::new();
+    match &peer {
+        Some(peer) => {
+            let target: Vec<Gtid> = gtid::parse(&peer.gtid_binlog_pos)
+                .map_err(|e| fail(format!("the peer's gtid_binlog_pos: {e}")))?
+                .into_iter()
+                .filter(|g| g.domain != own_domain)
+                .collect();
+            let target = gtid::render(&target);
+            wait_for(node, &target, started, bounds.limit, vip)?;
+            check_errant(node, peer)?;
+            summary.push_str(&format!(
+                "caught up with the peer at {} (read-only, binlog at {})",
+                peer.address,
+                if target.is_empty() {
+                    "nothing of its domains"
+                } else {
+                    &target
+                }
+            ));
+        }
+        None => {
+            let target = drain_received(node, own_domain, started, bounds.limit, vip)?;
+            summary.push_str(&format!(
+                "peer's final position unknown; applied what was received ({})",
+                if target.is_empty() {
+                    "nothing"
+                } else {
+                    &target
+                }
+            ));
+        }
+    }
+    let took = node.now().duration_since(started);
+    Ok(format!("{summary} in {} ms", took.as_millis()))
+}
+
+/// A stopped SQL thread, or an IO thread stopped on an error (e.g. 1236, the peer
+/// lacks a GTID asked for), will not recover by itself: the ring is broken.
+fn check_not_broken(replicas: &[ReplicaStatus]) -> Result<(), Failure> {
+    for replica in replicas {
+        let name = connection_name(replica);
         if replica.sql_state != SqlState::Running {
             let error = if replica.last_sql_error.is_empty() {
                 "stopped".to_string()
@@ -89,38 +117,184 @@ fn received_position(node: &mut impl Node, own_domain: &str) -> Result<String, F
                 replica.sql_state
             )));
         }
-        // An IO thread that stopped on an error (e.g. 1236, the peer lacks a GTID we
-        // ask for) will not recover by itself: the ring is broken. One that is
-        // reconnecting (the peer is down) leaves a relay log worth applying.
         if replica.io_state == IoState::Stopped && !replica.last_io_error.is_empty() {
             return Err(fail(format!(
                 "replication `{name}` is broken: IO thread stopped ({})",
                 replica.last_io_error
             )));
         }
-        if replica.io_state != IoState::Running {
-            node.warn(&format!(
-                "replication `{name}`: IO thread {} ({}); applying what was received",
-                replica.io_state,
-                if replica.last_io_error.is_empty() {
-                    "no error"
-                } else {
-                    &replica.last_io_error
+    }
+    Ok(())
+}
+
+fn connection_name(replica: &ReplicaStatus) -> &str {
+    if replica.connection_name.is_empty() {
+        "default"
+    } else {
+        &replica.connection_name
+    }
+}
+
+/// The peer's status once it is read-only; `None` when it does not answer at all.
+/// A peer that answers but stays writable is a live writer: promoting would make two.
+fn peer_final_position(
+    node: &mut impl Node,
+    limit: Duration,
+) -> Result<Option<PeerStatus>, Failure> {
+    let started = node.now();
+    loop {
+        match node.peer_status() {
+            Ok(status) if status.read_only => return Ok(Some(status)),
+            Ok(status) => {
+                if node.now().duration_since(started) >= limit {
+                    return Err(Failure {
+                        why: format!(
+                            "the peer at {} is still writable after {} s: promoting now would make two writers",
+                            status.address,
+                            limit.as_secs_f32()
+                        ),
+                        timed_out: true,
+                    });
                 }
-            ));
-        }
-        for gtid in replica
-            .gtid_io_pos
-            .split(',')
-            .map(str::trim)
-            .filter(|g| !g.is_empty())
-        {
-            let domain = gtid.split('-').next().unwrap_or_default();
-            if domain != own_domain && !parts.iter().any(|p| p == gtid) {
-                parts.push(gtid.to_string());
+                node.pause(PEER_POLL);
+            }
+            Err(SqlError::Unreachable(why) | SqlError::Timeout(why)) => {
+                node.warn(&format!(
+                    "the peer's final position is unknown ({why}); applying what this node received"
+                ));
+                return Ok(None);
+            }
+            Err(error) => {
+                node.warn(&format!(
+                    "cannot ask the peer ({error}); its final position is unknown, applying what this node received"
+                ));
+                return Ok(None);
             }
         }
     }
-    parts.sort();
-    Ok(parts.join(","))
+}
+
+/// An IO thread stopped without an error was stopped on purpose (by an operator):
+/// it must fetch again for the peer's transactions to arrive.
+fn start_stopped_io_threads(
+    node: &mut impl Node,
+    replicas: &[ReplicaStatus],
+) -> Result<(), Failure> {
+    for replica in replicas {
+        if replica.io_state == IoState::Stopped && replica.last_io_error.is_empty() {
+            let name = connection_name(replica);
+            node.start_replica_io(&replica.connection_name)
+                .map_err(|e| fail(format!("cannot start the IO thread of `{name}`: {e}")))?;
+            node.warn(&format!(
+                "replication `{name}`: the IO thread was stopped without an error (by an operator?); started it to fetch the peer's transactions"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Waits in slices until `target` is applied, checking the VIP between slices.
+fn wait_for(
+    node: &mut impl Node,
+    target: &str,
+    started: std::time::Instant,
+    limit: Duration,
+    vip: &str,
+) -> Result<(), Failure> {
+    if target.is_empty() {
+        return Ok(());
+    }
+    loop {
+        let left = limit.saturating_sub(node.now().duration_since(started));
+        if left.is_zero() {
+            return Err(Failure {
+                why: format!(
+                    "not applied up to {target} within {} s",
+                    limit.as_secs_f32()
+                ),
+                timed_out: true,
+            });
+        }
+        match node.wait_for_gtid(target, left.min(SLICE)) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => return Err(fail(format!("MASTER_GTID_WAIT failed: {e}"))),
+        }
+        match node.holds_vip(vip) {
+            Ok(true) => {}
+            Ok(false) => return Err(fail(format!("VIP {vip} went away during the catch-up"))),
+            Err(why) => {
+                return Err(fail(format!(
+                    "cannot tell whether VIP {vip} is held: {why}"
+                )));
+            }
+        }
+    }
+}
+
+/// The peer silent, this node applies what it received; the peer may still be
+/// sending, so the received position is read again until it stands still.
+fn drain_received(
+    node: &mut impl Node,
+    own_domain: u32,
+    started: std::time::Instant,
+    limit: Duration,
+    vip: &str,
+) -> Result<String, Failure> {
+    let mut applied = String::new();
+    loop {
+        let replicas = node
+            .replicas()
+            .map_err(|e| fail(format!("cannot read replication status: {e}")))?;
+        check_not_broken(&replicas)?;
+        let mut received = Vec::new();
+        for replica in &replicas {
+            if replica.io_state != IoState::Running {
+                node.warn(&format!(
+                    "replication `{}`: IO thread {} ({}); applying what was received",
+                    connection_name(replica),
+                    replica.io_state,
+                    if replica.last_io_error.is_empty() {
+                        "no error"
+                    } else {
+                        &replica.last_io_error
+                    }
+                ));
+            }
+            let gtids =
+                gtid::parse(&replica.gtid_io_pos).map_err(|e| fail(format!("Gtid_IO_Pos: {e}")))?;
+            received.extend(gtids.into_iter().filter(|g| g.domain != own_domain));
+        }
+        received.sort();
+        received.dedup();
+        let target = gtid::render(&received);
+        if target == applied {
+            return Ok(target);
+        }
+        wait_for(node, &target, started, limit, vip)?;
+        applied = target;
+    }
+}
+
+/// Transactions in this node's binlog, in the peer's domain, that the peer does not
+/// have: whoever wrote them here, they would collide with the peer's history.
+fn check_errant(node: &mut impl Node, peer: &PeerStatus) -> Result<(), Failure> {
+    let ours = node
+        .global_variable("gtid_binlog_state")
+        .map_err(|e| fail(format!("cannot read gtid_binlog_state: {e}")))?
+        .unwrap_or_default();
+    let ours = gtid::parse(&ours).map_err(|e| fail(format!("gtid_binlog_state: {e}")))?;
+    let theirs = gtid::parse(&peer.gtid_binlog_state)
+        .map_err(|e| fail(format!("the peer's gtid_binlog_state: {e}")))?;
+    let errant = gtid::errant(&ours, &theirs, peer.gtid_domain_id);
+    if errant.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "errant transactions: this node's binlog has {} in the peer's domain {}, which the peer at {} does not",
+            errant.join(", "),
+            peer.gtid_domain_id,
+            peer.address
+        )))
+    }
 }

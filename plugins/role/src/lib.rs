@@ -11,11 +11,13 @@
 
 mod catchup;
 mod events;
+mod gtid;
 mod node;
 mod options;
 
 use std::time::Duration;
 
+use mmvip_sdk::sql::ClientConnection;
 use mmvip_sdk::{Call, HookError, Outcome, VrrpInstance, VrrpState, failed, usage};
 
 pub use node::{Capabilities, Node};
@@ -28,6 +30,20 @@ const ON: &str = "ON";
 const OFF: &str = "OFF";
 /// Kept from the hook's budget for what follows the catch-up wait.
 const AFTER_CATCHUP: Duration = Duration::from_secs(1);
+/// `read_only=ON` waits behind uncommitted writes and LOCK TABLES. It gets
+/// [`FIRST_TRY`]; then the sessions evidently holding it up (an open transaction, a
+/// running statement) are killed and it gets [`SECOND_TRY`]; then every client
+/// session that could hold a table lock (an idle LOCK TABLES shows nothing else) is
+/// killed and it gets [`LAST_TRY`]. Demotion ends within about a second.
+const FIRST_TRY: Duration = Duration::from_millis(300);
+const SECOND_TRY: Duration = Duration::from_millis(300);
+const LAST_TRY: Duration = Duration::from_millis(400);
+/// How long a demotion waits for its own instance's VIP to go, before taking the
+/// notification for a stale one.
+const VIP_GONE_WAIT: Duration = Duration::from_millis(300);
+const VIP_POLL: Duration = Duration::from_millis(20);
+/// `read_only=OFF` waits for nothing; this only bounds a server that does not answer.
+const SET_OFF_WITHIN: Duration = Duration::from_secs(1);
 
 /// `notify_master`: catch up, then make the node writable.
 pub fn promote(call: &Call) -> Outcome {
@@ -74,6 +90,10 @@ pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
     let caught_up = if settings.wait {
         let budget = call.time_left().saturating_sub(AFTER_CATCHUP);
         let limit = settings.catchup_timeout.min(budget);
+        let bounds = catchup::Bounds {
+            limit,
+            peer_read_only: settings.peer_read_only_timeout,
+        };
         let cut = if limit < settings.catchup_timeout {
             format!(
                 " (catchup_timeout {} s cut to {} s by the hook's timeout_ms)",
@@ -83,7 +103,7 @@ pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
         } else {
             String::new()
         };
-        match catchup::wait(node, limit) {
+        match catchup::wait(node, &bounds, &target.vip) {
             Ok(summary) => summary,
             Err(catchup::Failure { why, timed_out }) => {
                 let cut = if timed_out { cut.as_str() } else { "" };
@@ -110,7 +130,7 @@ pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
     };
     // The wait may have been long: the VIP must still be here.
     require_vip(node, target)?;
-    set_and_verify(node, &settings.variable, OFF)?;
+    set_and_verify(node, &settings.variable, OFF, SET_OFF_WITHIN)?;
     let mut summary = format!("writable for {}; {caught_up}", target.name);
     if settings.handle_events {
         summary.push_str(&format!("; {}", events::enable_disabled_by_mmvip(node)?));
@@ -138,32 +158,37 @@ pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome
             None
         }
     };
-    if let Some(target) = target
-        && !is_read_write(target)
-    {
+    if let Some(target) = target {
         node.remember(&target.name, &state.to_string());
-        return finish(
-            format!("{} is an ro instance: read_only unchanged", target.name),
-            &problems,
-        );
+        if !is_read_write(target) {
+            return finish(
+                format!("{} is an ro instance: read_only unchanged", target.name),
+                &problems,
+            );
+        }
+        // keepalived removes an instance's VIP before it runs the demotion hooks: a
+        // VIP that stays is one keepalived took back since (the notification is
+        // stale), and its holder must stay writable.
+        if still_held_after(node, &target.vip, VIP_GONE_WAIT) {
+            return finish(
+                format!(
+                    "{} {state}: VIP {} is still on this node (a stale notification: keepalived took it back); staying writable",
+                    target.name, target.vip
+                ),
+                &problems,
+            );
+        }
     }
     let leaving = target.map(|t| t.name.as_str());
     if let Some(kept) = still_held_rw(node, call.instances(), leaving) {
-        if let Some(target) = target {
-            node.remember(&target.name, &state.to_string());
-        }
         return finish(
             format!("still holds the rw VIP of {kept}: staying writable"),
             &problems,
         );
     }
     let settings = &options.settings;
-    set_and_verify(node, &settings.variable, ON)?;
-    // Memory comes after the change: a state that refuses an update must not stand
-    // between the node and read-only.
-    if let Some(target) = target {
-        node.remember(&target.name, &state.to_string());
-    }
+    let spared = Spared::learn(node, settings);
+    let blockers = make_read_only(node, &settings.variable, &spared)?;
     node.remember("writable", "no");
     // The hook-run log line carries this summary; keepalived's `notify_*` lines pass
     // no instance or state of their own, so the summary names them.
@@ -171,13 +196,128 @@ pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome
         Some(target) => format!("{} {state}: read-only", target.name),
         None => "read-only".to_string(),
     };
-    if settings.kill {
-        summary.push_str(&format!("; {}", kill_clients(node, settings)?));
+    if !blockers.is_empty() {
+        summary.push_str(&format!(
+            " (blocked for {} ms: killed {} sessions holding it up: {})",
+            FIRST_TRY.as_millis(),
+            blockers.len(),
+            blockers.join(", ")
+        ));
     }
+    summary.push_str(&format!("; {}", kill_clients(node, settings, &spared)?));
     if settings.handle_events {
         summary.push_str(&format!("; {}", events::disable_enabled(node)?));
     }
     finish(summary, &problems)
+}
+
+/// Whether `vip` is still here after waiting up to `wait` for it to go.
+fn still_held_after(node: &mut impl Node, vip: &str, wait: Duration) -> bool {
+    let started = node.now();
+    loop {
+        if node.holds_vip(vip) != Ok(true) {
+            return false;
+        }
+        if node.now().duration_since(started) >= wait {
+            return true;
+        }
+        node.pause(VIP_POLL);
+    }
+}
+
+/// Who is never killed: replication (this node's own replication accounts, the
+/// configured ones, threads and binlog dumps), the event scheduler, mmvip itself and
+/// `spare_users`; and who can write despite read_only.
+struct Spared {
+    users: Vec<String>,
+    privileged: Vec<String>,
+}
+
+impl Spared {
+    fn learn(node: &mut impl Node, settings: &Settings) -> Spared {
+        let mut users = settings.spare_users.clone();
+        users.extend(settings.replication_users.iter().cloned());
+        match node.replicas() {
+            // In a ring the peer replicates as the account this node replicates as.
+            Ok(replicas) => users.extend(
+                replicas
+                    .into_iter()
+                    .map(|r| r.master_user)
+                    .filter(|u| !u.is_empty()),
+            ),
+            Err(e) => node.warn(&format!(
+                "cannot read this node's replication accounts ({e}); sparing only replication threads, binlog dumps and replication_users"
+            )),
+        }
+        let privileged = node.privileged_users().unwrap_or_else(|e| {
+            node.warn(&format!(
+                "cannot list accounts that write through read_only ({e})"
+            ));
+            Vec::new()
+        });
+        Spared { users, privileged }
+    }
+
+    fn spares(&self, connection: &ClientConnection) -> bool {
+        connection.is_self
+            || connection.user == "system user"
+            || connection.user == "event_scheduler"
+            || connection.command.starts_with("Binlog Dump")
+            || self.users.contains(&connection.user)
+    }
+
+    fn is_privileged(&self, connection: &ClientConnection) -> bool {
+        self.privileged.contains(&connection.user)
+    }
+}
+
+/// Sets the variable ON within about a second whatever holds it up (see
+/// [`FIRST_TRY`]). Returns the sessions killed to get through.
+fn make_read_only(
+    node: &mut impl Node,
+    variable: &str,
+    spared: &Spared,
+) -> Result<Vec<String>, HookError> {
+    let set = |node: &mut _, within| {
+        Node::set_global_variable(node, variable, ON, within)
+            .map_err(|e| failed(format!("SET GLOBAL {variable} = ON failed: {e}")))
+    };
+    let mut killed = Vec::new();
+    let evident = |c: &ClientConnection| c.in_transaction || c.command != "Sleep";
+    let mut took = set(node, FIRST_TRY)?;
+    for (tries, within, blocking) in [
+        (
+            1,
+            SECOND_TRY,
+            &evident as &dyn Fn(&ClientConnection) -> bool,
+        ),
+        (2, LAST_TRY, &|_: &ClientConnection| true),
+    ] {
+        if took {
+            break;
+        }
+        let connections = node
+            .connections()
+            .map_err(|e| failed(format!("cannot list connections: {e}")))?;
+        for connection in connections
+            .iter()
+            .filter(|c| !spared.spares(c) && blocking(c))
+        {
+            if let Ok(true) = node.kill_connection(connection.id) {
+                killed.push(format!("{} ({})", connection.id, connection.user));
+            }
+        }
+        took = set(node, within)?;
+        if !took && tries == 2 {
+            return Err(failed(format!(
+                "{variable} could not be set ON within {} ms, even after killing {} client sessions",
+                (FIRST_TRY + SECOND_TRY + LAST_TRY).as_millis(),
+                killed.len()
+            )));
+        }
+    }
+    verify(node, variable, ON)?;
+    Ok(killed)
 }
 
 fn finish(summary: String, problems: &[String]) -> Outcome {
@@ -215,10 +355,26 @@ fn still_held_rw<'a>(
         .map(|i| i.name.as_str())
 }
 
-/// Sets a global boolean variable and reads it back.
-fn set_and_verify(node: &mut impl Node, variable: &str, value: &str) -> Result<(), HookError> {
-    node.set_global_variable(variable, value)
+/// Sets a global boolean variable (within `within`) and reads it back.
+fn set_and_verify(
+    node: &mut impl Node,
+    variable: &str,
+    value: &str,
+    within: Duration,
+) -> Result<(), HookError> {
+    let took = node
+        .set_global_variable(variable, value, within)
         .map_err(|e| failed(format!("SET GLOBAL {variable} = {value} failed: {e}")))?;
+    if !took {
+        return Err(failed(format!(
+            "SET GLOBAL {variable} = {value} did not take effect within {} ms",
+            within.as_millis()
+        )));
+    }
+    verify(node, variable, value)
+}
+
+fn verify(node: &mut impl Node, variable: &str, value: &str) -> Result<(), HookError> {
     let now = node
         .global_variable(variable)
         .map_err(|e| failed(format!("cannot read back {variable}: {e}")))?;
@@ -236,38 +392,48 @@ fn set_and_verify(node: &mut impl Node, variable: &str, value: &str) -> Result<(
     }
 }
 
-/// Kills client connections, sparing replication, the event scheduler, the peer's
-/// binlog dump, mmvip's own connection and the configured users.
-fn kill_clients(node: &mut impl Node, settings: &Settings) -> Result<String, HookError> {
+/// Kills client connections once the node is read-only: every one not spared with
+/// `kill` on, else only those of accounts that can write through read_only.
+fn kill_clients(
+    node: &mut impl Node,
+    settings: &Settings,
+    spared: &Spared,
+) -> Result<String, HookError> {
     let connections = node
         .connections()
         .map_err(|e| failed(format!("cannot list connections: {e}")))?;
-    let (mut killed, mut gone, mut errors) = (0, 0, Vec::new());
-    for connection in connections {
-        let spared = connection.is_self
-            || connection.user == "system user"
-            || connection.user == "event_scheduler"
-            || connection.command.starts_with("Binlog Dump")
-            || settings.spare_users.contains(&connection.user);
-        if spared {
+    let (mut killed, mut privileged, mut gone, mut errors) = (0, Vec::new(), 0, Vec::new());
+    for connection in connections.iter().filter(|c| !spared.spares(c)) {
+        let writes_anyway = spared.is_privileged(connection);
+        if !settings.kill && !writes_anyway {
             continue;
         }
         match node.kill_connection(connection.id) {
-            Ok(true) => killed += 1,
+            Ok(true) => {
+                killed += 1;
+                if writes_anyway {
+                    privileged.push(format!("{} ({})", connection.id, connection.user));
+                }
+            }
             Ok(false) => gone += 1,
             Err(e) => errors.push(format!("{}: {e}", connection.id)),
         }
     }
-    if errors.is_empty() {
-        Ok(format!(
-            "killed {killed} client connections ({gone} already gone)"
-        ))
-    } else {
-        Err(failed(format!(
+    if !errors.is_empty() {
+        return Err(failed(format!(
             "read-only, but killing clients failed for {}",
             errors.join(", ")
-        )))
+        )));
     }
+    let mut summary = format!("killed {killed} client connections ({gone} already gone)");
+    if !privileged.is_empty() {
+        summary.push_str(&format!(
+            "; {} of them could write through read_only: {}",
+            privileged.len(),
+            privileged.join(", ")
+        ));
+    }
+    Ok(summary)
 }
 
 #[cfg(test)]

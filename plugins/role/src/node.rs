@@ -1,16 +1,25 @@
 //! What the role logic asks of the node it runs on. In a plugin that is the host's
 //! capabilities ([`Capabilities`]); in the unit tests, a scripted node.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use mmvip_sdk::peer::PeerStatus;
 use mmvip_sdk::sql::{ClientConnection, Error as SqlError, EventInfo, ReplicaStatus};
-use mmvip_sdk::{log, sql, state, vip};
+use mmvip_sdk::{log, peer, sql, state, vip};
 
 pub trait Node {
     fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError>;
-    fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError>;
+    /// False when it had not taken effect within `within` (it is then cancelled).
+    fn set_global_variable(
+        &mut self,
+        name: &str,
+        value: &str,
+        within: Duration,
+    ) -> Result<bool, SqlError>;
     fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError>;
+    fn start_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError>;
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError>;
+    fn privileged_users(&mut self) -> Result<Vec<String>, SqlError>;
     fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError>;
     /// `MASTER_GTID_WAIT`: true when `position` was applied within `timeout`.
     fn wait_for_gtid(&mut self, position: &str, timeout: Duration) -> Result<bool, SqlError>;
@@ -22,31 +31,54 @@ pub trait Node {
         enabled: bool,
         comment: &str,
     ) -> Result<(), SqlError>;
+    fn peer_status(&mut self) -> Result<PeerStatus, SqlError>;
     fn holds_vip(&mut self, address: &str) -> Result<bool, String>;
     /// Keeps a fact in the node's state; a refusal is logged, never fatal.
     fn remember(&mut self, key: &str, value: &str);
     fn warn(&mut self, message: &str);
     fn error(&mut self, message: &str);
+    /// The node's clock, and a pause on it (the tests' node keeps its own time).
+    fn now(&self) -> Instant;
+    fn pause(&mut self, duration: Duration);
 }
 
 /// The node as the host's capabilities show it.
 pub struct Capabilities;
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
 
 impl Node for Capabilities {
     fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError> {
         sql::read::global_variable(name)
     }
 
-    fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
-        sql::admin::set_global_variable(name, value)
+    fn set_global_variable(
+        &mut self,
+        name: &str,
+        value: &str,
+        within: Duration,
+    ) -> Result<bool, SqlError> {
+        sql::admin::set_global_variable(name, value, millis(within))
     }
 
     fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
         sql::read::replicas()
     }
 
+    fn start_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
+        sql::admin::start_replica_io(connection_name)
+    }
+
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
         sql::read::connections()
+    }
+
+    fn privileged_users(&mut self) -> Result<Vec<String>, SqlError> {
+        sql::read::privileged_users()
     }
 
     fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
@@ -54,10 +86,7 @@ impl Node for Capabilities {
     }
 
     fn wait_for_gtid(&mut self, position: &str, timeout: Duration) -> Result<bool, SqlError> {
-        let ms = u32::try_from(timeout.as_millis())
-            .unwrap_or(u32::MAX)
-            .max(1);
-        sql::admin::wait_for_gtid(position, ms)
+        sql::admin::wait_for_gtid(position, millis(timeout))
     }
 
     fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
@@ -72,6 +101,10 @@ impl Node for Capabilities {
         comment: &str,
     ) -> Result<(), SqlError> {
         sql::admin::set_event_enabled(schema, name, enabled, comment)
+    }
+
+    fn peer_status(&mut self) -> Result<PeerStatus, SqlError> {
+        peer::status()
     }
 
     fn holds_vip(&mut self, address: &str) -> Result<bool, String> {
@@ -90,5 +123,13 @@ impl Node for Capabilities {
 
     fn error(&mut self, message: &str) {
         log::error(message);
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn pause(&mut self, duration: Duration) {
+        std::thread::sleep(duration);
     }
 }

@@ -25,8 +25,15 @@ pub struct Settings {
     #[serde(deserialize_with = "duration")]
     pub catchup_timeout: Duration,
     pub on_catchup_timeout: CatchupPolicy,
+    /// How long `master` waits for a live peer to become read-only.
+    #[serde(deserialize_with = "duration")]
+    pub peer_read_only_timeout: Duration,
     #[serde(deserialize_with = "users")]
     pub spare_users: Vec<String>,
+    /// Accounts the peer replicates as, never killed (besides the accounts this node
+    /// replicates as, which are spared anyway).
+    #[serde(deserialize_with = "users")]
+    pub replication_users: Vec<String>,
 }
 
 impl Default for Settings {
@@ -38,7 +45,9 @@ impl Default for Settings {
             variable: "read_only".into(),
             catchup_timeout: Duration::from_secs(30),
             on_catchup_timeout: CatchupPolicy::StayReadOnly,
+            peer_read_only_timeout: Duration::from_secs(5),
             spare_users: Vec::new(),
+            replication_users: Vec::new(),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The role decisions against a scripted node, natively: no wasm, no server.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use mmvip_sdk::peer::PeerStatus;
 
 use mmvip_sdk::sql::{
     ClientConnection, Error as SqlError, EventInfo, EventStatus, IoState, ReplicaStatus, SqlState,
@@ -19,6 +21,13 @@ struct Scripted {
     events: Vec<EventInfo>,
     vips: BTreeSet<String>,
     state: BTreeMap<String, String>,
+    /// What the peer answers, in turn (the last answer repeats).
+    peer: Vec<Result<PeerStatus, SqlError>>,
+    privileged: Vec<String>,
+    /// `SET GLOBAL read_only = ON` waits behind a lock until these sessions are gone.
+    blocked_by: BTreeSet<u64>,
+    /// The node's own clock: `pause` moves it, nothing sleeps.
+    clock: Instant,
     calls: Vec<String>,
 }
 
@@ -35,6 +44,10 @@ impl Scripted {
             events: Vec::new(),
             vips: ["10.0.1.100".to_string()].into(),
             state: BTreeMap::new(),
+            peer: vec![Err(SqlError::Unreachable("10.0.0.2:3306: refused".into()))],
+            privileged: Vec::new(),
+            blocked_by: BTreeSet::new(),
+            clock: Instant::now(),
             calls: Vec::new(),
         }
     }
@@ -44,9 +57,21 @@ impl Scripted {
     }
 }
 
+fn peer(read_only: bool, binlog_pos: &str, binlog_state: &str) -> Result<PeerStatus, SqlError> {
+    Ok(PeerStatus {
+        address: "10.0.0.2:3306".into(),
+        read_only,
+        server_id: 1,
+        gtid_domain_id: 1,
+        gtid_binlog_pos: binlog_pos.into(),
+        gtid_binlog_state: binlog_state.into(),
+    })
+}
+
 fn replica(io: IoState, io_pos: &str) -> ReplicaStatus {
     ReplicaStatus {
         connection_name: String::new(),
+        master_user: "repl".into(),
         io_state: io,
         sql_state: SqlState::Running,
         gtid_io_pos: io_pos.into(),
@@ -63,6 +88,7 @@ fn connection(id: u64, user: &str, command: &str) -> ClientConnection {
         host: "10.0.1.7:40000".into(),
         command: command.into(),
         is_self: false,
+        in_transaction: false,
     }
 }
 
@@ -71,11 +97,48 @@ impl Node for Scripted {
         Ok(self.variables.get(name).cloned())
     }
 
-    fn set_global_variable(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
+    fn set_global_variable(
+        &mut self,
+        name: &str,
+        value: &str,
+        within: Duration,
+    ) -> Result<bool, SqlError> {
         self.calls.push(format!("SET {name}={value}"));
+        if value == "ON" && !self.blocked_by.is_empty() {
+            self.clock += within;
+            return Ok(false);
+        }
         let value = if value == "ON" { "1" } else { "0" };
         self.variables.insert(name.into(), value.into());
+        Ok(true)
+    }
+
+    fn start_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
+        self.calls.push(format!("START IO {connection_name}"));
+        for replica in &mut self.replicas {
+            replica.io_state = IoState::Running;
+        }
         Ok(())
+    }
+
+    fn privileged_users(&mut self) -> Result<Vec<String>, SqlError> {
+        Ok(self.privileged.clone())
+    }
+
+    fn peer_status(&mut self) -> Result<PeerStatus, SqlError> {
+        if self.peer.len() > 1 {
+            self.peer.remove(0)
+        } else {
+            self.peer[0].clone()
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.clock
+    }
+
+    fn pause(&mut self, duration: Duration) {
+        self.clock += duration;
     }
 
     fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
@@ -88,12 +151,17 @@ impl Node for Scripted {
 
     fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
         self.calls.push(format!("KILL {id}"));
+        self.blocked_by.remove(&id);
+        self.connections.retain(|c| c.id != id);
         Ok(true)
     }
 
     fn wait_for_gtid(&mut self, position: &str, timeout: Duration) -> Result<bool, SqlError> {
         self.calls
             .push(format!("WAIT {position} {}ms", timeout.as_millis()));
+        if !self.wait_reaches {
+            self.clock += timeout;
+        }
         Ok(self.wait_reaches)
     }
 
@@ -155,12 +223,14 @@ fn event(state: VrrpState) -> Option<Transition> {
 }
 
 #[test]
-fn promotion_waits_for_the_peers_domain_then_goes_writable() {
+fn with_the_peer_silent_promotion_applies_what_was_received_then_goes_writable() {
     let mut node = Scripted::new();
     let summary = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
     assert!(!node.read_only());
     assert!(
-        summary.starts_with("writable for VI_1; caught up (applied up to 1-1-10)"),
+        summary.starts_with(
+            "writable for VI_1; peer's final position unknown; applied what was received (1-1-10)"
+        ),
         "{summary}"
     );
     // Its own domain (2) is never waited for.
@@ -341,4 +411,240 @@ fn event_marks_fit_the_comment_by_characters() {
     }];
     events::enable_disabled_by_mmvip(&mut node).unwrap();
     assert_eq!(node.calls, ["EVENT app.purge true nightly"]);
+}
+
+#[test]
+fn promotion_catches_up_to_what_the_read_only_peer_binlogged_not_to_the_relay_log() {
+    let mut node = Scripted::new();
+    // The peer is still writable for a moment (its demotion is running), then not.
+    node.peer = vec![
+        peer(false, "1-1-14,2-2-7", "1-1-14,2-2-7"),
+        peer(true, "1-1-15,2-2-7", "1-1-15,2-2-7"),
+    ];
+    node.variables
+        .insert("gtid_binlog_state".into(), "1-1-15,2-2-7".into());
+    let summary = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    // Not the relay log's 1-1-10: the peer acknowledged up to 1-1-15.
+    assert!(
+        node.calls[0].starts_with("WAIT 1-1-15 "),
+        "{:?}",
+        node.calls
+    );
+    assert!(
+        summary.contains("caught up with the peer at 10.0.0.2:3306"),
+        "{summary}"
+    );
+    assert!(!node.read_only());
+}
+
+#[test]
+fn a_peer_that_stays_writable_is_a_second_writer_and_stops_the_promotion() {
+    let mut node = Scripted::new();
+    node.peer = vec![peer(false, "1-1-14", "1-1-14")];
+    let err = promote_on(
+        &mut node,
+        &call(&["--instance=VI_1"], r#"{"peer_read_only_timeout": "2s"}"#),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("still writable after 2 s"),
+        "{err}"
+    );
+    assert!(node.read_only());
+}
+
+#[test]
+fn an_io_thread_an_operator_stopped_is_started_and_no_replica_is_no_catch_up() {
+    let mut node = Scripted::new();
+    node.replicas[0].io_state = IoState::Stopped;
+    promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert_eq!(node.calls[0], "START IO ");
+
+    let mut node = Scripted::new();
+    node.replicas.clear();
+    let err = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap_err();
+    assert!(
+        err.to_string().contains("does not replicate from anyone"),
+        "{err}"
+    );
+    assert!(node.read_only());
+}
+
+#[test]
+fn errant_transactions_in_the_peers_domain_stop_the_promotion() {
+    let mut node = Scripted::new();
+    node.peer = vec![peer(true, "1-1-15,2-2-7", "1-1-15,2-2-7")];
+    // This node binlogged 1-1-16..17: written here with the peer's domain.
+    node.variables
+        .insert("gtid_binlog_state".into(), "1-1-17,2-2-7".into());
+    let err = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap_err();
+    assert!(err.to_string().contains("errant transactions"), "{err}");
+    assert!(err.to_string().contains("1-1-16..17"), "{err}");
+    assert!(node.read_only());
+}
+
+#[test]
+fn the_catchup_stops_when_the_vip_goes_away() {
+    let mut node = Scripted::new();
+    node.wait_reaches = false;
+    node.vips.clear();
+    node.vips.insert("10.0.1.100".into());
+    // Held at the start, gone after the first slice.
+    let mut calls = 0;
+    let mut with_vip_leaving = LeavingVip {
+        node: &mut node,
+        checks_left: &mut calls,
+    };
+    let err = promote_on(&mut with_vip_leaving, &call(&["--instance=VI_1"], "{}")).unwrap_err();
+    assert!(
+        err.to_string().contains("went away during the catch-up"),
+        "{err}"
+    );
+    assert!(node.read_only());
+}
+
+/// A node whose VIP is held for the first check only.
+struct LeavingVip<'a> {
+    node: &'a mut Scripted,
+    checks_left: &'a mut u32,
+}
+
+impl Node for LeavingVip<'_> {
+    fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError> {
+        self.node.global_variable(name)
+    }
+    fn set_global_variable(&mut self, n: &str, v: &str, w: Duration) -> Result<bool, SqlError> {
+        self.node.set_global_variable(n, v, w)
+    }
+    fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
+        self.node.replicas()
+    }
+    fn start_replica_io(&mut self, name: &str) -> Result<(), SqlError> {
+        self.node.start_replica_io(name)
+    }
+    fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
+        self.node.connections()
+    }
+    fn privileged_users(&mut self) -> Result<Vec<String>, SqlError> {
+        self.node.privileged_users()
+    }
+    fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError> {
+        self.node.kill_connection(id)
+    }
+    fn wait_for_gtid(&mut self, position: &str, timeout: Duration) -> Result<bool, SqlError> {
+        self.node.wait_for_gtid(position, timeout)
+    }
+    fn events(&mut self) -> Result<Vec<EventInfo>, SqlError> {
+        self.node.events()
+    }
+    fn set_event_enabled(&mut self, s: &str, n: &str, e: bool, c: &str) -> Result<(), SqlError> {
+        self.node.set_event_enabled(s, n, e, c)
+    }
+    fn peer_status(&mut self) -> Result<PeerStatus, SqlError> {
+        self.node.peer_status()
+    }
+    fn holds_vip(&mut self, address: &str) -> Result<bool, String> {
+        *self.checks_left += 1;
+        Ok(*self.checks_left == 1 && self.node.vips.contains(address))
+    }
+    fn remember(&mut self, key: &str, value: &str) {
+        self.node.remember(key, value)
+    }
+    fn warn(&mut self, message: &str) {
+        self.node.warn(message)
+    }
+    fn error(&mut self, message: &str) {
+        self.node.error(message)
+    }
+    fn now(&self) -> Instant {
+        self.node.now()
+    }
+    fn pause(&mut self, duration: Duration) {
+        self.node.pause(duration)
+    }
+}
+
+#[test]
+fn demotion_kills_evident_blockers_first_and_idle_lock_holders_only_if_needed() {
+    let demote = |blocked_by: u64| {
+        let mut node = Scripted::new();
+        node.variables.insert("read_only".into(), "0".into());
+        node.vips.clear();
+        node.connections = vec![
+            connection(11, "app", "Sleep"),
+            connection(12, "reporting", "Query"),
+            connection(13, "repl", "Connect"),
+        ];
+        node.blocked_by.insert(blocked_by);
+        let started = node.clock;
+        let summary = demote_on(
+            &mut node,
+            &call(&["--instance=VI_1"], r#"{"kill": false}"#),
+            VrrpState::Backup,
+        )
+        .unwrap();
+        assert!(node.read_only());
+        assert!(node.clock.duration_since(started) <= Duration::from_secs(1));
+        // The peer's replication account, still in its handshake, is never killed.
+        assert!(
+            !node.calls.iter().any(|c| c == "KILL 13"),
+            "{:?}",
+            node.calls
+        );
+        summary
+    };
+    // A running statement holds it up: killing it is enough, the idle session stays.
+    let summary = demote(12);
+    assert!(
+        summary.contains("killed 1 sessions holding it up: 12 (reporting)"),
+        "{summary}"
+    );
+    // An idle session holds LOCK TABLES (nothing shows it): every client goes.
+    let summary = demote(11);
+    assert!(
+        summary.contains("killed 2 sessions holding it up: 12 (reporting), 11 (app)"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn accounts_that_write_through_read_only_are_killed_even_without_kill() {
+    let mut node = Scripted::new();
+    node.variables.insert("read_only".into(), "0".into());
+    node.vips.clear();
+    node.privileged = vec!["dba".into(), "monitor".into()];
+    node.connections = vec![
+        connection(21, "app", "Sleep"),
+        connection(22, "dba", "Sleep"),
+        connection(23, "monitor", "Sleep"),
+    ];
+    let summary = demote_on(
+        &mut node,
+        &call(
+            &["--instance=VI_1"],
+            r#"{"kill": false, "spare_users": ["monitor"]}"#,
+        ),
+        VrrpState::Backup,
+    )
+    .unwrap();
+    assert_eq!(node.calls, ["SET read_only=ON", "KILL 22"]);
+    assert!(
+        summary.contains("could write through read_only: 22 (dba)"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn a_demotion_while_its_own_vip_stays_is_stale_and_leaves_the_holder_writable() {
+    let mut node = Scripted::new();
+    node.variables.insert("read_only".into(), "0".into());
+    let summary = demote_on(
+        &mut node,
+        &call(&["--instance=VI_1"], "{}"),
+        VrrpState::Backup,
+    )
+    .unwrap();
+    assert!(summary.contains("stale notification"), "{summary}");
+    assert!(!node.read_only());
+    assert!(node.calls.is_empty());
 }

@@ -14,7 +14,7 @@ impl Plugin for Stop {
 
 mmvip_sdk::export!(Stop {
     kind: notify,
-    about: "notify_stop: read_only=ON, verified, then client connections killed",
+    about: "notify_stop: read_only=ON through blockers, verified, then client connections killed",
     grants: ["log", "sql-read", "sql-admin", "vip", "state"],
     timeout_ms: 15000,
 });

@@ -25,9 +25,11 @@ impl Plugin for Hostile {
     fn run(call: &Call) -> Outcome {
         let arg = |i: usize| call.args().get(i).map(String::as_str).unwrap_or_default();
         match arg(0) {
-            "set" => sql::admin::set_global_variable(arg(1), arg(2))
-                .map(|()| format!("set {}", arg(1)))
-                .map_err(|e| failed(e.to_string())),
+            "set" => match sql::admin::set_global_variable(arg(1), arg(2), 1000) {
+                Ok(true) => Ok(format!("set {}", arg(1))),
+                Ok(false) => Err(failed(format!("{} not set within 1 s", arg(1)))),
+                Err(e) => Err(failed(e.to_string())),
+            },
             "long-names" => {
                 let name = "a".repeat(100_000);
                 for _ in 0..count(call)? {

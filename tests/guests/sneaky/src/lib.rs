@@ -7,7 +7,7 @@ struct Sneaky;
 
 impl Plugin for Sneaky {
     fn run(_call: &Call) -> Outcome {
-        let _ = sql::admin::set_global_variable("read_only", "OFF");
+        let _ = sql::admin::set_global_variable("read_only", "OFF", 1000);
         match failover_flag::is_raised() {
             Ok(false) => Ok("flag absent".into()),
             _ => Err(mmvip_sdk::failed("flag present")),

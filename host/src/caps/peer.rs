@@ -1,0 +1,148 @@
+//! Grant `peer`: read-only questions to the peer node's MariaDB over TCP, as the
+//! account in the site's `[peer]`, trying each of its addresses in order until one
+//! answers; the one that answered is asked first next time.
+
+use std::time::Instant;
+
+use wasmtime::component::{HasData, Linker};
+
+use super::Capability;
+use super::sql::{SqlError, refused};
+use crate::bindings::peer as wit;
+use crate::config::PeerConfig;
+use crate::log::{Level, Log};
+use crate::mariadb::{Endpoint, Session, Target};
+use crate::runtime::HookState;
+
+pub use wit::PeerStatus;
+
+pub const CAPABILITY: Capability = Capability {
+    grant: "peer",
+    link,
+};
+
+/// The back-end: what the peer says of itself.
+pub trait Peer: Send {
+    fn status(&mut self) -> Result<PeerStatus, SqlError>;
+}
+
+/// The peer of the site's `[peer]`; without one, every question is refused with the
+/// reason.
+pub fn backend(
+    config: Option<&PeerConfig>,
+    password: Option<String>,
+    deadline: Instant,
+    log: &Log,
+) -> Box<dyn Peer> {
+    let Some(config) = config else {
+        return Box::new(NotConfigured);
+    };
+    let sessions = config
+        .addresses
+        .iter()
+        .map(|(host, port)| {
+            let endpoint = Endpoint {
+                target: Target::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                },
+                user: config.user.clone(),
+                password: password.clone(),
+            };
+            Session::new(endpoint, config.timeout, deadline, log.clone())
+        })
+        .collect();
+    Box::new(PeerServers {
+        sessions,
+        preferred: 0,
+    })
+}
+
+fn link(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HookState, Linked>(linker, |state| Cap(&mut *state.caps.peer))
+}
+
+struct Linked;
+
+impl HasData for Linked {
+    type Data<'a> = Cap<'a>;
+}
+
+struct Cap<'a>(&'a mut dyn Peer);
+
+impl wit::Host for Cap<'_> {
+    fn status(&mut self) -> wasmtime::Result<Result<PeerStatus, SqlError>> {
+        Ok(self.0.status())
+    }
+}
+
+struct NotConfigured;
+
+impl Peer for NotConfigured {
+    fn status(&mut self) -> Result<PeerStatus, SqlError> {
+        Err(refused(
+            "no [peer] in the config: the peer's addresses and account are not known",
+        ))
+    }
+}
+
+const STATUS: &str = "SELECT @@GLOBAL.read_only, @@GLOBAL.server_id, @@GLOBAL.gtid_domain_id, @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_binlog_state";
+
+struct PeerServers {
+    sessions: Vec<Session>,
+    /// The address that answered last.
+    preferred: usize,
+}
+
+impl Peer for PeerServers {
+    fn status(&mut self) -> Result<PeerStatus, SqlError> {
+        let count = self.sessions.len();
+        let mut failures = Vec::new();
+        for step in 0..count {
+            let index = (self.preferred + step) % count;
+            let session = &mut self.sessions[index];
+            let address = session.target().to_string();
+            match session.rows(Level::Debug, STATUS) {
+                Ok(rows) => {
+                    self.preferred = index;
+                    return parse_status(address, rows);
+                }
+                // An answer with an error is an answer: the account or server is wrong.
+                Err(error @ SqlError::Server(_)) => return Err(error),
+                Err(error) => failures.push(format!("{address}: {}", describe(&error))),
+            }
+        }
+        Err(SqlError::Unreachable(format!(
+            "no answer from the peer ({})",
+            failures.join("; ")
+        )))
+    }
+}
+
+fn describe(error: &SqlError) -> String {
+    match error {
+        SqlError::Unreachable(why) | SqlError::Timeout(why) | SqlError::Refused(why) => why.clone(),
+        SqlError::Server(e) => format!("error {}: {}", e.code, e.message),
+    }
+}
+
+fn parse_status(address: String, rows: Vec<Vec<Option<String>>>) -> Result<PeerStatus, SqlError> {
+    let row = rows.into_iter().next().unwrap_or_default();
+    let cell = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let number = |i: usize| {
+        cell(i).parse::<u32>().map_err(|_| {
+            refused(format!(
+                "the peer at {address} answered `{}` for a number",
+                cell(i)
+            ))
+        })
+    };
+    Ok(PeerStatus {
+        read_only: cell(0) == "1",
+        server_id: number(1)?,
+        gtid_domain_id: number(2)?,
+        gtid_binlog_pos: cell(3),
+        gtid_binlog_state: cell(4),
+        address,
+    })
+}
