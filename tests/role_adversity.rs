@@ -353,7 +353,7 @@ fn any_interleaving_of_role_hooks_ends_where_vrrp_ends() {
         None,
         "[plugins.master]\ncatchup_timeout = \"2s\"\n",
     );
-    let mut seed: u64 = 0x5eed_0f_40;
+    let mut seed: u64 = 0x5eed_0f40;
     let mut next = |n: u64| {
         // xorshift: a fixed, reproducible schedule.
         seed ^= seed << 13;
