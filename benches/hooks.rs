@@ -212,19 +212,33 @@ fn time_shell(script: &Path) -> Duration {
 }
 
 const ROLE_ROUNDS: usize = 30;
+const APPLY_ROUNDS: usize = 10;
+/// Transactions the peer wrote that the promoted node has received but not applied.
+const BACKLOG: usize = 500;
 const IDLE_CLIENTS: usize = 200;
 const BACKUP_ROUNDS: usize = 10;
 
 fn role_benchmark() {
-    use common::mariadb::{APP_PASSWORD, APP_USER, Pair};
+    use common::mariadb::{APP_PASSWORD, APP_USER, PEER_PASSWORD, PEER_USER, Pair};
+    use mysql::prelude::Queryable;
     let pair = Pair::start();
     let server = &pair.node1;
-    let site = Site::new()
-        .with_socket(&server.socket)
-        .with_config("[instances.VI_1]\nvip = \"10.99.0.1\"\nrole = \"rw\"\n");
-    site.install_builtins();
+    let peer = &pair.node2;
     let netns = common::netns::Netns::new();
     netns.hold("10.99.0.1");
+    // The peer, read-only as after its demotion, asked over TCP from the namespace.
+    peer.exec("SET GLOBAL read_only = ON");
+    let forward = netns.forward(([127, 0, 0, 1], peer.replication.unwrap().port).into());
+    let site = Site::new().with_socket(&server.socket);
+    let password = site.path("peer-password");
+    std::fs::write(&password, PEER_PASSWORD).unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let site = site.with_config(&format!(
+        "[peer]\naddresses = [\"127.0.0.1:{}\"]\nuser = \"{PEER_USER}\"\npassword_file = \"{}\"\n[instances.VI_1]\nvip = \"10.99.0.1\"\nrole = \"rw\"\n",
+        forward.port,
+        password.display()
+    ));
+    site.install_builtins();
     let mmvip = env!("CARGO_BIN_EXE_mmvip").to_string();
     let config = site.config_path().display().to_string();
     let hook = |name: &str| {
@@ -276,6 +290,57 @@ fn role_benchmark() {
         shell_master.push(time_shell(&master_sh));
         assert!(!server.read_only());
     }
+    assert!(
+        site.log_text().contains("caught up with the peer"),
+        "the benchmark did not ask the peer"
+    );
+
+    // With something to apply: the peer wrote BACKLOG transactions that this node
+    // received (IO thread) but has not applied (SQL thread held), then the SQL thread
+    // is released as the hook starts.
+    let backlog_round = |run: &mut dyn FnMut() -> Duration| {
+        server.exec("SET GLOBAL read_only = ON; STOP SLAVE SQL_THREAD");
+        peer.exec("SET GLOBAL read_only = OFF");
+        let mut app = peer.connect_as(APP_USER, APP_PASSWORD).unwrap();
+        for n in 0..BACKLOG {
+            app.exec_drop(
+                "INSERT INTO app.t (note) VALUES (?)",
+                (format!("backlog {n}"),),
+            )
+            .unwrap();
+        }
+        peer.exec("SET GLOBAL read_only = ON");
+        let target = peer.value("SELECT @@GLOBAL.gtid_binlog_pos").unwrap();
+        // Wait until the backlog is in this node's relay log.
+        let mut conn = server.root();
+        let received = |conn: &mut mysql::Conn| -> bool {
+            let row: Option<mysql::Row> = conn.query_first("SHOW SLAVE STATUS").unwrap();
+            let io: Option<String> = row.and_then(|r| r.get("Gtid_IO_Pos"));
+            io.is_some_and(|io| target.split(',').all(|g| io.contains(g.trim())))
+        };
+        while !received(&mut conn) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        server.exec("START SLAVE SQL_THREAD");
+        let took = run();
+        let applied: Option<i64> = conn
+            .query_first(format!("SELECT MASTER_GTID_WAIT('{target}', 0)"))
+            .unwrap();
+        (took, applied == Some(0))
+    };
+    let (mut mmvip_apply, mut shell_apply, mut shell_apply_incomplete) =
+        (Vec::new(), Vec::new(), 0);
+    for _ in 0..APPLY_ROUNDS {
+        let (took, applied) = backlog_round(&mut || run_in_netns(&netns.name, &hook("master")));
+        assert!(applied, "mmvip went writable before applying the backlog");
+        assert!(!server.read_only());
+        mmvip_apply.push(took);
+        let (took, applied) = backlog_round(&mut || time_shell(&master_sh));
+        shell_apply_incomplete += usize::from(!applied);
+        shell_apply.push(took);
+    }
+    // The backup rounds below: keepalived removes the VIP before notify_backup.
+    netns.release("10.99.0.1");
 
     let (mut mmvip_backup, mut shell_backup) = (Vec::new(), Vec::new());
     for round in 0..BACKUP_ROUNDS * 2 {
@@ -298,15 +363,18 @@ fn role_benchmark() {
         assert_eq!(survivors, 0, "client connections survived the demotion");
     }
 
-    println!(
-        "\n## Role hooks on a real pair, replication caught up (median wall time, whole process)\n"
-    );
+    println!("\n## Role hooks on a real pair (median wall time, whole process)\n");
     println!("| step | mmvip ms | original shell steps ms | target |");
     println!("|---|---:|---:|---|");
     println!(
-        "| master: start to read_only OFF verified ({ROLE_ROUNDS} runs) | {} | {} | < 20 ms |",
+        "| master, nothing to apply (peer asked over TCP; {ROLE_ROUNDS} runs): start to read_only OFF verified | {} | {} | < 20 ms |",
         ms(median(mmvip_master)),
         ms(median(shell_master))
+    );
+    println!(
+        "| master, {BACKLOG} received transactions to apply ({APPLY_ROUNDS} runs): start to read_only OFF, all applied | {} | {} (went writable before all were applied in {shell_apply_incomplete} of {APPLY_ROUNDS} runs) | |",
+        ms(median(mmvip_apply)),
+        ms(median(shell_apply))
     );
     println!(
         "| backup: read_only ON + kill {IDLE_CLIENTS} idle clients ({BACKUP_ROUNDS} runs) | {} | {} | < 100 ms |",

@@ -11,7 +11,7 @@ mod generated {
 
 pub use generated::PluginPre;
 pub use generated::mmvip::hooks::{
-    failover_flag, log, peer, sql_admin, sql_raw, sql_read, sql_types, state, types, vip,
+    failover_flag, lease, log, peer, sql_admin, sql_raw, sql_read, sql_types, state, types, vip,
 };
 
 /// The WIT package this host implements; a plugin must target the same 0.2 track.

@@ -35,6 +35,9 @@ enum Command {
     Compile,
     /// List plugins: name, kind, grants, timeout, status and purpose.
     Plugins,
+    /// Run this node's resident guard: write lease, fencing, failure detection
+    /// (needs [guard]; a systemd unit runs it).
+    Guard,
     /// Run one hook: `mmvip <plugin> [ARGS...]`; the exit status is its verdict.
     #[command(external_subcommand)]
     Hook(Vec<OsString>),
@@ -70,6 +73,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>, exit: Exit) -> Ended {
     match cli.command {
         Command::Compile => compile_all(&config),
         Command::Plugins => list_plugins(&config),
+        Command::Guard => {
+            let log = command_log(&config, "guard");
+            match crate::guard::run(&config, &config_path, log.clone()) {
+                Ok(()) => Ended::Done,
+                Err(error) => refuse(Some(&log), error),
+            }
+        }
         Command::Hook(words) => {
             let words: Vec<String> = words
                 .into_iter()

@@ -44,6 +44,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub mariadb: MariaDbConfig,
     pub peer: Option<PeerConfig>,
+    /// The resident guard (`mmvip guard`): absent in polled-only sites.
+    pub guard: Option<crate::guard::config::GuardConfig>,
     pub plugins: BTreeMap<String, PluginTable>,
     /// VRRP instances by name: the VIP each moves and whether it carries writes.
     pub instances: BTreeMap<String, Instance>,
@@ -163,6 +165,7 @@ struct RawConfig {
     #[serde(default)]
     mariadb: RawMariaDb,
     peer: Option<RawPeer>,
+    guard: Option<Spanned<crate::guard::config::RawGuard>>,
     #[serde(default)]
     plugins: BTreeMap<String, BTreeMap<String, Spanned<toml::Value>>>,
     #[serde(default)]
@@ -342,8 +345,21 @@ impl Config {
                 })
             }
         };
+        let guard = match raw.guard {
+            None => None,
+            Some(guard) => {
+                let offset = guard.span().start;
+                Some(
+                    guard
+                        .into_inner()
+                        .validate(parse_address)
+                        .map_err(|why| at(offset, &why))?,
+                )
+            }
+        };
         Ok(Config {
             peer,
+            guard,
             plugin_dir: raw
                 .plugin_dir
                 .unwrap_or_else(|| "/usr/local/lib/mmvip/plugins".into()),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::bindings::types::{Call, Transition, VrrpInstance};
-use crate::caps::{Backends, failover_flag, peer, sql, state::StateStore, vip};
+use crate::caps::{Backends, failover_flag, lease, peer, sql, state::StateStore, vip};
 use crate::cli::{Ended, Exit, refuse};
 use crate::config::{Config, PluginSpec};
 use crate::error::{Error, Result};
@@ -101,7 +101,7 @@ impl Run<'_> {
         let sql = self.open_sql_ahead(&found.spec, deadline)?;
         let peer = self.peer(&found.spec, deadline)?;
         let (plugin, _) = found.load(self.engine, self.config, &self.log)?;
-        let caps = self.backends(&plugin, sql, peer, state_dir);
+        let caps = self.backends(&plugin, sql, peer, state_dir, deadline);
         let call = Call {
             args,
             settings: plugin.spec.settings.clone(),
@@ -229,6 +229,7 @@ impl Run<'_> {
         sql: Box<dyn sql::SqlBackend>,
         peer: Box<dyn peer::Peer>,
         state_dir: Option<TrustedDir>,
+        deadline: Instant,
     ) -> Backends {
         let state_dir = state_dir.filter(|_| plugin.spec.granted("state"));
         Backends {
@@ -238,6 +239,11 @@ impl Run<'_> {
             vip: vip::backend(),
             state: StateStore::load(state_dir, &self.log),
             peer,
+            lease: lease::backend(
+                self.config.state_dir.clone(),
+                self.config.guard.is_some(),
+                deadline,
+            ),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod hook;
 pub mod keepalived;
 pub mod lock;

@@ -238,6 +238,11 @@ pub mod peer {
     }
 }
 
+/// Grant `lease`: the node's write lease, held by its guard.
+pub mod lease {
+    pub use crate::wit::lease::{Answer, acquire, release};
+}
+
 /// Grant `vip`: addresses held by this node.
 pub mod vip {
     pub use crate::wit::vip::holds;

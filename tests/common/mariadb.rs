@@ -27,6 +27,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub replication: Option<Replication>,
+    /// Listening on `address:3306` inside network namespace `netns` (a witness).
+    pub listen: Option<(String, String)>,
     child: Option<Child>,
     stopped_pid: Option<Pid>,
 }
@@ -51,7 +53,20 @@ impl Server {
         Server::start_with(Some(replication))
     }
 
+    /// A standalone server inside network namespace `netns`, listening on
+    /// `address:3306` (the witness of the guard tests).
+    pub fn start_witness(netns: &str, address: &str) -> Server {
+        Server::start_with_listen(None, Some((netns.to_string(), address.to_string())))
+    }
+
     fn start_with(replication: Option<Replication>) -> Server {
+        Server::start_with_listen(replication, None)
+    }
+
+    fn start_with_listen(
+        replication: Option<Replication>,
+        listen: Option<(String, String)>,
+    ) -> Server {
         require_binaries();
         let dir = tempfile::tempdir().expect("temp dir");
         let datadir = dir.path().join("data");
@@ -88,6 +103,7 @@ impl Server {
             dir,
             socket,
             replication,
+            listen,
             child: None,
             stopped_pid: None,
         };
@@ -97,7 +113,14 @@ impl Server {
 
     fn launch(&mut self) {
         let root = self.dir.path();
-        let mut command = Command::new(MARIADBD);
+        let mut command = match &self.listen {
+            Some((netns, _)) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, MARIADBD]);
+                command
+            }
+            None => Command::new(MARIADBD),
+        };
         command
             .arg("--no-defaults")
             .arg(format!("--datadir={}", root.join("data").display()))
@@ -113,9 +136,14 @@ impl Server {
                 "--skip-name-resolve",
             ]);
         match self.replication {
-            None => {
-                command.arg("--skip-networking");
-            }
+            None => match &self.listen {
+                Some((_, address)) => {
+                    command.args([format!("--bind-address={address}"), "--port=3306".into()]);
+                }
+                None => {
+                    command.arg("--skip-networking");
+                }
+            },
             Some(r) => {
                 command.args([
                     "--bind-address=127.0.0.1".to_string(),

@@ -6,6 +6,7 @@
 pub mod fake;
 pub mod mariadb;
 pub mod netns;
+pub mod topology;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -189,6 +190,7 @@ pub fn backends(log: Log) -> Backends {
         vip: Box::new(fake::HeldVips(Default::default())),
         state: StateStore::load(None, &log),
         peer: mmvip::caps::peer::backend(None, None, std::time::Instant::now(), &log),
+        lease: mmvip::caps::lease::backend(PathBuf::new(), false, std::time::Instant::now()),
         log,
     }
 }

@@ -13,6 +13,7 @@ use wasmtime::component::Linker;
 use crate::runtime::HookState;
 
 pub mod failover_flag;
+pub mod lease;
 pub mod log;
 pub mod peer;
 pub mod sql;
@@ -40,6 +41,7 @@ pub const ALL: &[&Capability] = &[
     &vip::CAPABILITY,
     &state::CAPABILITY,
     &peer::CAPABILITY,
+    &lease::CAPABILITY,
 ];
 
 /// A capability granted to a plugin.
@@ -106,4 +108,5 @@ pub struct Backends {
     pub vip: Box<dyn vip::Vip>,
     pub state: state::StateStore,
     pub peer: Box<dyn peer::Peer>,
+    pub lease: Box<dyn lease::Lease>,
 }

@@ -14,6 +14,6 @@ impl Plugin for Backup {
 mmvip_sdk::export!(Backup {
     kind: notify,
     about: "notify_backup: read_only=ON through blockers, verified, then client connections killed",
-    grants: ["log", "sql-read", "sql-admin", "vip", "state"],
+    grants: ["log", "sql-read", "sql-admin", "vip", "state", "lease"],
     timeout_ms: 15000,
 });

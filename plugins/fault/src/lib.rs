@@ -15,6 +15,6 @@ impl Plugin for Fault {
 mmvip_sdk::export!(Fault {
     kind: notify,
     about: "notify_fault: read_only=ON through blockers, verified, then client connections killed",
-    grants: ["log", "sql-read", "sql-admin", "vip", "state"],
+    grants: ["log", "sql-read", "sql-admin", "vip", "state", "lease"],
     timeout_ms: 15000,
 });

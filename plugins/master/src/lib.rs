@@ -14,6 +14,14 @@ impl Plugin for Master {
 mmvip_sdk::export!(Master {
     kind: notify,
     about: "notify_master: catch up to what the peer acknowledged, then read_only=OFF while the VIP is held",
-    grants: ["log", "sql-read", "sql-admin", "vip", "state", "peer"],
+    grants: [
+        "log",
+        "sql-read",
+        "sql-admin",
+        "vip",
+        "state",
+        "peer",
+        "lease"
+    ],
     timeout_ms: 40000,
 });

@@ -17,6 +17,7 @@ mod options;
 
 use std::time::Duration;
 
+use mmvip_sdk::lease::Answer as LeaseAnswer;
 use mmvip_sdk::sql::ClientConnection;
 use mmvip_sdk::{Call, HookError, Outcome, VrrpInstance, VrrpState, failed, usage};
 
@@ -130,8 +131,20 @@ pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
     };
     // The wait may have been long: the VIP must still be here.
     require_vip(node, target)?;
+    let lease = match node.acquire_lease(&target.name, settings.lease_timeout) {
+        LeaseAnswer::Held(left) => {
+            format!("; write lease held ({left} ms left, renewed by the guard)")
+        }
+        LeaseAnswer::NotUsed => String::new(),
+        LeaseAnswer::Refused(why) => {
+            return Err(failed(format!(
+                "no write lease for {}: {why}; staying read-only",
+                target.name
+            )));
+        }
+    };
     set_and_verify(node, &settings.variable, OFF, SET_OFF_WITHIN)?;
-    let mut summary = format!("writable for {}; {caught_up}", target.name);
+    let mut summary = format!("writable for {}; {caught_up}{lease}", target.name);
     if settings.handle_events {
         summary.push_str(&format!("; {}", events::enable_disabled_by_mmvip(node)?));
     }
@@ -149,6 +162,9 @@ pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome
         return Err(usage(format!(
             "not demoting: keepalived reported {event} to a {state} hook; use `mmvip master` for MASTER"
         )));
+    }
+    if options.fence {
+        return fence(node, &options, &problems);
     }
     // Demotion is the safe direction: bad arguments are reported after it is done.
     let target = match options.target(call) {
@@ -181,6 +197,9 @@ pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome
     }
     let leaving = target.map(|t| t.name.as_str());
     if let Some(kept) = still_held_rw(node, call.instances(), leaving) {
+        if let Some(target) = target {
+            release_lease(node, &target.name);
+        }
         return finish(
             format!("still holds the rw VIP of {kept}: staying writable"),
             &problems,
@@ -190,6 +209,10 @@ pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome
     let spared = Spared::learn(node, settings);
     let blockers = make_read_only(node, &settings.variable, &spared)?;
     node.remember("writable", "no");
+    // Read-only now: the peer may take the lease at once instead of waiting it out.
+    if let Some(target) = target {
+        release_lease(node, &target.name);
+    }
     // The hook-run log line carries this summary; keepalived's `notify_*` lines pass
     // no instance or state of their own, so the summary names them.
     let mut summary = match target {
@@ -209,6 +232,29 @@ pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome
         summary.push_str(&format!("; {}", events::disable_enabled(node)?));
     }
     finish(summary, &problems)
+}
+
+/// The guard's unconditional demotion: it lost the write lease, or keepalived died
+/// with the VIP on the node. VIPs and instances do not matter here.
+fn fence(node: &mut impl Node, options: &Options, problems: &[String]) -> Outcome {
+    let settings = &options.settings;
+    let spared = Spared::learn(node, settings);
+    let blockers = make_read_only(node, &settings.variable, &spared)?;
+    node.remember("writable", "no");
+    let mut summary = "fenced: read-only".to_string();
+    if !blockers.is_empty() {
+        summary.push_str(&format!(" (killed {})", blockers.join(", ")));
+    }
+    summary.push_str(&format!("; {}", kill_clients(node, settings, &spared)?));
+    finish(summary, problems)
+}
+
+fn release_lease(node: &mut impl Node, instance: &str) {
+    if let LeaseAnswer::Refused(why) = node.release_lease(instance) {
+        node.warn(&format!(
+            "could not give back the write lease of {instance} ({why}); the peer waits for it to expire"
+        ));
+    }
 }
 
 /// Whether `vip` is still here after waiting up to `wait` for it to go.

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use mmvip_sdk::lease::Answer as LeaseAnswer;
 use mmvip_sdk::peer::PeerStatus;
 use mmvip_sdk::sql::{ClientConnection, Error as SqlError, EventInfo, ReplicaStatus};
-use mmvip_sdk::{log, peer, sql, state, vip};
+use mmvip_sdk::{lease, log, peer, sql, state, vip};
 
 pub trait Node {
     fn global_variable(&mut self, name: &str) -> Result<Option<String>, SqlError>;
@@ -32,6 +33,9 @@ pub trait Node {
         comment: &str,
     ) -> Result<(), SqlError>;
     fn peer_status(&mut self) -> Result<PeerStatus, SqlError>;
+    /// The write lease of `instance`, from this node's guard.
+    fn acquire_lease(&mut self, instance: &str, timeout: Duration) -> LeaseAnswer;
+    fn release_lease(&mut self, instance: &str) -> LeaseAnswer;
     fn holds_vip(&mut self, address: &str) -> Result<bool, String>;
     /// Keeps a fact in the node's state; a refusal is logged, never fatal.
     fn remember(&mut self, key: &str, value: &str);
@@ -105,6 +109,14 @@ impl Node for Capabilities {
 
     fn peer_status(&mut self) -> Result<PeerStatus, SqlError> {
         peer::status()
+    }
+
+    fn acquire_lease(&mut self, instance: &str, timeout: Duration) -> LeaseAnswer {
+        lease::acquire(instance, millis(timeout))
+    }
+
+    fn release_lease(&mut self, instance: &str) -> LeaseAnswer {
+        lease::release(instance)
     }
 
     fn holds_vip(&mut self, address: &str) -> Result<bool, String> {

@@ -28,6 +28,9 @@ pub struct Settings {
     /// How long `master` waits for a live peer to become read-only.
     #[serde(deserialize_with = "duration")]
     pub peer_read_only_timeout: Duration,
+    /// How long `master` waits for the write lease (a silent peer's must expire).
+    #[serde(deserialize_with = "duration")]
+    pub lease_timeout: Duration,
     #[serde(deserialize_with = "users")]
     pub spare_users: Vec<String>,
     /// Accounts the peer replicates as, never killed (besides the accounts this node
@@ -46,6 +49,7 @@ impl Default for Settings {
             catchup_timeout: Duration::from_secs(30),
             on_catchup_timeout: CatchupPolicy::StayReadOnly,
             peer_read_only_timeout: Duration::from_secs(5),
+            lease_timeout: Duration::from_secs(6),
             spare_users: Vec::new(),
             replication_users: Vec::new(),
         }
@@ -57,6 +61,9 @@ pub struct Options {
     pub settings: Settings,
     /// `--instance`, when given.
     pub instance: Option<String>,
+    /// `--fence`: the guard demotes the node unconditionally (it lost the lease, or
+    /// its keepalived died).
+    pub fence: bool,
 }
 
 impl Options {
@@ -71,6 +78,7 @@ impl Options {
         let mut options = Options {
             settings,
             instance: None,
+            fence: false,
         };
         for arg in call.args() {
             let (key, value) = match arg.strip_prefix("--").and_then(|a| a.split_once('=')) {
@@ -83,6 +91,7 @@ impl Options {
                 "kill" => note(&mut problems, flag(key, value).map(|v| settings.kill = v)),
                 "variable" if !value.is_empty() => settings.variable = value.to_string(),
                 "instance" if !value.is_empty() => options.instance = Some(value.to_string()),
+                "fence" if value.is_empty() => options.fence = true,
                 "user" | "password" => problems.push(format!(
                     "--{key} is refused: mmvip never takes credentials from the command line; set [mariadb] user and password_file in the config"
                 )),

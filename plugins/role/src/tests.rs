@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use mmvip_sdk::lease::Answer as LeaseAnswer;
 use mmvip_sdk::peer::PeerStatus;
 
 use mmvip_sdk::sql::{
@@ -28,6 +29,8 @@ struct Scripted {
     blocked_by: BTreeSet<u64>,
     /// The node's own clock: `pause` moves it, nothing sleeps.
     clock: Instant,
+    /// What the guard answers for the lease.
+    lease: LeaseAnswer,
     calls: Vec<String>,
 }
 
@@ -48,6 +51,7 @@ impl Scripted {
             privileged: Vec::new(),
             blocked_by: BTreeSet::new(),
             clock: Instant::now(),
+            lease: LeaseAnswer::NotUsed,
             calls: Vec::new(),
         }
     }
@@ -131,6 +135,16 @@ impl Node for Scripted {
         } else {
             self.peer[0].clone()
         }
+    }
+
+    fn acquire_lease(&mut self, instance: &str, _timeout: Duration) -> LeaseAnswer {
+        self.calls.push(format!("ACQUIRE {instance}"));
+        self.lease.clone()
+    }
+
+    fn release_lease(&mut self, instance: &str) -> LeaseAnswer {
+        self.calls.push(format!("RELEASE {instance}"));
+        LeaseAnswer::Held(0)
     }
 
     fn now(&self) -> Instant {
@@ -332,7 +346,11 @@ fn demotion_goes_read_only_before_killing_and_spares_replication() {
         VrrpState::Backup,
     )
     .unwrap();
-    assert_eq!(node.calls, ["SET read_only=ON", "KILL 1", "KILL 6"]);
+    // Read-only first, then the lease is given back, then clients go.
+    assert_eq!(
+        node.calls,
+        ["SET read_only=ON", "RELEASE VI_1", "KILL 1", "KILL 6"]
+    );
     assert!(
         summary.starts_with("VI_1 BACKUP: read-only; killed 2"),
         "{summary}"
@@ -543,6 +561,12 @@ impl Node for LeavingVip<'_> {
     fn peer_status(&mut self) -> Result<PeerStatus, SqlError> {
         self.node.peer_status()
     }
+    fn acquire_lease(&mut self, instance: &str, timeout: Duration) -> LeaseAnswer {
+        self.node.acquire_lease(instance, timeout)
+    }
+    fn release_lease(&mut self, instance: &str) -> LeaseAnswer {
+        self.node.release_lease(instance)
+    }
     fn holds_vip(&mut self, address: &str) -> Result<bool, String> {
         *self.checks_left += 1;
         Ok(*self.checks_left == 1 && self.node.vips.contains(address))
@@ -627,7 +651,7 @@ fn accounts_that_write_through_read_only_are_killed_even_without_kill() {
         VrrpState::Backup,
     )
     .unwrap();
-    assert_eq!(node.calls, ["SET read_only=ON", "KILL 22"]);
+    assert_eq!(node.calls, ["SET read_only=ON", "RELEASE VI_1", "KILL 22"]);
     assert!(
         summary.contains("could write through read_only: 22 (dba)"),
         "{summary}"
@@ -647,4 +671,37 @@ fn a_demotion_while_its_own_vip_stays_is_stale_and_leaves_the_holder_writable() 
     assert!(summary.contains("stale notification"), "{summary}");
     assert!(!node.read_only());
     assert!(node.calls.is_empty());
+}
+
+#[test]
+fn promotion_goes_writable_only_with_the_write_lease() {
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Refused("the peer's vote is with node1 for 2400 ms more".into());
+    let err = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap_err();
+    assert!(err.to_string().contains("no write lease for VI_1"), "{err}");
+    assert!(node.read_only());
+
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Held(1900);
+    let summary = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(!node.read_only());
+    assert!(summary.contains("write lease held"), "{summary}");
+    // The lease is asked for after the catch-up and before read_only=OFF.
+    let acquire = node.calls.iter().position(|c| c == "ACQUIRE VI_1").unwrap();
+    let set_off = node
+        .calls
+        .iter()
+        .position(|c| c == "SET read_only=OFF")
+        .unwrap();
+    assert!(acquire < set_off, "{:?}", node.calls);
+}
+
+#[test]
+fn a_fence_demotes_whatever_the_vips_say() {
+    let mut node = Scripted::new();
+    node.variables.insert("read_only".into(), "0".into());
+    // The VIP is still here (keepalived died with it): a fence does not care.
+    let summary = demote_on(&mut node, &call(&["--fence"], "{}"), VrrpState::Fault).unwrap();
+    assert!(summary.starts_with("fenced: read-only"), "{summary}");
+    assert!(node.read_only());
 }

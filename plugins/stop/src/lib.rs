@@ -15,6 +15,6 @@ impl Plugin for Stop {
 mmvip_sdk::export!(Stop {
     kind: notify,
     about: "notify_stop: read_only=ON through blockers, verified, then client connections killed",
-    grants: ["log", "sql-read", "sql-admin", "vip", "state"],
+    grants: ["log", "sql-read", "sql-admin", "vip", "state", "lease"],
     timeout_ms: 15000,
 });

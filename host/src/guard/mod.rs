@@ -1,0 +1,859 @@
+//! `mmvip guard`: the resident process of a node. It holds the node's write leases
+//! and fences the node when it cannot; and it sees failures as they happen and tells
+//! keepalived at once through track files.
+//!
+//! The rule it keeps: a node may have `read_only=OFF` only while it holds the write
+//! lease of an `rw` instance whose VIP it holds, with its keepalived alive. When that
+//! stops being true it fences: the instance's track file goes to FAULT, the `fault`
+//! plugin demotes the node through whatever blocks it, a VIP a dead keepalived left
+//! behind is removed, and if `read_only` is still OFF after the margin, mariadbd is
+//! killed (the last resort).
+//!
+//! What lives where: the lease clock, the votes and the fence trigger are here, in the
+//! host, because they must hold even when a plugin traps or hangs; how the node is
+//! demoted (what to kill, what to spare) is the `fault` plugin's, run as a hook.
+
+pub mod config;
+pub mod control;
+mod lease;
+mod track;
+mod watch;
+mod wire;
+mod witness;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use self::config::{GuardConfig, LastResort, WithoutPeer};
+use self::lease::{Answer, Ballots, Outcome, Rules};
+use self::watch::{Database, Watched};
+use self::wire::Secret;
+use self::witness::WitnessClient;
+use crate::config::{Config, Role};
+use crate::error::{Error, Result};
+use crate::log::{Level, Log};
+use crate::mariadb::{Endpoint, Target};
+
+/// How long one question to the peer's guard (per address) or the witness may take.
+const ASK_TIMEOUT: Duration = Duration::from_millis(300);
+/// A statement on the watching connection that takes longer than its sleep plus this
+/// is a hang.
+const HANG_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long a node that stepped aside (lost the vote while VRRP made it MASTER) keeps
+/// its instance in FAULT before trying again.
+const STEP_ASIDE: Duration = Duration::from_secs(3);
+
+/// The track file that says whether this node is healthy (one for all instances).
+pub const HEALTH_TRACK: &str = "health";
+
+/// The lease and votes, shared by the guard's threads.
+#[derive(Default)]
+struct Leases {
+    ballots: Ballots,
+    /// Instances whose lease this node holds, and until when.
+    held: HashMap<String, Instant>,
+    /// Instances this node stepped aside from, and since when.
+    stepped_aside: HashMap<String, Instant>,
+}
+
+pub struct Guard {
+    config: Config,
+    config_path: PathBuf,
+    guard: GuardConfig,
+    log: Log,
+    secret: Secret,
+    leases: Mutex<Leases>,
+    /// One lease round at a time (the witness connection is in here).
+    rounds: Mutex<Option<WitnessClient>>,
+    watched: Arc<Watched>,
+    /// The `rw` instances and their VIPs.
+    instances: Vec<(String, IpAddr)>,
+}
+
+/// Runs the guard of this node until the process ends.
+pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
+    let guard_config = config.guard.clone().ok_or_else(|| {
+        Error::usage(format!(
+            "{}: no [guard] table: the guard has nothing to guard",
+            config_path.display()
+        ))
+    })?;
+    let secret = Secret::new(read_secret(
+        &guard_config.secret_file,
+        "[guard] secret_file",
+    )?)
+    .map_err(Error::usage)?;
+    let witness = match &guard_config.witness {
+        Some(witness) => {
+            let password = match &witness.password_file {
+                Some(path) => Some(
+                    String::from_utf8_lossy(&read_secret(path, "[guard.witness] password_file")?)
+                        .trim_end()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            Some(WitnessClient::new(witness.clone(), password, ASK_TIMEOUT))
+        }
+        None => None,
+    };
+    std::fs::create_dir_all(&guard_config.track_dir).map_err(|e| {
+        Error::failed(format!(
+            "[guard] track_dir {}: {e}",
+            guard_config.track_dir.display()
+        ))
+    })?;
+    let instances: Vec<(String, IpAddr)> = config
+        .instances
+        .iter()
+        .filter(|(_, i)| i.role == Role::ReadWrite)
+        .map(|(name, i)| (name.clone(), i.vip))
+        .collect();
+    let watched = Watched::new(guard_config.track_dir.join(HEALTH_TRACK), log.clone());
+    let guard = Arc::new(Guard {
+        config: config.clone(),
+        config_path: config_path.to_path_buf(),
+        guard: guard_config,
+        log,
+        secret,
+        leases: Mutex::default(),
+        rounds: Mutex::new(witness),
+        watched,
+        instances,
+    });
+    guard.start()
+}
+
+fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = crate::trust::open_secret(path, what)?;
+    let mut bytes = Vec::new();
+    file.take(4096)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::usage(format!("{what} {}: {e}", path.display())))?;
+    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
+impl Guard {
+    fn start(self: Arc<Self>) -> Result<()> {
+        let password = match &self.config.mariadb.password_file {
+            Some(path) => Some(
+                String::from_utf8_lossy(&read_secret(path, "password file")?)
+                    .trim_end()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        // Every instance starts healthy-unknown: FAULT until the watchers see it.
+        track::write(&self.track(HEALTH_TRACK), true, &self.log);
+        for (name, _) in &self.instances {
+            track::write(&self.track(name), false, &self.log);
+        }
+        let endpoint = Endpoint {
+            target: Target::Socket(self.config.mariadb.socket.clone()),
+            user: self.config.mariadb.user.clone(),
+            password,
+        };
+        {
+            let watched = Arc::clone(&self.watched);
+            let (mariadb, keepalived, flag) = (
+                self.guard.mariadb_pidfile.clone(),
+                self.guard.keepalived_pidfile.clone(),
+                self.config.failover_file.clone(),
+            );
+            std::thread::spawn(move || watch::processes(watched, mariadb, keepalived, flag));
+        }
+        {
+            let watched = Arc::clone(&self.watched);
+            let interval = self.guard.ping_interval;
+            std::thread::spawn(move || watch::database(watched, endpoint, interval, HANG_TIMEOUT));
+        }
+        for address in self.guard.listen.clone() {
+            let guard = Arc::clone(&self);
+            std::thread::spawn(move || guard.serve_peer(address));
+        }
+        let socket = control::socket_path(&self.config.state_dir);
+        let listener = control::listen(&self.config.state_dir)?;
+        {
+            let guard = Arc::clone(&self);
+            std::thread::spawn(move || control::serve(listener, &guard));
+        }
+        self.log.write(
+            Level::Info,
+            &[(
+                "msg",
+                &format!(
+                    "guard of {} started: lease {} ms, margin {} ms, {}; answering the peer on {:?}, hooks on {}",
+                    self.guard.node,
+                    self.guard.lease.as_millis(),
+                    self.guard.margin.as_millis(),
+                    if self.guard.witness.is_some() {
+                        "with a witness"
+                    } else {
+                        "without a witness"
+                    },
+                    self.guard.listen,
+                    socket.display()
+                ),
+            )],
+        );
+        {
+            let guard = Arc::clone(&self);
+            std::thread::spawn(move || {
+                loop {
+                    guard.renew();
+                    std::thread::sleep(guard.guard.lease / 4);
+                }
+            });
+        }
+        loop {
+            let next_expiry = self.keep_the_rule();
+            self.watched
+                .wait_change(next_expiry.min(self.guard.lease / 4));
+        }
+    }
+
+    /// The fence starts this much before a lease it could not renew runs out, so
+    /// that it is done (well) within the margin.
+    fn fence_lead(&self) -> Duration {
+        self.guard.margin / 4
+    }
+
+    fn track(&self, name: &str) -> PathBuf {
+        self.guard.track_dir.join(name)
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn holds_vip(vip: IpAddr) -> bool {
+        crate::caps::vip::backend().holds(&vip.to_string()) == Ok(true)
+    }
+
+    /// One lease round for `instance`: this node's own vote, the peer's guard and the
+    /// witness. Held leases are extended; a round that loses gives back the votes it
+    /// took, unless an earlier lease still stands on them.
+    fn round(&self, instance: &str) -> Outcome {
+        let mut witness = self.rounds.lock().unwrap_or_else(PoisonError::into_inner);
+        let me = &self.guard.node;
+        let hold = self.guard.lease + self.guard.margin;
+        let sent = Instant::now();
+        let own = self.leases().ballots.vote(instance, me, sent, hold);
+        let peer = self.ask_peer(&format!("VOTE {instance} {me} {}", wire::nonce()));
+        let witness_answer = witness.as_mut().map(|w| w.vote(instance, me, hold));
+        let reaches_probes =
+            matches!(peer, Answer::Silent(_)) && witness_answer.is_none() && self.reaches_probes();
+        let rules = Rules {
+            lease: self.guard.lease,
+            has_witness: witness_answer.is_some(),
+            alone_when_peer_silent: self.guard.without_peer == WithoutPeer::KeepWriting,
+        };
+        let outcome = lease::count(
+            &rules,
+            sent,
+            &own,
+            &peer,
+            witness_answer.as_ref(),
+            reaches_probes,
+        );
+        let mut leases = self.leases();
+        match &outcome {
+            Outcome::Held(until) => {
+                let until = leases
+                    .held
+                    .get(instance)
+                    .map_or(*until, |held| (*held).max(*until));
+                leases.held.insert(instance.to_string(), until);
+                leases.stepped_aside.remove(instance);
+            }
+            Outcome::Lost(_) => {
+                let still_held = leases
+                    .held
+                    .get(instance)
+                    .is_some_and(|until| *until > Instant::now());
+                if !still_held {
+                    leases.held.remove(instance);
+                    if own.is_ok() {
+                        leases.ballots.release(instance, me);
+                    }
+                    drop(leases);
+                    if witness_answer == Some(Answer::Granted)
+                        && let Some(w) = witness.as_mut()
+                    {
+                        let _ = w.release(instance, me);
+                    }
+                    if peer == Answer::Granted {
+                        self.ask_peer(&format!("RELEASE {instance} {me} {}", wire::nonce()));
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Gives `instance`'s lease back: this node's vote, the peer's, the witness's.
+    fn release(&self, instance: &str) {
+        let _round = self.rounds.lock().unwrap_or_else(PoisonError::into_inner);
+        let me = &self.guard.node;
+        {
+            let mut leases = self.leases();
+            leases.held.remove(instance);
+            leases.ballots.release(instance, me);
+        }
+        self.ask_peer(&format!("RELEASE {instance} {me} {}", wire::nonce()));
+        drop(_round);
+        let mut witness = self.rounds.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(w) = witness.as_mut() {
+            let _ = w.release(instance, me);
+        }
+        self.log.write(
+            Level::Info,
+            &[("msg", &format!("released the write lease of {instance}"))],
+        );
+    }
+
+    /// Asks the peer's guard, address by address (heartbeat network first).
+    fn ask_peer(&self, request: &str) -> Answer {
+        let mut failures = Vec::new();
+        for address in &self.guard.peer {
+            match wire::ask(&self.secret, *address, request, ASK_TIMEOUT) {
+                Ok(words) => return parse_answer(request, &words),
+                Err(why) => failures.push(format!("{address}: {why}")),
+            }
+        }
+        Answer::Silent(failures.join("; "))
+    }
+
+    /// Whether any probe answers (this node is not cut off from everything).
+    fn reaches_probes(&self) -> bool {
+        self.guard
+            .probes
+            .iter()
+            .any(|probe| probe_answers(*probe, ASK_TIMEOUT))
+    }
+
+    /// Answers the peer's guard on one address, for as long as the process runs.
+    fn serve_peer(&self, address: SocketAddr) {
+        let listener = loop {
+            match TcpListener::bind(address) {
+                Ok(listener) => break listener,
+                Err(error) => {
+                    self.log.write(
+                        Level::Warn,
+                        &[(
+                            "msg",
+                            &format!("cannot listen on {address} ({error}); retrying"),
+                        )],
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        for stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(ASK_TIMEOUT));
+            let _ = stream.set_write_timeout(Some(ASK_TIMEOUT));
+            let Ok(line) = wire::read_line(&stream) else {
+                continue;
+            };
+            let Some(words) = self.secret.verify(&line) else {
+                self.log.write(
+                    Level::Warn,
+                    &[("msg", &format!("unsigned request on {address} refused"))],
+                );
+                continue;
+            };
+            let reply = self.answer_peer(&words);
+            use std::io::Write as _;
+            let _ = (&stream).write_all(self.secret.sign(&reply).as_bytes());
+        }
+    }
+
+    fn answer_peer(&self, words: &[&str]) -> String {
+        let hold = self.guard.lease + self.guard.margin;
+        match words {
+            ["VOTE", instance, from, nonce] => {
+                let now = Instant::now();
+                // A node writable for this instance (or still fencing) never votes for
+                // another: its own lease may have lapsed on its clock a moment before
+                // it is read-only.
+                let writable = matches!(
+                    self.watched.seen().database,
+                    Database::Up { read_only: false }
+                );
+                let ours = self.leases().held.contains_key(*instance)
+                    || self
+                        .instances
+                        .iter()
+                        .any(|(name, vip)| name == instance && Self::holds_vip(*vip));
+                if writable && ours && *from != self.guard.node {
+                    return format!(
+                        "DENY {instance} {nonce} {} {}",
+                        self.guard.node,
+                        hold.as_millis()
+                    );
+                }
+                match self.leases().ballots.vote(instance, from, now, hold) {
+                    Ok(()) => format!("GRANT {instance} {nonce} {}", self.guard.lease.as_millis()),
+                    Err(refusal) => format!(
+                        "DENY {instance} {nonce} {} {}",
+                        refusal.holder,
+                        refusal.left.as_millis()
+                    ),
+                }
+            }
+            ["RELEASE", instance, from, nonce] => {
+                self.leases().ballots.release(instance, from);
+                format!("OK {nonce}")
+            }
+            _ => "ERROR unknown".to_string(),
+        }
+    }
+
+    /// Acquires `instance`'s lease for a promotion, trying until `timeout`.
+    pub fn acquire(
+        &self,
+        instance: &str,
+        timeout: Duration,
+    ) -> std::result::Result<Duration, String> {
+        if !self.instances.iter().any(|(name, _)| name == instance) {
+            return Err(format!("{instance} is not an rw instance of this site"));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.round(instance) {
+                Outcome::Held(until) => {
+                    self.log.write(
+                        Level::Info,
+                        &[("msg", &format!("holds the write lease of {instance}"))],
+                    );
+                    return Ok(until.saturating_duration_since(Instant::now()));
+                }
+                Outcome::Lost(why) if Instant::now() + self.guard.lease / 4 >= deadline => {
+                    return Err(why);
+                }
+                Outcome::Lost(_) => std::thread::sleep(self.guard.lease / 4),
+            }
+        }
+    }
+
+    /// Renews the leases this node wants (keepalived MASTER for the instance: its VIP
+    /// is here, keepalived alive, the node healthy), takes one VRRP gave it, and steps
+    /// aside when another node holds the lease. Runs on its own thread: a round can
+    /// wait on a silent peer, and the rule must not.
+    fn renew(&self) {
+        let seen = self.watched.seen();
+        for (name, vip) in &self.instances {
+            let wants = Self::holds_vip(*vip) && seen.keepalived_alive && seen.healthy();
+            if !wants {
+                continue;
+            }
+            let held = self
+                .leases()
+                .held
+                .get(name)
+                .is_some_and(|until| *until > Instant::now());
+            // A renewal that loses leaves the earlier lease standing until it ends.
+            if let Outcome::Lost(why) = self.round(name)
+                && !held
+            {
+                self.step_aside(name, &why);
+            }
+        }
+    }
+
+    /// Keeps the rule: writable only while holding the lease of an instance whose VIP
+    /// is here, with keepalived alive; fences otherwise. Gives back leases no longer
+    /// wanted once read-only, and ends a step aside. Returns how long until the
+    /// earliest lease needs looking at again.
+    fn keep_the_rule(&self) -> Duration {
+        let seen = self.watched.seen();
+        let now = Instant::now();
+        let lead = self.fence_lead();
+        let mut allowed = false;
+        let mut next = self.guard.lease;
+        for (name, vip) in &self.instances {
+            let vip_held = Self::holds_vip(*vip);
+            let leases = self.leases();
+            if let Some(until) = leases.held.get(name) {
+                let usable = until.saturating_duration_since(now);
+                if usable > lead && vip_held && seen.keepalived_alive {
+                    allowed = true;
+                    next = next.min(usable - lead);
+                }
+            }
+            if let Some(since) = leases.stepped_aside.get(name)
+                && since.elapsed() >= STEP_ASIDE
+                && !vip_held
+            {
+                drop(leases);
+                self.leases().stepped_aside.remove(name);
+                track::write(&self.track(name), false, &self.log);
+            }
+        }
+        match &seen.database {
+            Database::Up { read_only: false } if !allowed => {
+                let why = self.why_not_allowed(&seen);
+                self.fence(&why);
+            }
+            Database::Up { read_only: true } | Database::Down(_) => {
+                // Read-only (or down): a lease no longer wanted is given back.
+                let unwanted: Vec<String> = {
+                    let leases = self.leases();
+                    self.instances
+                        .iter()
+                        .filter(|(name, vip)| {
+                            leases.held.contains_key(name)
+                                && !(Self::holds_vip(*vip)
+                                    && seen.keepalived_alive
+                                    && seen.healthy())
+                        })
+                        .map(|(name, _)| name.clone())
+                        .collect()
+                };
+                for name in unwanted {
+                    self.release(&name);
+                }
+            }
+            Database::Up { read_only: false } => {}
+        }
+        next
+    }
+
+    fn why_not_allowed(&self, seen: &watch::Seen) -> String {
+        if !seen.keepalived_alive {
+            return "keepalived is not running".into();
+        }
+        let leases = self.leases();
+        let now = Instant::now();
+        let held: Vec<&String> = leases
+            .held
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(name, _)| name)
+            .collect();
+        if held.is_empty() {
+            "writable without holding a write lease".into()
+        } else {
+            "writable, holding a lease but not the VIP of its instance".into()
+        }
+    }
+
+    fn step_aside(&self, instance: &str, why: &str) {
+        let mut leases = self.leases();
+        if leases.stepped_aside.contains_key(instance) {
+            return;
+        }
+        leases
+            .stepped_aside
+            .insert(instance.to_string(), Instant::now());
+        drop(leases);
+        track::write(&self.track(instance), true, &self.log);
+        self.log.write(
+            Level::Warn,
+            &[(
+                "msg",
+                &format!("{instance}: stepping aside (FAULT) so the writer keeps the VIP: {why}"),
+            )],
+        );
+    }
+
+    /// Makes the node read-only within the margin, whatever it takes.
+    fn fence(&self, why: &str) {
+        let started = Instant::now();
+        self.log
+            .write(Level::Error, &[("msg", &format!("fencing: {why}"))]);
+        let seen = self.watched.seen();
+        for (name, vip) in &self.instances {
+            if Self::holds_vip(*vip) {
+                track::write(&self.track(name), true, &self.log);
+                if !seen.keepalived_alive {
+                    remove_address(*vip, &self.log);
+                }
+            }
+        }
+        let demoted = self.run_fault_plugin(self.guard.margin);
+        let read_only = self.read_only_now();
+        if read_only != Some(false) {
+            self.log.write(
+                Level::Warn,
+                &[(
+                    "msg",
+                    &format!(
+                        "fenced in {} ms ({})",
+                        started.elapsed().as_millis(),
+                        demoted
+                    ),
+                )],
+            );
+        } else {
+            self.last_resort(&demoted);
+        }
+        let held: Vec<String> = self.leases().held.keys().cloned().collect();
+        for name in held {
+            self.release(&name);
+        }
+    }
+
+    /// Runs `mmvip fault --fence` (the demotion, unconditionally) and returns what it
+    /// said.
+    fn run_fault_plugin(&self, within: Duration) -> String {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let child = std::process::Command::new(exe)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["fault", "--fence"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(error) => return format!("cannot run the fault plugin: {error}"),
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => {
+                    let output = child.wait_with_output().ok();
+                    return output
+                        .map(|o| {
+                            let text = [o.stdout, o.stderr].concat();
+                            String::from_utf8_lossy(&text).trim().to_string()
+                        })
+                        .unwrap_or_default();
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return format!(
+                        "the fault plugin did not finish within {} ms",
+                        within.as_millis()
+                    );
+                }
+            }
+        }
+    }
+
+    /// `read_only` as the server says it now (a fresh connection), if it answers.
+    fn read_only_now(&self) -> Option<bool> {
+        let watched = self.watched.seen();
+        // The watching connection reports within one interval; wait for a report
+        // newer than the fence.
+        let asked = Instant::now();
+        loop {
+            let seen = self.watched.seen();
+            if seen.changed >= asked || asked.elapsed() > self.guard.ping_interval * 2 {
+                return match seen.database {
+                    Database::Up { read_only } => Some(read_only),
+                    Database::Down(_) => None,
+                };
+            }
+            let _ = &watched;
+            self.watched.wait_change(self.guard.ping_interval);
+        }
+    }
+
+    fn last_resort(&self, demoted: &str) {
+        match self.guard.last_resort {
+            LastResort::StopMariadb => {
+                let pid = std::fs::read_to_string(&self.guard.mariadb_pidfile)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<i32>().ok())
+                    .and_then(rustix::process::Pid::from_raw);
+                let killed = pid.is_some_and(|pid| {
+                    rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok()
+                });
+                self.log.write(
+                    Level::Error,
+                    &[(
+                        "msg",
+                        &format!(
+                            "read_only still OFF after the margin ({demoted}); last resort: {}",
+                            if killed {
+                                "mariadbd killed"
+                            } else {
+                                "could not kill mariadbd"
+                            }
+                        ),
+                    )],
+                );
+            }
+            LastResort::None => self.log.write(
+                Level::Error,
+                &[(
+                    "msg",
+                    &format!(
+                        "read_only still OFF after the margin ({demoted}); last_resort = none"
+                    ),
+                )],
+            ),
+        }
+    }
+
+    /// What the guard holds, for `mmvip status` and the lease capability.
+    fn status(&self) -> String {
+        let now = Instant::now();
+        let leases = self.leases();
+        let mut parts = Vec::new();
+        for (name, _) in &self.instances {
+            let held = leases
+                .held
+                .get(name)
+                .filter(|until| **until > now)
+                .map(|until| format!("held:{}", (*until - now).as_millis()));
+            let vote = leases
+                .ballots
+                .holder(name, now)
+                .map(|(holder, left)| format!("vote:{holder}:{}", left.as_millis()));
+            parts.push(format!(
+                "{name}={}",
+                [held, vote]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
+        let seen = self.watched.seen();
+        parts.push(format!("healthy={}", seen.healthy()));
+        parts.join(" ")
+    }
+}
+
+fn parse_answer(request: &str, words: &[String]) -> Answer {
+    let nonce = request.rsplit(' ').next().unwrap_or_default();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["GRANT", _, n, _] | ["OK", n] if *n == nonce => Answer::Granted,
+        ["DENY", _, n, holder, left] if *n == nonce => Answer::Refused(lease::Refusal {
+            holder: holder.to_string(),
+            left: Duration::from_millis(left.parse().unwrap_or(0)),
+        }),
+        _ => Answer::Silent("an answer to another question".into()),
+    }
+}
+
+/// Whether `address` answers an ICMP echo within `timeout` (a raw socket: the guard
+/// runs as root).
+fn probe_answers(address: IpAddr, timeout: Duration) -> bool {
+    let IpAddr::V4(v4) = address else {
+        return false;
+    };
+    let Ok(socket) = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::RAW,
+        Some(rustix::net::ipproto::ICMP),
+    ) else {
+        return false;
+    };
+    let id = (std::process::id() & 0xffff) as u16;
+    let mut request = [8u8, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1];
+    let checksum = internet_checksum(&request);
+    request[2..4].copy_from_slice(&checksum.to_be_bytes());
+    let destination = std::net::SocketAddrV4::new(v4, 0);
+    if rustix::net::sendto(
+        &socket,
+        &request,
+        rustix::net::SendFlags::empty(),
+        &destination,
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let left = deadline - Instant::now();
+        let mut fds = [rustix::event::PollFd::new(
+            &socket,
+            rustix::event::PollFlags::IN,
+        )];
+        let wait = rustix::event::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        if !rustix::event::poll(&mut fds, Some(&wait)).is_ok_and(|n| n > 0) {
+            continue;
+        }
+        let mut packet = [0u8; 128];
+        let Ok((read, _)) =
+            rustix::net::recv(&socket, &mut packet, rustix::net::RecvFlags::empty())
+        else {
+            continue;
+        };
+        // A raw socket sees every ICMP packet, with its IP header: an echo reply
+        // (type 0) from the probe, carrying this process's identifier.
+        let header = usize::from(packet[0] & 0x0f) * 4;
+        let from = std::net::Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+        if read >= header + 8
+            && from == v4
+            && packet[header] == 0
+            && u16::from_be_bytes([packet[header + 4], packet[header + 5]]) == id
+        {
+            return true;
+        }
+    }
+    false
+}
+
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Removes an address a dead keepalived left on an interface.
+fn remove_address(address: IpAddr, log: &Log) {
+    let listing = std::process::Command::new("ip")
+        .args(["-o", "addr", "show"])
+        .output();
+    let Ok(listing) = listing else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&listing.stdout);
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(position) = words.iter().position(|w| *w == "inet" || *w == "inet6") else {
+            continue;
+        };
+        let Some(with_prefix) = words.get(position + 1) else {
+            continue;
+        };
+        if with_prefix.split('/').next() == Some(&address.to_string()) {
+            let device = words.get(1).copied().unwrap_or_default();
+            let removed = std::process::Command::new("ip")
+                .args(["addr", "del", with_prefix, "dev", device])
+                .status()
+                .is_ok_and(|s| s.success());
+            log.write(
+                Level::Warn,
+                &[(
+                    "msg",
+                    &format!(
+                        "keepalived is dead: {} VIP {with_prefix} on {device}",
+                        if removed {
+                            "removed"
+                        } else {
+                            "could not remove"
+                        }
+                    ),
+                )],
+            );
+        }
+    }
+}

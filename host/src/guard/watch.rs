@@ -1,0 +1,320 @@
+//! What the guard watches, as events rather than polls: the local mariadbd and
+//! keepalived processes (a pidfd each: their death is seen at once), the failover
+//! file (inotify), and the local MariaDB itself on a connection that always has a
+//! statement in flight (`SELECT @@read_only, SLEEP(…)`), so a shutdown that kills
+//! connections is seen at once and a hang within the sleep plus a timeout.
+//!
+//! The node's health (MariaDB up and answering, no failover flag) is written to the
+//! health track file as soon as it changes; keepalived re-reads the file at once.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+
+use crate::log::{Level, Log};
+use crate::mariadb::{Endpoint, Target};
+
+/// What is known of the local MariaDB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// Answering; `read_only` as last seen.
+    Up { read_only: bool },
+    /// Not answering, with the reason.
+    Down(String),
+}
+
+/// Everything the guard watches, as last seen.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub database: Database,
+    pub mariadbd_alive: bool,
+    pub keepalived_alive: bool,
+    pub failover_flag: bool,
+    /// When it last changed.
+    pub changed: Instant,
+}
+
+impl Seen {
+    /// Healthy: this node may be (or become) the writer.
+    pub fn healthy(&self) -> bool {
+        self.mariadbd_alive && matches!(self.database, Database::Up { .. }) && !self.failover_flag
+    }
+
+    /// Why not healthy, for the log.
+    pub fn unhealthy_because(&self) -> String {
+        let mut why = Vec::new();
+        if !self.mariadbd_alive {
+            why.push("mariadbd is not running".to_string());
+        }
+        if let Database::Down(reason) = &self.database {
+            why.push(format!("MariaDB does not answer ({reason})"));
+        }
+        if self.failover_flag {
+            why.push("the failover flag is raised".to_string());
+        }
+        why.join("; ")
+    }
+}
+
+/// The watched state, shared by the watching threads and the guard's loop.
+pub struct Watched {
+    seen: Mutex<Seen>,
+    changed: Condvar,
+    health_file: PathBuf,
+    log: Log,
+}
+
+impl Watched {
+    pub fn new(health_file: PathBuf, log: Log) -> Arc<Watched> {
+        Arc::new(Watched {
+            seen: Mutex::new(Seen {
+                database: Database::Down("not yet asked".into()),
+                mariadbd_alive: false,
+                keepalived_alive: false,
+                failover_flag: false,
+                changed: Instant::now(),
+            }),
+            changed: Condvar::new(),
+            health_file,
+            log,
+        })
+    }
+
+    pub fn seen(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies a change; writes the health track file at once when health changed.
+    fn update(&self, change: impl FnOnce(&mut Seen)) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = seen.clone();
+        change(&mut seen);
+        let (was, is) = (before.healthy(), seen.healthy());
+        let differs = before.database != seen.database
+            || before.mariadbd_alive != seen.mariadbd_alive
+            || before.keepalived_alive != seen.keepalived_alive
+            || before.failover_flag != seen.failover_flag;
+        if !differs {
+            return;
+        }
+        seen.changed = Instant::now();
+        if was != is {
+            super::track::write(&self.health_file, !is, &self.log);
+            let message = if is {
+                "healthy: this node may be the writer".to_string()
+            } else {
+                format!("unhealthy: {}", seen.unhealthy_because())
+            };
+            self.log.write(Level::Warn, &[("msg", &message)]);
+        }
+        drop(seen);
+        self.changed.notify_all();
+    }
+
+    /// Waits until something changes or `timeout` passes.
+    pub fn wait_change(&self, timeout: Duration) {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = self.changed.wait_timeout(seen, timeout);
+    }
+
+    /// Wakes the guard's loop (a request came in).
+    pub fn nudge(&self) {
+        self.changed.notify_all();
+    }
+}
+
+/// A process found through its pid file, watched through a pidfd.
+struct Process {
+    pidfile: PathBuf,
+    fd: Option<OwnedFd>,
+}
+
+impl Process {
+    fn new(pidfile: &Path) -> Process {
+        Process {
+            pidfile: pidfile.to_path_buf(),
+            fd: None,
+        }
+    }
+
+    /// Opens a pidfd for the pid in the pid file, if there is a live one.
+    fn refresh(&mut self) -> bool {
+        if self.fd.is_some() {
+            return true;
+        }
+        let Ok(text) = std::fs::read_to_string(&self.pidfile) else {
+            return false;
+        };
+        let Some(pid) = text
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            return false;
+        };
+        match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => {
+                self.fd = Some(fd);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Watches the processes and the failover flag until the process ends.
+pub fn processes(
+    watched: Arc<Watched>,
+    mariadb_pidfile: PathBuf,
+    keepalived_pidfile: PathBuf,
+    failover_file: PathBuf,
+) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    use rustix::fs::inotify;
+
+    let mut mariadbd = Process::new(&mariadb_pidfile);
+    let mut keepalived = Process::new(&keepalived_pidfile);
+    let flag_dir = failover_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let notify = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).ok();
+    let mut watching_dir = false;
+    loop {
+        let (mariadbd_alive, keepalived_alive) = (mariadbd.refresh(), keepalived.refresh());
+        if let Some(notify) = &notify
+            && !watching_dir
+        {
+            watching_dir = inotify::add_watch(
+                notify,
+                &flag_dir,
+                inotify::WatchFlags::CREATE
+                    | inotify::WatchFlags::DELETE
+                    | inotify::WatchFlags::MOVED_TO
+                    | inotify::WatchFlags::MOVED_FROM,
+            )
+            .is_ok();
+        }
+        let flag = std::fs::symlink_metadata(&failover_file).is_ok();
+        watched.update(|seen| {
+            seen.mariadbd_alive = mariadbd_alive;
+            seen.keepalived_alive = keepalived_alive;
+            seen.failover_flag = flag;
+        });
+        let mut fds = Vec::new();
+        if let Some(fd) = &mariadbd.fd {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        if let Some(fd) = &keepalived.fd {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        if let Some(notify) = &notify {
+            fds.push(PollFd::new(notify, PollFlags::IN));
+        }
+        // A process not running yet, or a directory not there yet, is looked for
+        // again after this long.
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        if poll(&mut fds, Some(&timeout)).is_err() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let exited = |process: &Process| {
+            process.fd.as_ref().is_some_and(|fd| {
+                let mut one = [PollFd::new(fd, PollFlags::IN)];
+                let zero = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                poll(&mut one, Some(&zero)).is_ok_and(|n| n > 0)
+            })
+        };
+        if exited(&mariadbd) {
+            mariadbd.fd = None;
+        }
+        if exited(&keepalived) {
+            keepalived.fd = None;
+        }
+        if let Some(notify) = &notify {
+            let mut buffer = [std::mem::MaybeUninit::uninit(); 1024];
+            let mut reader = inotify::Reader::new(notify.as_fd(), &mut buffer);
+            while reader.next().is_ok() {}
+        }
+    }
+}
+
+/// Keeps a statement in flight on the local MariaDB, forever: `SELECT @@read_only,
+/// SLEEP(interval)`. A shutdown kills it at once; a hang shows as no answer within
+/// the interval plus `timeout`.
+pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, timeout: Duration) {
+    let statement = format!(
+        "SELECT @@GLOBAL.read_only, SLEEP({:.3})",
+        interval.as_secs_f64()
+    );
+    let mut conn: Option<mysql::Conn> = None;
+    loop {
+        if conn.is_none() {
+            match open(&endpoint, interval + timeout) {
+                Ok(opened) => conn = Some(opened),
+                Err(why) => {
+                    watched.update(|seen| seen.database = Database::Down(why));
+                    std::thread::sleep(interval.min(Duration::from_millis(100)));
+                    continue;
+                }
+            }
+        }
+        let answer: Result<Option<(i64, i64)>, mysql::Error> =
+            conn.as_mut().expect("opened above").query_first(&statement);
+        let database = match answer {
+            Ok(Some((read_only, 0))) => Database::Up {
+                read_only: read_only != 0,
+            },
+            Ok(_) => {
+                conn = None;
+                Database::Down("its statement was killed (shutting down?)".into())
+            }
+            Err(error) => {
+                conn = None;
+                Database::Down(describe(&error, interval + timeout))
+            }
+        };
+        watched.update(|seen| seen.database = database);
+    }
+}
+
+fn open(endpoint: &Endpoint, timeout: Duration) -> Result<mysql::Conn, String> {
+    let Target::Socket(socket) = &endpoint.target else {
+        return Err("the guard watches the local MariaDB over its socket".into());
+    };
+    let opts = mysql::OptsBuilder::new()
+        .socket(Some(socket.to_string_lossy()))
+        .prefer_socket(false)
+        .user(Some(endpoint.user.as_str()))
+        .pass(endpoint.password.as_deref())
+        .stmt_cache_size(0)
+        .read_timeout(Some(timeout))
+        .write_timeout(Some(timeout));
+    mysql::Conn::new(opts).map_err(|e| describe(&e, timeout))
+}
+
+fn describe(error: &mysql::Error, timeout: Duration) -> String {
+    match error {
+        mysql::Error::IoError(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            format!("no answer within {} ms (hung?)", timeout.as_millis())
+        }
+        other => crate::log::cut(&other.to_string(), 200).into_owned(),
+    }
+}

@@ -1,0 +1,397 @@
+//! The write lease and the guard on a real pair: two node namespaces on a switch, a
+//! guard per node (the real `mmvip guard`, talking to its peer's over TCP), a real
+//! MariaDB per node and, where a test says so, a real MariaDB as the witness. A
+//! stand-in process plays each node's keepalived (the guard watches its pid).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::mariadb::{Pair, Server};
+use common::topology::Topology;
+use common::{Site, exit_code, stderr};
+use mmvip::guard::control;
+
+const VIP: &str = "10.97.0.1";
+const LEASE_MS: u64 = 1000;
+const MARGIN_MS: u64 = 500;
+const SECRET: &str = "a shared secret for both guards";
+
+/// A process killed by PID when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.0.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+}
+
+/// One node: its site (with `[guard]`), its stand-in keepalived and its guard.
+struct Node {
+    site: Site,
+    netns: String,
+    keepalived: Option<Running>,
+    guard: Option<Running>,
+}
+
+impl Node {
+    fn new(
+        topology: &Topology,
+        index: usize,
+        server: &Server,
+        witness: Option<(&str, u16)>,
+    ) -> Node {
+        let site = Site::new().with_socket(&server.socket);
+        let secret = site.path("guard-secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let witness_table = match witness {
+            Some((host, port)) => {
+                let password = site.path("witness-password");
+                std::fs::write(&password, "witness-secret").unwrap();
+                std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+                format!(
+                    "\n[guard.witness]\naddress = \"{host}:{port}\"\nuser = \"mmvip_witness\"\npassword_file = \"{}\"\n",
+                    password.display()
+                )
+            }
+            None => String::new(),
+        };
+        let (track, keepalived_pid) = (site.path("track"), site.path("keepalived.pid"));
+        let site = site.with_config(&format!(
+            "\n[instances.VI_1]\nvip = \"{VIP}\"\nrole = \"rw\"\n\n[guard]\nnode = \"node{}\"\nlisten = [\"{}:7007\"]\npeer = [\"{}:7007\"]\nsecret_file = \"{}\"\nlease_ms = {LEASE_MS}\nmargin_ms = {MARGIN_MS}\ntrack_dir = \"{}\"\nkeepalived_pidfile = \"{}\"\nmariadb_pidfile = \"{}\"\nprobes = [\"{}\"]\nping_interval_ms = 100\n{witness_table}",
+            index + 1,
+            topology.address(index),
+            topology.address(1 - index),
+            secret.display(),
+            track.display(),
+            keepalived_pid.display(),
+            server.dir.path().join("mysqld.pid").display(),
+            topology.probe(),
+        ));
+        site.install_builtins();
+        assert_eq!(exit_code(&site.mmvip(&["compile"])), 0);
+        let mut node = Node {
+            site,
+            netns: topology.nodes[index].name.clone(),
+            keepalived: None,
+            guard: None,
+        };
+        node.start_keepalived();
+        node.start_guard();
+        node
+    }
+
+    fn start_keepalived(&mut self) {
+        let child = Command::new("sleep").arg("3600").spawn().unwrap();
+        std::fs::write(self.site.path("keepalived.pid"), child.id().to_string()).unwrap();
+        self.keepalived = Some(Running(child));
+    }
+
+    fn start_guard(&mut self) {
+        let log = std::fs::File::create(self.site.path("guard.out")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(common::mmvip_binary())
+            .arg("--config")
+            .arg(self.site.config_path())
+            .arg("guard")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.guard = Some(Running(child));
+        let socket = control::socket_path(&self.state_dir());
+        let started = Instant::now();
+        while !socket.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the guard did not start: {}",
+                std::fs::read_to_string(self.site.path("guard.out")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.site.path("state")
+    }
+
+    fn ask(&self, request: &str) -> String {
+        control::ask(&self.state_dir(), request, Duration::from_secs(10)).unwrap()
+    }
+
+    fn hold_vip(&self, held: bool) {
+        let status = Command::new("ip")
+            .args(["-n", &self.netns, "addr", if held { "add" } else { "del" }])
+            .arg(format!("{VIP}/32"))
+            .args(["dev", "lo"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn has_vip(&self) -> bool {
+        let output = Command::new("ip")
+            .args(["-n", &self.netns, "-o", "addr", "show", "dev", "lo"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).contains(&format!("{VIP}/32"))
+    }
+
+    fn hook(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(common::mmvip_binary())
+            .arg("--config")
+            .arg(self.site.config_path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn guard_log(&self) -> String {
+        self.site.log_text()
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn the_lease_goes_to_one_node_at_a_time_and_a_release_hands_it_over_at_once() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
+    let node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    assert!(
+        node1.ask("ACQUIRE VI_1 2000").starts_with("HELD"),
+        "{}",
+        node1.guard_log()
+    );
+    let refused = node2.ask("ACQUIRE VI_1 300");
+    assert!(
+        refused.starts_with("REFUSED") && refused.contains("node1"),
+        "{refused}"
+    );
+    // Renewed by its guard: still node1's after several leases.
+    std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
+    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+    assert!(
+        node1.ask("STATUS").contains("VI_1=held:"),
+        "{}",
+        node1.ask("STATUS")
+    );
+    // keepalived moves the VIP; the demotion gives the lease back.
+    node1.hold_vip(false);
+    assert_eq!(node1.ask("RELEASE VI_1"), "RELEASED");
+    let started = Instant::now();
+    assert!(node2.ask("ACQUIRE VI_1 3000").starts_with("HELD"));
+    assert!(
+        started.elapsed() < Duration::from_millis(LEASE_MS / 2),
+        "a released lease was waited out: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_silent_holders_lease_is_waited_out_before_another_node_holds_it() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let mut node1 = Node::new(&topology, 0, &pair.node1, None);
+    let node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    assert!(node1.ask("ACQUIRE VI_1 2000").starts_with("HELD"));
+    // Its guard dies (kill -9): nobody gives the lease back.
+    node1.guard = None;
+    let started = Instant::now();
+    let answer = node2.ask("ACQUIRE VI_1 6000");
+    let waited = started.elapsed();
+    assert!(answer.starts_with("HELD"), "{answer}");
+    // node2's own vote stood for lease + margin from node1's last renewal, which was
+    // at most a quarter lease before the kill.
+    assert!(
+        waited >= Duration::from_millis(LEASE_MS + MARGIN_MS - LEASE_MS / 4 - 50),
+        "took the lease after only {waited:?}"
+    );
+}
+
+#[test]
+fn the_promotion_gate_then_a_holder_cut_off_from_everything_fences_itself() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
+    let node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert!(!pair.node1.read_only());
+    assert!(
+        node1.site.log_text().contains("write lease held"),
+        "{}",
+        node1.site.log_text()
+    );
+    // A second writer is refused at the gate: node1 holds the lease.
+    node2.hold_vip(true);
+    let output = node2.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 1);
+    assert!(
+        stderr(&output).contains("no write lease"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(pair.node2.read_only());
+    node2.hold_vip(false);
+
+    topology.cut(0, true);
+    let fenced = wait_for(
+        "node1 read-only after being cut off",
+        Duration::from_millis(LEASE_MS + MARGIN_MS + 2000),
+        || pair.node1.read_only(),
+    );
+    // Fenced by its own guard, not later than its lease plus the fence.
+    assert!(
+        fenced <= Duration::from_millis(LEASE_MS + MARGIN_MS),
+        "node1 stayed writable {fenced:?} after the cut"
+    );
+    assert!(
+        node1.guard_log().contains("fencing:"),
+        "{}",
+        node1.guard_log()
+    );
+    // node2 takes over once node1's lease is past (it still reaches the probe).
+    node2.hold_vip(true);
+    assert!(node2.ask("ACQUIRE VI_1 5000").starts_with("HELD"));
+}
+
+#[test]
+fn a_dead_keepalived_fences_the_writer_and_its_vip_goes() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let mut node1 = Node::new(&topology, 0, &pair.node1, None);
+    let _node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert!(!pair.node1.read_only());
+    // keepalived killed with -9: its VIP stays behind on the interface.
+    node1.keepalived = None;
+    wait_for(
+        "read-only after keepalived died",
+        Duration::from_secs(3),
+        || pair.node1.read_only(),
+    );
+    wait_for("the VIP removed", Duration::from_secs(3), || {
+        !node1.has_vip()
+    });
+    assert!(
+        node1.guard_log().contains("keepalived is not running"),
+        "{}",
+        node1.guard_log()
+    );
+}
+
+#[test]
+fn a_holder_paused_past_its_lease_fences_as_it_resumes() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
+    let node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    // Its guard stops for two leases: to it, time jumps a lease and more.
+    node1
+        .guard
+        .as_ref()
+        .unwrap()
+        .signal(rustix::process::Signal::STOP);
+    // keepalived (frozen with it, in real life) loses the VIP to node2.
+    node2.hold_vip(true);
+    assert!(node2.ask("ACQUIRE VI_1 5000").starts_with("HELD"));
+    node1
+        .guard
+        .as_ref()
+        .unwrap()
+        .signal(rustix::process::Signal::CONT);
+    let fenced = wait_for(
+        &format!(
+            "read-only after resuming ({})",
+            node1.site.path("mmvip.log").display()
+        ),
+        Duration::from_secs(3),
+        || pair.node1.read_only(),
+    );
+    assert!(
+        node1.guard_log().contains("fencing:"),
+        "{}",
+        node1.guard_log()
+    );
+    eprintln!("writable {fenced:?} after the guard resumed");
+    // node1 does not take the lease back from node2.
+    assert!(node1.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+}
+
+#[test]
+fn with_a_witness_the_lease_survives_a_silent_peer_and_a_silent_witness() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let witness = Server::start_witness(&topology.switch.name, &topology.probe());
+    witness.exec(
+        "CREATE DATABASE mmvip; CREATE USER 'mmvip_witness'@'%' IDENTIFIED BY 'witness-secret'; GRANT ALL ON mmvip.* TO 'mmvip_witness'@'%'",
+    );
+    let witness_at = (topology.probe(), 3306);
+    let node1 = Node::new(
+        &topology,
+        0,
+        &pair.node1,
+        Some((&witness_at.0, witness_at.1)),
+    );
+    let mut node2 = Node::new(
+        &topology,
+        1,
+        &pair.node2,
+        Some((&witness_at.0, witness_at.1)),
+    );
+    node1.hold_vip(true);
+    assert!(node1.ask("ACQUIRE VI_1 2000").starts_with("HELD"));
+    let row = witness.value("SELECT holder FROM mmvip.mmvip_lease WHERE instance = 'VI_1'");
+    assert_eq!(row.as_deref(), Some("node1"));
+    // The peer's guard gone: the witness's vote keeps the lease.
+    node2.guard = None;
+    std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
+    assert!(
+        node1.ask("STATUS").contains("VI_1=held:"),
+        "{}",
+        node1.ask("STATUS")
+    );
+    // The witness gone too, peer back: the peer's vote keeps it.
+    node2.start_guard();
+    drop(witness);
+    std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
+    assert!(
+        node1.ask("STATUS").contains("VI_1=held:"),
+        "{}",
+        node1.ask("STATUS")
+    );
+    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+}
