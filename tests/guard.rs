@@ -43,6 +43,8 @@ struct Node {
     netns: String,
     keepalived: Option<Running>,
     guard: Option<Running>,
+    /// The path to the peer's MariaDB, when `[peer]` is configured.
+    _peer_path: Option<common::netns::Forward>,
 }
 
 impl Node {
@@ -52,7 +54,35 @@ impl Node {
         server: &Server,
         witness: Option<(&str, u16)>,
     ) -> Node {
+        Node::with_peer(topology, index, server, witness, None)
+    }
+
+    /// `peer`: the other node's server, which `[peer]` reaches over TCP.
+    fn with_peer(
+        topology: &Topology,
+        index: usize,
+        server: &Server,
+        witness: Option<(&str, u16)>,
+        peer: Option<&Server>,
+    ) -> Node {
         let site = Site::new().with_socket(&server.socket);
+        let (peer_path, peer_table) = match peer {
+            Some(peer) => {
+                let port = peer.replication.expect("replicating peer").port;
+                let forward = topology.nodes[index].forward(([127, 0, 0, 1], port).into());
+                let password = site.path("peer-password");
+                std::fs::write(&password, common::mariadb::PEER_PASSWORD).unwrap();
+                std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+                let table = format!(
+                    "\n[peer]\naddresses = [\"127.0.0.1:{}\"]\npassword_file = \"{}\"\n",
+                    forward.port,
+                    password.display()
+                );
+                (Some(forward), table)
+            }
+            None => (None, String::new()),
+        };
         let secret = site.path("guard-secret");
         std::fs::write(&secret, SECRET).unwrap();
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -71,7 +101,7 @@ impl Node {
         };
         let (track, keepalived_pid) = (site.path("track"), site.path("keepalived.pid"));
         let site = site.with_config(&format!(
-            "\n[instances.VI_1]\nvip = \"{VIP}\"\nrole = \"rw\"\n\n[guard]\nnode = \"node{}\"\nlisten = [\"{}:7007\"]\npeer = [\"{}:7007\"]\nsecret_file = \"{}\"\nlease_ms = {LEASE_MS}\nmargin_ms = {MARGIN_MS}\ntrack_dir = \"{}\"\nkeepalived_pidfile = \"{}\"\nmariadb_pidfile = \"{}\"\nprobes = [\"{}\"]\nping_interval_ms = 100\n{witness_table}",
+            "{peer_table}\n[instances.VI_1]\nvip = \"{VIP}\"\nrole = \"rw\"\n\n[guard]\nnode = \"node{}\"\nlisten = [\"{}:7007\"]\npeer = [\"{}:7007\"]\nsecret_file = \"{}\"\nlease_ms = {LEASE_MS}\nmargin_ms = {MARGIN_MS}\ntrack_dir = \"{}\"\nkeepalived_pidfile = \"{}\"\nmariadb_pidfile = \"{}\"\nprobes = [\"{}\"]\nping_interval_ms = 100\n{witness_table}",
             index + 1,
             topology.address(index),
             topology.address(1 - index),
@@ -88,6 +118,7 @@ impl Node {
             netns: topology.nodes[index].name.clone(),
             keepalived: None,
             guard: None,
+            _peer_path: peer_path,
         };
         node.start_keepalived();
         node.start_guard();
@@ -394,4 +425,139 @@ fn with_a_witness_the_lease_survives_a_silent_peer_and_a_silent_witness() {
         node1.ask("STATUS")
     );
     assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+}
+
+/// keepalived's part in a switch-over, played by the test: when the writer's failover
+/// track file goes to FAULT, its VIP goes to the other node, whose `master` hook runs.
+fn keepalived_stand_in(from: &Node, to: &Node) -> std::thread::JoinHandle<std::process::Output> {
+    let track = from.site.path("track/failover");
+    let (from_ns, to_ns, config) = (from.netns.clone(), to.netns.clone(), to.site.config_path());
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while std::fs::read_to_string(&track).unwrap_or_default().trim() != "1" {
+            assert!(started.elapsed() < Duration::from_secs(20), "no FAULT");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let vip = format!("{VIP}/32");
+        for (ns, verb) in [(&from_ns, "del"), (&to_ns, "add")] {
+            assert!(
+                Command::new("ip")
+                    .args(["-n", ns, "addr", verb, &vip, "dev", "lo"])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        Command::new("ip")
+            .args(["netns", "exec", &to_ns])
+            .arg(common::mmvip_binary())
+            .arg("--config")
+            .arg(config)
+            .args(["master", "--instance=VI_1"])
+            .output()
+            .unwrap()
+    })
+}
+
+#[test]
+fn switchover_from_either_node_moves_the_writer_with_nothing_left_behind() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::with_peer(&topology, 0, &pair.node1, None, Some(&pair.node2));
+    let node2 = Node::with_peer(&topology, 1, &pair.node2, None, Some(&pair.node1));
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    pair.node1
+        .exec("INSERT INTO app.t (note) VALUES ('before the switch-over')");
+
+    // Refused while the peer does not apply what the writer wrote: nothing changes.
+    pair.node2.exec("STOP SLAVE");
+    pair.node1
+        .exec("INSERT INTO app.t (note) VALUES ('while the peer stopped')");
+    let output = node2.hook(&["switchover"]);
+    assert_eq!(exit_code(&output), 1);
+    assert!(stderr(&output).contains("refused"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("the peer lags"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!pair.node1.read_only());
+    assert!(
+        !node1.site.flag_path().exists(),
+        "a refused switch-over raised the flag"
+    );
+    pair.node2.exec("START SLAVE");
+    pair.wait_converged();
+
+    // Run on the node that is not the writer: its guard asks the writer's.
+    let keepalived = keepalived_stand_in(&node1, &node2);
+    let output = node2.hook(&["switchover"]);
+    assert_eq!(
+        exit_code(&output),
+        0,
+        "{}\n{}",
+        stderr(&output),
+        node1.site.log_text()
+    );
+    let report = String::from_utf8_lossy(&output.stdout).to_string();
+    eprintln!("switch-over: {report}");
+    for step in [
+        "checks",
+        "read-only",
+        "peer applied",
+        "lease released",
+        "VIP gone",
+        "peer writable",
+    ] {
+        assert!(report.contains(step), "{step} missing: {report}");
+    }
+    let promoted = keepalived.join().unwrap();
+    assert_eq!(exit_code(&promoted), 0, "{}", stderr(&promoted));
+    assert!(pair.node1.read_only());
+    assert!(!pair.node2.read_only());
+    assert_eq!(
+        pair.node2
+            .value("SELECT COUNT(*) FROM app.t WHERE note = 'before the switch-over'")
+            .as_deref(),
+        Some("1")
+    );
+    // The old writer stays out until an operator lowers the flag.
+    assert!(node1.site.flag_path().exists());
+    std::fs::remove_file(node1.site.flag_path()).unwrap();
+    wait_for(
+        "node1's failover track file lowered",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(node1.site.path("track/failover"))
+                .unwrap_or_default()
+                .trim()
+                == "0"
+        },
+    );
+
+    // The flag raised by hand on the writer: its guard switches over before
+    // keepalived hears of it, so nothing written before the flag is left behind.
+    pair.node2
+        .exec("INSERT INTO app.t (note) VALUES ('before the flag')");
+    let keepalived = keepalived_stand_in(&node2, &node1);
+    std::fs::write(node2.site.flag_path(), "").unwrap();
+    let promoted = keepalived.join().unwrap();
+    assert_eq!(exit_code(&promoted), 0, "{}", stderr(&promoted));
+    assert!(pair.node2.read_only());
+    assert!(!pair.node1.read_only());
+    assert_eq!(
+        pair.node1
+            .value("SELECT COUNT(*) FROM app.t WHERE note = 'before the flag'")
+            .as_deref(),
+        Some("1")
+    );
+    // The guard logs its report once it has seen the peer writable.
+    wait_for("node2's switch-over report", Duration::from_secs(5), || {
+        node2
+            .site
+            .log_text()
+            .contains("switch-over (failover flag): checks")
+    });
 }

@@ -25,6 +25,10 @@ struct Cli {
     /// Configuration file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Bound of this hook run, instead of the configured one (the guard fences with
+    /// a tighter bound than keepalived's hooks have).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_ms: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +42,9 @@ enum Command {
     /// Run this node's resident guard: write lease, fencing, failure detection
     /// (needs [guard]; a systemd unit runs it).
     Guard,
+    /// Planned switch-over, run on either node: checks, writer read-only, the other
+    /// node applies its last position, then the VIP moves; prints each step's time.
+    Switchover,
     /// Run one hook: `mmvip <plugin> [ARGS...]`; the exit status is its verdict.
     #[command(external_subcommand)]
     Hook(Vec<OsString>),
@@ -73,6 +80,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, exit: Exit) -> Ended {
     match cli.command {
         Command::Compile => compile_all(&config),
         Command::Plugins => list_plugins(&config),
+        Command::Switchover => switchover(&config),
         Command::Guard => {
             let log = command_log(&config, "guard");
             match crate::guard::run(&config, &config_path, log.clone()) {
@@ -88,7 +96,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>, exit: Exit) -> Ended {
             let (name, args) = words
                 .split_first()
                 .expect("clap yields the subcommand name");
-            hook::run(&config, name, args, started, exit)
+            let timeout = cli.timeout_ms.map(std::time::Duration::from_millis);
+            hook::run(&config, name, args, started, timeout, exit)
         }
     }
 }
@@ -242,4 +251,36 @@ fn list_plugins(config: &Config) -> Ended {
         }
     }
     worst.map_or(Ended::Done, Ended::Failed)
+}
+
+fn switchover(config: &Config) -> Ended {
+    let log = command_log(config, "switchover");
+    if config.guard.is_none() {
+        return refuse(
+            Some(&log),
+            Error::usage(
+                "switchover needs the guard ([guard] in the config); without it, raise the failover flag file",
+            ),
+        );
+    }
+    let answer = crate::guard::control::ask(
+        &config.state_dir,
+        "SWITCHOVER",
+        std::time::Duration::from_secs(60),
+    );
+    match answer
+        .as_deref()
+        .map(|line| line.split_once(' ').unwrap_or((line, "")))
+    {
+        Ok(("DONE", report)) => {
+            log.write(Level::Info, &[("verdict", "pass"), ("msg", report)]);
+            println!("switchover: {report}");
+            Ended::Done
+        }
+        Ok((_, why)) => refuse(
+            Some(&log),
+            Error::failed(format!("switchover refused: {why}")),
+        ),
+        Err(why) => refuse(Some(&log), Error::failed(format!("switchover: {why}"))),
+    }
 }

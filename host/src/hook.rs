@@ -27,11 +27,13 @@ use crate::trust::{self, TrustedDir};
 const MAX_LOCK_RESERVE: Duration = Duration::from_secs(2);
 
 /// Runs hook `name` and reports how it ended.
+/// `timeout`: the run's bound instead of the configured one.
 pub fn run(
     config: &Config,
     name: &str,
     raw_args: &[String],
     started: Instant,
+    timeout: Option<Duration>,
     exit: Exit,
 ) -> Ended {
     let context = LogContext {
@@ -42,10 +44,13 @@ pub fn run(
         Ok(engine) => engine,
         Err(error) => return refuse(Some(&Log::open(&config.log_file, context)), error),
     };
-    let site = match config.plugin(name) {
+    let mut site = match config.plugin(name) {
         Ok(site) => site,
         Err(error) => return refuse(Some(&Log::open(&config.log_file, context)), error),
     };
+    if timeout.is_some() {
+        site.table.timeout = timeout;
+    }
     // Armed before any file is opened, so nothing the run opens (a FIFO, a wedged
     // socket) can keep keepalived waiting past the bound.
     let overrun_log = Arc::new(Mutex::new(None::<Log>));

@@ -239,6 +239,30 @@ impl Session {
             .next()
             .and_then(|row| row.into_iter().next().flatten()))
     }
+
+    /// `SHOW ALL SLAVES STATUS`, one entry per replication connection.
+    pub fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
+        let rows = self.run(Level::Debug, "SHOW ALL SLAVES STATUS", |conn, sql| {
+            conn.query::<Row, _>(sql)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let text = |column: &str| column_text(&row, column).unwrap_or_default();
+                ReplicaStatus {
+                    connection_name: text("Connection_name"),
+                    master_user: text("Master_User"),
+                    io_state: io_state(&text("Slave_IO_Running")),
+                    sql_state: sql_state(&text("Slave_SQL_Running")),
+                    gtid_io_pos: text("Gtid_IO_Pos"),
+                    last_io_error: text("Last_IO_Error"),
+                    last_sql_error: text("Last_SQL_Error"),
+                    seconds_behind_master: column_text(&row, "Seconds_Behind_Master")
+                        .and_then(|s| s.parse().ok()),
+                }
+            })
+            .collect())
+    }
 }
 
 /// The local MariaDB, over its unix socket: the back-end of the `sql-*` grants.
@@ -323,26 +347,7 @@ impl SqlRead for MariaDb {
     }
 
     fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
-        let rows = self.run(Level::Debug, "SHOW ALL SLAVES STATUS", |conn, sql| {
-            conn.query::<Row, _>(sql)
-        })?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let text = |column: &str| column_text(&row, column).unwrap_or_default();
-                ReplicaStatus {
-                    connection_name: text("Connection_name"),
-                    master_user: text("Master_User"),
-                    io_state: io_state(&text("Slave_IO_Running")),
-                    sql_state: sql_state(&text("Slave_SQL_Running")),
-                    gtid_io_pos: text("Gtid_IO_Pos"),
-                    last_io_error: text("Last_IO_Error"),
-                    last_sql_error: text("Last_SQL_Error"),
-                    seconds_behind_master: column_text(&row, "Seconds_Behind_Master")
-                        .and_then(|s| s.parse().ok()),
-                }
-            })
-            .collect())
+        self.session.replicas()
     }
 
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {

@@ -69,6 +69,10 @@ fn answer(stream: &UnixStream, guard: &Guard) {
                 "RELEASED".to_string()
             }
             ["STATUS"] => format!("STATUS {}", guard.status()),
+            ["SWITCHOVER"] => match guard.switchover_command() {
+                Ok(report) => format!("DONE {report}"),
+                Err(why) => format!("REFUSED {why}"),
+            },
             _ => "REFUSED unknown request".to_string(),
         };
         guard.watched.nudge();

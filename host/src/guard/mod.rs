@@ -24,6 +24,7 @@ mod witness;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -45,9 +46,15 @@ const HANG_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long a node that stepped aside (lost the vote while VRRP made it MASTER) keeps
 /// its instance in FAULT before trying again.
 const STEP_ASIDE: Duration = Duration::from_secs(3);
+/// How many of the peer's connections are answered at once.
+const PEER_CONNECTIONS: usize = 8;
+/// How soon a promotion asks again for a lease it was refused.
+const ACQUIRE_RETRY: Duration = Duration::from_millis(20);
 
-/// The track file that says whether this node is healthy (one for all instances).
+/// The track file that says whether this node's MariaDB is healthy (all instances).
 pub const HEALTH_TRACK: &str = "health";
+/// The track file of the failover flag (planned switch-over; all instances).
+pub const FAILOVER_TRACK: &str = "failover";
 
 /// The lease and votes, shared by the guard's threads.
 #[derive(Default)]
@@ -71,6 +78,14 @@ pub struct Guard {
     watched: Arc<Watched>,
     /// The `rw` instances and their VIPs.
     instances: Vec<(String, IpAddr)>,
+    /// The local MariaDB, and the peer's (as `[peer]` names it), for the switch-over.
+    local: Endpoint,
+    peer_db: Option<(Vec<Endpoint>, Duration)>,
+    /// One switch-over at a time.
+    switching: Mutex<()>,
+    /// A switch-over gave the leases back: not to be taken again while the VIP
+    /// still lingers here.
+    stepping_away: AtomicBool,
 }
 
 /// Runs the guard of this node until the process ends.
@@ -112,7 +127,50 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         .filter(|(_, i)| i.role == Role::ReadWrite)
         .map(|(name, i)| (name.clone(), i.vip))
         .collect();
-    let watched = Watched::new(guard_config.track_dir.join(HEALTH_TRACK), log.clone());
+    let watched = Watched::new(
+        guard_config.track_dir.join(HEALTH_TRACK),
+        guard_config.track_dir.join(FAILOVER_TRACK),
+        log.clone(),
+    );
+    let password = match &config.mariadb.password_file {
+        Some(path) => Some(
+            String::from_utf8_lossy(&read_secret(path, "password file")?)
+                .trim_end()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let local = Endpoint {
+        target: Target::Socket(config.mariadb.socket.clone()),
+        user: config.mariadb.user.clone(),
+        password,
+    };
+    let peer_db = match &config.peer {
+        Some(peer) => {
+            let password = match &peer.password_file {
+                Some(path) => Some(
+                    String::from_utf8_lossy(&read_secret(path, "[peer] password_file")?)
+                        .trim_end()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let endpoints = peer
+                .addresses
+                .iter()
+                .map(|(host, port)| Endpoint {
+                    target: Target::Tcp {
+                        host: host.clone(),
+                        port: *port,
+                    },
+                    user: peer.user.clone(),
+                    password: password.clone(),
+                })
+                .collect();
+            Some((endpoints, peer.timeout))
+        }
+        None => None,
+    };
     let guard = Arc::new(Guard {
         config: config.clone(),
         config_path: config_path.to_path_buf(),
@@ -123,6 +181,10 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         rounds: Mutex::new(witness),
         watched,
         instances,
+        local,
+        peer_db,
+        switching: Mutex::new(()),
+        stepping_away: AtomicBool::new(false),
     });
     guard.start()
 }
@@ -142,24 +204,16 @@ fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>> {
 
 impl Guard {
     fn start(self: Arc<Self>) -> Result<()> {
-        let password = match &self.config.mariadb.password_file {
-            Some(path) => Some(
-                String::from_utf8_lossy(&read_secret(path, "password file")?)
-                    .trim_end()
-                    .to_string(),
-            ),
-            None => None,
-        };
         // Every instance starts healthy-unknown: FAULT until the watchers see it.
         track::write(&self.track(HEALTH_TRACK), true, &self.log);
+        // A raised flag is left to the loop, which switches over first on the writer.
+        if std::fs::symlink_metadata(&self.config.failover_file).is_err() {
+            track::write(&self.track(FAILOVER_TRACK), false, &self.log);
+        }
         for (name, _) in &self.instances {
             track::write(&self.track(name), false, &self.log);
         }
-        let endpoint = Endpoint {
-            target: Target::Socket(self.config.mariadb.socket.clone()),
-            user: self.config.mariadb.user.clone(),
-            password,
-        };
+        let endpoint = self.local.clone();
         {
             let watched = Arc::clone(&self.watched);
             let (mariadb, keepalived, flag) = (
@@ -212,10 +266,46 @@ impl Guard {
                 }
             });
         }
+        // A raised failover flag is handled once: a writer switches over, and if it
+        // cannot, or this node is not the writer, keepalived is told to move the VIP.
+        let mut flag_handled = false;
         loop {
             let next_expiry = self.keep_the_rule();
+            let seen = self.watched.seen();
+            if !seen.failover_flag {
+                flag_handled = false;
+            } else if !flag_handled {
+                flag_handled = true;
+                self.switch_over_for_flag();
+            }
             self.watched
                 .wait_change(next_expiry.min(self.guard.lease / 4));
+        }
+    }
+
+    fn switch_over_for_flag(&self) {
+        // A running switch-over (`mmvip switchover`) raised the flag itself.
+        let Ok(_one) = self.switching.try_lock() else {
+            return;
+        };
+        if self.read_only_now() != Some(false) {
+            self.watched.step_away();
+            return;
+        }
+        match self.run_switchover(false) {
+            Ok(report) => self.log.write(
+                Level::Info,
+                &[("msg", &format!("switch-over (failover flag): {report}"))],
+            ),
+            Err(why) => {
+                self.log.write(
+                    Level::Error,
+                    &[("msg", &format!("switch-over (failover flag) failed: {why}"))],
+                );
+                // The flag still means: not here. keepalived moves the VIP and the
+                // hooks take the safe path.
+                self.watched.step_away();
+            }
         }
     }
 
@@ -340,7 +430,10 @@ impl Guard {
     }
 
     /// Answers the peer's guard on one address, for as long as the process runs.
-    fn serve_peer(&self, address: SocketAddr) {
+    /// Each connection on its own thread, a bounded number at once: a switch-over
+    /// asked for by the peer waits on the peer's votes, and a slow unsigned client
+    /// must not hold up a vote.
+    fn serve_peer(self: &Arc<Self>, address: SocketAddr) {
         let listener = loop {
             match TcpListener::bind(address) {
                 Ok(listener) => break listener,
@@ -356,23 +449,36 @@ impl Guard {
                 }
             }
         };
+        let answering = Arc::new(AtomicUsize::new(0));
         for stream in listener.incoming().flatten() {
-            let _ = stream.set_read_timeout(Some(ASK_TIMEOUT));
-            let _ = stream.set_write_timeout(Some(ASK_TIMEOUT));
-            let Ok(line) = wire::read_line(&stream) else {
+            if answering.fetch_add(1, Ordering::SeqCst) >= PEER_CONNECTIONS {
+                answering.fetch_sub(1, Ordering::SeqCst);
                 continue;
-            };
-            let Some(words) = self.secret.verify(&line) else {
-                self.log.write(
-                    Level::Warn,
-                    &[("msg", &format!("unsigned request on {address} refused"))],
-                );
-                continue;
-            };
-            let reply = self.answer_peer(&words);
-            use std::io::Write as _;
-            let _ = (&stream).write_all(self.secret.sign(&reply).as_bytes());
+            }
+            let (guard, answering) = (Arc::clone(self), Arc::clone(&answering));
+            std::thread::spawn(move || {
+                guard.answer_stream(&stream, address);
+                answering.fetch_sub(1, Ordering::SeqCst);
+            });
         }
+    }
+
+    fn answer_stream(&self, stream: &std::net::TcpStream, address: SocketAddr) {
+        let _ = stream.set_read_timeout(Some(ASK_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(ASK_TIMEOUT));
+        let Ok(line) = wire::read_line(stream) else {
+            return;
+        };
+        let Some(words) = self.secret.verify(&line) else {
+            self.log.write(
+                Level::Warn,
+                &[("msg", &format!("unsigned request on {address} refused"))],
+            );
+            return;
+        };
+        let reply = self.answer_peer(&words);
+        use std::io::Write as _;
+        let _ = (&*stream).write_all(self.secret.sign(&reply).as_bytes());
     }
 
     fn answer_peer(&self, words: &[&str]) -> String {
@@ -412,6 +518,10 @@ impl Guard {
                 self.leases().ballots.release(instance, from);
                 format!("OK {nonce}")
             }
+            ["SWITCHOVER", _from, nonce] => match self.switchover(true) {
+                Ok(report) => format!("DONE {nonce} {}", one_word_safe(&report)),
+                Err(why) => format!("REFUSED {nonce} {}", one_word_safe(&why)),
+            },
             _ => "ERROR unknown".to_string(),
         }
     }
@@ -435,10 +545,12 @@ impl Guard {
                     );
                     return Ok(until.saturating_duration_since(Instant::now()));
                 }
-                Outcome::Lost(why) if Instant::now() + self.guard.lease / 4 >= deadline => {
+                Outcome::Lost(why) if Instant::now() + ACQUIRE_RETRY >= deadline => {
                     return Err(why);
                 }
-                Outcome::Lost(_) => std::thread::sleep(self.guard.lease / 4),
+                // Soon: the vote that was refused is usually a lease given back a
+                // moment ago (a switch-over) or running out.
+                Outcome::Lost(_) => std::thread::sleep(ACQUIRE_RETRY),
             }
         }
     }
@@ -450,7 +562,10 @@ impl Guard {
     fn renew(&self) {
         let seen = self.watched.seen();
         for (name, vip) in &self.instances {
-            let wants = Self::holds_vip(*vip) && seen.keepalived_alive && seen.healthy();
+            let wants = Self::holds_vip(*vip)
+                && seen.keepalived_alive
+                && seen.healthy()
+                && !self.stepping_away.load(Ordering::SeqCst);
             if !wants {
                 continue;
             }
@@ -608,6 +723,7 @@ impl Guard {
         let child = std::process::Command::new(exe)
             .arg("--config")
             .arg(&self.config_path)
+            .arg(format!("--timeout-ms={}", within.as_millis().max(1)))
             .args(["fault", "--fence"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -644,22 +760,18 @@ impl Guard {
         }
     }
 
-    /// `read_only` as the server says it now (a fresh connection), if it answers.
+    /// `read_only` as the server says it now, on a fresh connection (the watching
+    /// connection reports only once its sleep ends), if it answers within a second.
     fn read_only_now(&self) -> Option<bool> {
-        let watched = self.watched.seen();
-        // The watching connection reports within one interval; wait for a report
-        // newer than the fence.
-        let asked = Instant::now();
-        loop {
-            let seen = self.watched.seen();
-            if seen.changed >= asked || asked.elapsed() > self.guard.ping_interval * 2 {
-                return match seen.database {
-                    Database::Up { read_only } => Some(read_only),
-                    Database::Down(_) => None,
-                };
-            }
-            let _ = &watched;
-            self.watched.wait_change(self.guard.ping_interval);
+        let mut session = crate::mariadb::Session::new(
+            self.local.clone(),
+            Duration::from_secs(1),
+            Instant::now() + Duration::from_secs(1),
+            self.log.clone(),
+        );
+        match session.value(Level::Debug, "SELECT @@GLOBAL.read_only") {
+            Ok(Some(value)) => Some(value != "0"),
+            _ => None,
         }
     }
 
@@ -856,4 +968,295 @@ fn remove_address(address: IpAddr, log: &Log) {
             );
         }
     }
+}
+
+/// The steps of a switch-over and how long each took.
+struct Steps {
+    started: Instant,
+    last: Instant,
+    done: Vec<String>,
+}
+
+impl Steps {
+    fn new() -> Steps {
+        let now = Instant::now();
+        Steps {
+            started: now,
+            last: now,
+            done: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, what: &str) {
+        let now = Instant::now();
+        self.done.push(format!(
+            "{what} {:.1} ms",
+            (now - self.last).as_secs_f64() * 1000.0
+        ));
+        self.last = now;
+    }
+
+    fn report(&self) -> String {
+        format!(
+            "{}; {:.1} ms in all",
+            self.done.join(", "),
+            self.started.elapsed().as_secs_f64() * 1000.0
+        )
+    }
+}
+
+/// How long the peer may take to reach the writer's position before the switch-over
+/// (the lag check) and after the writer went read-only.
+const CATCH_UP_BEFORE: Duration = Duration::from_secs(1);
+const CATCH_UP_AFTER: Duration = Duration::from_secs(5);
+const TAKE_OVER: Duration = Duration::from_secs(10);
+
+impl Guard {
+    /// A planned switch-over from this node, the writer: checks, then read-only
+    /// through blockers, the peer applies this node's last position, the lease is
+    /// given back, and only then does keepalived move the VIP (the failover track
+    /// file). `raise_flag`: also raise the failover flag, which keeps this node out
+    /// until an operator lowers it (the seed's semantics).
+    fn switchover(&self, raise_flag: bool) -> std::result::Result<String, String> {
+        let Ok(_one) = self.switching.try_lock() else {
+            return Err("a switch-over is already running".into());
+        };
+        self.run_switchover(raise_flag)
+    }
+
+    /// The switch-over itself; the caller holds `switching`.
+    fn run_switchover(&self, raise_flag: bool) -> std::result::Result<String, String> {
+        let mut steps = Steps::new();
+        if self.read_only_now() != Some(false) {
+            return Err("this node is not the writer".into());
+        }
+        let (peers, peer_timeout) = self
+            .peer_db
+            .clone()
+            .ok_or("no [peer] in the config: the peer's position cannot be checked")?;
+        let mut local = self.session(self.local.clone(), Duration::from_secs(1), TAKE_OVER)?;
+        let mut peer = self.peer_session(&peers, peer_timeout)?;
+        // Checks: replication both ways, the peer read-only and close behind. The peer
+        // account has no privileges, so the peer's side is seen from here: a binlog
+        // dump to it (which lingers after its replica stopped until the next event,
+        // so the position check below is what proves it applies).
+        let dumps = local
+            .value(
+                Level::Debug,
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
+            )
+            .map_err(|e| format!("cannot ask this node: {}", describe_sql(&e)))?;
+        if dumps.as_deref() == Some("0") {
+            return Err("the peer does not replicate from this node (no binlog dump)".into());
+        }
+        replication_runs(&mut local)?;
+        let peer_read_only = peer
+            .value(Level::Debug, "SELECT @@GLOBAL.read_only")
+            .map_err(|e| format!("the peer does not answer: {}", describe_sql(&e)))?;
+        if peer_read_only.as_deref() != Some("1") {
+            return Err("the peer is writable too: refusing to switch over".into());
+        }
+        let position = binlog_position(&mut local)?;
+        if !peer_reaches(&mut peer, &position, CATCH_UP_BEFORE)? {
+            return Err(format!(
+                "the peer lags: it did not reach {position} within {} ms",
+                CATCH_UP_BEFORE.as_millis()
+            ));
+        }
+        steps.step("checks");
+        if raise_flag {
+            std::fs::write(&self.config.failover_file, "")
+                .map_err(|e| format!("cannot raise the failover flag: {e}"))?;
+        }
+        let demoted = self.run_fault_plugin(Duration::from_secs(2));
+        if !matches!(self.read_only_now(), Some(true)) {
+            return Err(format!("this node did not become read-only: {demoted}"));
+        }
+        steps.step("read-only");
+        // The demotion killed every client connection, this session's too.
+        let mut local = self.session(self.local.clone(), Duration::from_secs(1), TAKE_OVER)?;
+        let position = binlog_position(&mut local)?;
+        if !peer_reaches(&mut peer, &position, CATCH_UP_AFTER)? {
+            return Err(format!(
+                "the peer did not apply {position} within {} ms; this node stays read-only with the VIP",
+                CATCH_UP_AFTER.as_millis()
+            ));
+        }
+        steps.step(&format!("peer applied {position}"));
+        self.stepping_away.store(true, Ordering::SeqCst);
+        let _over = StoreOnDrop(&self.stepping_away, false);
+        let held: Vec<String> = self.leases().held.keys().cloned().collect();
+        for name in held {
+            self.release(&name);
+        }
+        steps.step("lease released");
+        self.watched.step_away();
+        let deadline = Instant::now() + TAKE_OVER;
+        while self.instances.iter().any(|(_, vip)| Self::holds_vip(*vip)) {
+            if Instant::now() > deadline {
+                return Err("keepalived did not take the VIP away".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        steps.step("VIP gone");
+        loop {
+            let read_only = peer.value(Level::Debug, "SELECT @@GLOBAL.read_only");
+            if matches!(read_only.as_ref().map(Option::as_deref), Ok(Some("0"))) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("the peer did not become writable".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        steps.step("peer writable");
+        Ok(steps.report())
+    }
+
+    fn session(
+        &self,
+        endpoint: Endpoint,
+        timeout: Duration,
+        within: Duration,
+    ) -> std::result::Result<crate::mariadb::Session, String> {
+        Ok(crate::mariadb::Session::new(
+            endpoint,
+            timeout,
+            Instant::now() + within,
+            self.log.clone(),
+        ))
+    }
+
+    /// A session with the first of the peer's addresses that answers.
+    fn peer_session(
+        &self,
+        peers: &[Endpoint],
+        timeout: Duration,
+    ) -> std::result::Result<crate::mariadb::Session, String> {
+        let mut failures = Vec::new();
+        for endpoint in peers {
+            let mut session = self.session(
+                endpoint.clone(),
+                timeout.max(CATCH_UP_AFTER + Duration::from_secs(1)),
+                TAKE_OVER * 2,
+            )?;
+            match session.value(Level::Debug, "SELECT 1") {
+                Ok(_) => return Ok(session),
+                Err(e) => failures.push(format!("{}: {}", endpoint.target, describe_sql(&e))),
+            }
+        }
+        Err(format!(
+            "the peer does not answer ({})",
+            failures.join("; ")
+        ))
+    }
+
+    /// `mmvip switchover`, on either node: the writer switches over; a node that is
+    /// not the writer asks its peer's guard to.
+    pub fn switchover_command(&self) -> std::result::Result<String, String> {
+        if self.read_only_now() == Some(false) {
+            return self.switchover(true);
+        }
+        let request = format!("SWITCHOVER {} {}", self.guard.node, wire::nonce());
+        let mut failures = Vec::new();
+        for address in &self.guard.peer {
+            match wire::ask(&self.secret, *address, &request, TAKE_OVER * 2) {
+                Ok(words) => {
+                    return match words.first().map(String::as_str) {
+                        Some("DONE") => Ok(format!("on the peer: {}", words[2..].join(" "))),
+                        _ => Err(format!(
+                            "the peer: {}",
+                            words.get(2..).unwrap_or_default().join(" ")
+                        )),
+                    };
+                }
+                Err(why) => failures.push(format!("{address}: {why}")),
+            }
+        }
+        Err(format!(
+            "this node is not the writer and its peer's guard does not answer ({})",
+            failures.join("; ")
+        ))
+    }
+}
+
+/// Both threads of every replication connection of this node run: a switch-over
+/// into a broken ring would leave the new writer's writes on one node.
+fn replication_runs(session: &mut crate::mariadb::Session) -> std::result::Result<(), String> {
+    use crate::caps::sql::{IoState, SqlState};
+    let replicas = session
+        .replicas()
+        .map_err(|e| format!("cannot read this node's replication: {}", describe_sql(&e)))?;
+    if replicas.is_empty() {
+        return Err("this node does not replicate from the peer".into());
+    }
+    for replica in replicas {
+        if replica.io_state != IoState::Running || replica.sql_state != SqlState::Running {
+            return Err(format!(
+                "this node's replication connection '{}' is not running (IO {:?}, SQL {:?})",
+                replica.connection_name, replica.io_state, replica.sql_state
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sets a flag when dropped, whichever way the scope ends.
+struct StoreOnDrop<'a>(&'a AtomicBool, bool);
+
+impl Drop for StoreOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(self.1, Ordering::SeqCst);
+    }
+}
+
+fn describe_sql(error: &crate::caps::sql::SqlError) -> String {
+    use crate::caps::sql::SqlError;
+    match error {
+        SqlError::Unreachable(why) | SqlError::Timeout(why) | SqlError::Refused(why) => why.clone(),
+        SqlError::Server(e) => format!("error {}: {}", e.code, e.message),
+    }
+}
+
+fn binlog_position(session: &mut crate::mariadb::Session) -> std::result::Result<String, String> {
+    session
+        .value(Level::Debug, "SELECT @@GLOBAL.gtid_binlog_pos")
+        .map_err(|e| {
+            format!(
+                "cannot read this node's binlog position: {}",
+                describe_sql(&e)
+            )
+        })
+        .map(Option::unwrap_or_default)
+}
+
+/// Whether the peer has applied `position` within `within`.
+fn peer_reaches(
+    peer: &mut crate::mariadb::Session,
+    position: &str,
+    within: Duration,
+) -> std::result::Result<bool, String> {
+    if position.is_empty() {
+        return Ok(true);
+    }
+    if !position
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+    {
+        return Err(format!("`{position}` is not a GTID position"));
+    }
+    let statement = format!(
+        "SELECT MASTER_GTID_WAIT('{position}', {:.3})",
+        within.as_secs_f64()
+    );
+    match peer.value(Level::Debug, &statement) {
+        Ok(Some(answer)) => Ok(answer == "0"),
+        Ok(None) => Err("the peer did not understand the position".into()),
+        Err(e) => Err(format!("the peer: {}", describe_sql(&e))),
+    }
+}
+
+/// A text on one line (for a protocol line).
+fn one_word_safe(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
 }

@@ -4,8 +4,11 @@
 //! statement in flight (`SELECT @@read_only, SLEEP(…)`), so a shutdown that kills
 //! connections is seen at once and a hang within the sleep plus a timeout.
 //!
-//! The node's health (MariaDB up and answering, no failover flag) is written to the
-//! health track file as soon as it changes; keepalived re-reads the file at once.
+//! The node's health (mariadbd running and answering) is written to the health track
+//! file as soon as it changes, and the failover flag to the failover track file;
+//! keepalived re-reads a track file at once. A raised flag is left to the guard's
+//! loop: on the writer it switches over first (demote, let the peer catch up, give
+//! the lease back) and writes the failover track file when the peer can take over.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -38,9 +41,9 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Healthy: this node may be (or become) the writer.
+    /// Healthy: MariaDB runs and answers, so this node may be (or stay) the writer.
     pub fn healthy(&self) -> bool {
-        self.mariadbd_alive && matches!(self.database, Database::Up { .. }) && !self.failover_flag
+        self.mariadbd_alive && matches!(self.database, Database::Up { .. })
     }
 
     /// Why not healthy, for the log.
@@ -52,9 +55,6 @@ impl Seen {
         if let Database::Down(reason) = &self.database {
             why.push(format!("MariaDB does not answer ({reason})"));
         }
-        if self.failover_flag {
-            why.push("the failover flag is raised".to_string());
-        }
         why.join("; ")
     }
 }
@@ -64,11 +64,12 @@ pub struct Watched {
     seen: Mutex<Seen>,
     changed: Condvar,
     health_file: PathBuf,
+    failover_file: PathBuf,
     log: Log,
 }
 
 impl Watched {
-    pub fn new(health_file: PathBuf, log: Log) -> Arc<Watched> {
+    pub fn new(health_file: PathBuf, failover_file: PathBuf, log: Log) -> Arc<Watched> {
         Arc::new(Watched {
             seen: Mutex::new(Seen {
                 database: Database::Down("not yet asked".into()),
@@ -79,6 +80,7 @@ impl Watched {
             }),
             changed: Condvar::new(),
             health_file,
+            failover_file,
             log,
         })
     }
@@ -113,8 +115,32 @@ impl Watched {
             };
             self.log.write(Level::Warn, &[("msg", &message)]);
         }
+        if before.failover_flag != seen.failover_flag {
+            // Lowered: at once. Raised: the guard's loop asks the server whether this
+            // node is the writer (what is seen here may be a sleep old) and switches
+            // over first if it is.
+            if !seen.failover_flag {
+                super::track::write(&self.failover_file, false, &self.log);
+            }
+            self.log.write(
+                Level::Warn,
+                &[(
+                    "msg",
+                    if seen.failover_flag {
+                        "failover flag raised"
+                    } else {
+                        "failover flag lowered"
+                    },
+                )],
+            );
+        }
         drop(seen);
         self.changed.notify_all();
+    }
+
+    /// Writes the failover track file (the guard's switch-over, once it is done).
+    pub fn step_away(&self) {
+        super::track::write(&self.failover_file, true, &self.log);
     }
 
     /// Waits until something changes or `timeout` passes.
