@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod guard;
 pub mod mariadb;
 pub mod netns;
 pub mod topology;

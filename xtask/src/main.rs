@@ -77,9 +77,14 @@ fn main() -> ExitCode {
             }
             cargo(&root, &args)
         }),
-        "bench" => {
-            build(&root).and_then(|()| cargo(&root, &["bench", "-p", "mmvip", "--bench", "hooks"]))
-        }
+        "bench" => build(&root).and_then(|()| {
+            cargo(
+                &root,
+                &[
+                    "bench", "-p", "mmvip", "--bench", "hooks", "--bench", "guard",
+                ],
+            )
+        }),
         "lab" => build(&root).and_then(|()| {
             run(
                 &root,

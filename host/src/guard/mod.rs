@@ -268,18 +268,17 @@ impl Guard {
         }
         // A raised failover flag is handled once: a writer switches over, and if it
         // cannot, or this node is not the writer, keepalived is told to move the VIP.
-        let mut flag_handled = false;
+        let mut flag_raises_handled = 0;
         loop {
-            let next_expiry = self.keep_the_rule();
+            // Taken first: whatever changes while this round runs ends the wait.
             let seen = self.watched.seen();
-            if !seen.failover_flag {
-                flag_handled = false;
-            } else if !flag_handled {
-                flag_handled = true;
+            let next_expiry = self.keep_the_rule();
+            if seen.failover_flag && seen.flag_raises != flag_raises_handled {
+                flag_raises_handled = seen.flag_raises;
                 self.switch_over_for_flag();
             }
             self.watched
-                .wait_change(next_expiry.min(self.guard.lease / 4));
+                .wait_change(seen.version, next_expiry.min(self.guard.lease / 4));
         }
     }
 

@@ -36,6 +36,11 @@ pub struct Seen {
     pub mariadbd_alive: bool,
     pub keepalived_alive: bool,
     pub failover_flag: bool,
+    /// How many times the flag was raised: each raise is handled once, however
+    /// soon it is lowered and raised again.
+    pub flag_raises: u64,
+    /// Counts changes and nudges, so that a wait cannot miss one made just before it.
+    pub version: u64,
     /// When it last changed.
     pub changed: Instant,
 }
@@ -76,6 +81,8 @@ impl Watched {
                 mariadbd_alive: false,
                 keepalived_alive: false,
                 failover_flag: false,
+                flag_raises: 0,
+                version: 0,
                 changed: Instant::now(),
             }),
             changed: Condvar::new(),
@@ -106,6 +113,7 @@ impl Watched {
             return;
         }
         seen.changed = Instant::now();
+        seen.version += 1;
         if was != is {
             super::track::write(&self.health_file, !is, &self.log);
             let message = if is {
@@ -119,7 +127,9 @@ impl Watched {
             // Lowered: at once. Raised: the guard's loop asks the server whether this
             // node is the writer (what is seen here may be a sleep old) and switches
             // over first if it is.
-            if !seen.failover_flag {
+            if seen.failover_flag {
+                seen.flag_raises += 1;
+            } else {
                 super::track::write(&self.failover_file, false, &self.log);
             }
             self.log.write(
@@ -143,14 +153,20 @@ impl Watched {
         super::track::write(&self.failover_file, true, &self.log);
     }
 
-    /// Waits until something changes or `timeout` passes.
-    pub fn wait_change(&self, timeout: Duration) {
+    /// Waits until something changed after `version` was seen, or `timeout` passes.
+    pub fn wait_change(&self, version: u64, timeout: Duration) {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let _ = self.changed.wait_timeout(seen, timeout);
+        let _ = self
+            .changed
+            .wait_timeout_while(seen, timeout, |seen| seen.version == version);
     }
 
     /// Wakes the guard's loop (a request came in).
     pub fn nudge(&self) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .version += 1;
         self.changed.notify_all();
     }
 }

@@ -1,0 +1,240 @@
+//! One node of a guarded pair in tests and benchmarks: its site (with `[guard]`),
+//! a stand-in process playing its keepalived (the guard watches its pid), and the
+//! real `mmvip guard` in the node's namespace.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mmvip::guard::control;
+
+use super::mariadb::Server;
+use super::topology::Topology;
+use super::{Site, exit_code};
+
+pub const VIP: &str = "10.97.0.1";
+/// The tests' guard timing: short, so that waiting a lease out is quick.
+pub const LEASE_MS: u64 = 1000;
+pub const MARGIN_MS: u64 = 500;
+/// How often the guard asks its MariaDB (a hang shows within this plus 300 ms).
+pub const PING_INTERVAL_MS: u64 = 100;
+
+/// A guard's timing: `[guard] lease_ms`, `margin_ms`, `ping_interval_ms`.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub lease_ms: u64,
+    pub margin_ms: u64,
+    pub ping_interval_ms: u64,
+}
+
+impl Timing {
+    pub const TESTS: Timing = Timing {
+        lease_ms: LEASE_MS,
+        margin_ms: MARGIN_MS,
+        ping_interval_ms: PING_INTERVAL_MS,
+    };
+    /// What a site gets when `[guard]` leaves them out.
+    pub const DEFAULTS: Timing = Timing {
+        lease_ms: 2000,
+        margin_ms: 1000,
+        ping_interval_ms: 200,
+    };
+}
+pub const SECRET: &str = "a shared secret for both guards";
+
+/// A process killed by PID when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.0.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+}
+
+/// One node: its site (with `[guard]`), its stand-in keepalived and its guard.
+pub struct Node {
+    pub site: Site,
+    pub netns: String,
+    pub keepalived: Option<Running>,
+    pub guard: Option<Running>,
+    /// The path to the peer's MariaDB, when `[peer]` is configured.
+    _peer_path: Option<super::netns::Forward>,
+}
+
+impl Node {
+    pub fn new(
+        topology: &Topology,
+        index: usize,
+        server: &Server,
+        witness: Option<(&str, u16)>,
+    ) -> Node {
+        Node::with_peer(topology, index, server, witness, None)
+    }
+
+    /// `peer`: the other node's server, which `[peer]` reaches over TCP.
+    pub fn with_peer(
+        topology: &Topology,
+        index: usize,
+        server: &Server,
+        witness: Option<(&str, u16)>,
+        peer: Option<&Server>,
+    ) -> Node {
+        Node::timed(topology, index, server, witness, peer, Timing::TESTS)
+    }
+
+    pub fn timed(
+        topology: &Topology,
+        index: usize,
+        server: &Server,
+        witness: Option<(&str, u16)>,
+        peer: Option<&Server>,
+        timing: Timing,
+    ) -> Node {
+        let site = Site::new().with_socket(&server.socket);
+        let (peer_path, peer_table) = match peer {
+            Some(peer) => {
+                let port = peer.replication.expect("replicating peer").port;
+                let forward = topology.nodes[index].forward(([127, 0, 0, 1], port).into());
+                let password = site.path("peer-password");
+                std::fs::write(&password, super::mariadb::PEER_PASSWORD).unwrap();
+                std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+                let table = format!(
+                    "\n[peer]\naddresses = [\"127.0.0.1:{}\"]\npassword_file = \"{}\"\n",
+                    forward.port,
+                    password.display()
+                );
+                (Some(forward), table)
+            }
+            None => (None, String::new()),
+        };
+        let secret = site.path("guard-secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let witness_table = match witness {
+            Some((host, port)) => {
+                let password = site.path("witness-password");
+                std::fs::write(&password, "witness-secret").unwrap();
+                std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+                format!(
+                    "\n[guard.witness]\naddress = \"{host}:{port}\"\nuser = \"mmvip_witness\"\npassword_file = \"{}\"\n",
+                    password.display()
+                )
+            }
+            None => String::new(),
+        };
+        let (track, keepalived_pid) = (site.path("track"), site.path("keepalived.pid"));
+        let site = site.with_config(&format!(
+            "{peer_table}\n[instances.VI_1]\nvip = \"{VIP}\"\nrole = \"rw\"\n\n[guard]\nnode = \"node{}\"\nlisten = [\"{}:7007\"]\npeer = [\"{}:7007\"]\nsecret_file = \"{}\"\nlease_ms = {}\nmargin_ms = {}\ntrack_dir = \"{}\"\nkeepalived_pidfile = \"{}\"\nmariadb_pidfile = \"{}\"\nprobes = [\"{}\"]\nping_interval_ms = {}\n{witness_table}",
+            index + 1,
+            topology.address(index),
+            topology.address(1 - index),
+            secret.display(),
+            timing.lease_ms,
+            timing.margin_ms,
+            track.display(),
+            keepalived_pid.display(),
+            server.dir.path().join("mysqld.pid").display(),
+            topology.probe(),
+            timing.ping_interval_ms,
+        ));
+        site.install_builtins();
+        assert_eq!(exit_code(&site.mmvip(&["compile"])), 0);
+        let mut node = Node {
+            site,
+            netns: topology.nodes[index].name.clone(),
+            keepalived: None,
+            guard: None,
+            _peer_path: peer_path,
+        };
+        node.start_keepalived();
+        node.start_guard();
+        node
+    }
+
+    pub fn start_keepalived(&mut self) {
+        let child = Command::new("sleep").arg("3600").spawn().unwrap();
+        std::fs::write(self.site.path("keepalived.pid"), child.id().to_string()).unwrap();
+        self.keepalived = Some(Running(child));
+    }
+
+    pub fn start_guard(&mut self) {
+        let log = std::fs::File::create(self.site.path("guard.out")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(super::mmvip_binary())
+            .arg("--config")
+            .arg(self.site.config_path())
+            .arg("guard")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.guard = Some(Running(child));
+        let socket = control::socket_path(&self.state_dir());
+        let started = Instant::now();
+        while !socket.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the guard did not start: {}",
+                std::fs::read_to_string(self.site.path("guard.out")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn guard_pid(&self) -> u32 {
+        self.guard.as_ref().expect("guard running").0.id()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.site.path("state")
+    }
+
+    pub fn ask(&self, request: &str) -> String {
+        control::ask(&self.state_dir(), request, Duration::from_secs(10)).unwrap()
+    }
+
+    pub fn hold_vip(&self, held: bool) {
+        let status = Command::new("ip")
+            .args(["-n", &self.netns, "addr", if held { "add" } else { "del" }])
+            .arg(format!("{VIP}/32"))
+            .args(["dev", "lo"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn has_vip(&self) -> bool {
+        let output = Command::new("ip")
+            .args(["-n", &self.netns, "-o", "addr", "show", "dev", "lo"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).contains(&format!("{VIP}/32"))
+    }
+
+    pub fn hook(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(super::mmvip_binary())
+            .arg("--config")
+            .arg(self.site.config_path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn guard_log(&self) -> String {
+        self.site.log_text()
+    }
+}
