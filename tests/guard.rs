@@ -203,7 +203,7 @@ fn with_a_witness_the_lease_survives_a_silent_peer_and_a_silent_witness() {
     let topology = Topology::new();
     let witness = Server::start_witness(&topology.switch.name, &topology.probe());
     witness.exec(
-        "CREATE DATABASE mmvip; CREATE USER 'mmvip_witness'@'%' IDENTIFIED BY 'witness-secret'; GRANT ALL ON mmvip.* TO 'mmvip_witness'@'%'",
+        "CREATE DATABASE mmvip; CREATE USER 'mmvip_witness'@'%' IDENTIFIED BY 'witness-secret'; GRANT SELECT, INSERT, UPDATE, CREATE ON mmvip.* TO 'mmvip_witness'@'%'",
     );
     let witness_at = (topology.probe(), 3306);
     let node1 = Node::new(

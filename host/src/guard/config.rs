@@ -172,9 +172,10 @@ impl RawGuard {
             lease,
             margin,
             track_dir: self.track_dir.unwrap_or_else(|| "/run/mmvip/track".into()),
+            // Where Debian's keepalived 2.2 writes its VRRP process's pid (`-r`).
             keepalived_pidfile: self
                 .keepalived_pidfile
-                .unwrap_or_else(|| "/run/keepalived_vrrp.pid".into()),
+                .unwrap_or_else(|| "/run/vrrp.pid".into()),
             mariadb_pidfile: self
                 .mariadb_pidfile
                 .unwrap_or_else(|| "/run/mysqld/mysqld.pid".into()),
