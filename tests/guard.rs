@@ -166,19 +166,11 @@ fn a_holder_paused_past_its_lease_fences_as_it_resumes() {
     let output = node1.hook(&["master", "--instance=VI_1"]);
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     // Its guard stops for two leases: to it, time jumps a lease and more.
-    node1
-        .guard
-        .as_ref()
-        .unwrap()
-        .signal(rustix::process::Signal::STOP);
+    node1.signal_guard(rustix::process::Signal::STOP);
     // keepalived (frozen with it, in real life) loses the VIP to node2.
     node2.hold_vip(true);
     assert!(node2.ask("ACQUIRE VI_1 5000").starts_with("HELD"));
-    node1
-        .guard
-        .as_ref()
-        .unwrap()
-        .signal(rustix::process::Signal::CONT);
+    node1.signal_guard(rustix::process::Signal::CONT);
     let fenced = wait_for(
         &format!(
             "read-only after resuming ({})",
@@ -375,4 +367,49 @@ fn switchover_from_either_node_moves_the_writer_with_nothing_left_behind() {
             .log_text()
             .contains("switch-over (failover flag): checks")
     });
+}
+
+#[test]
+fn clocks_a_day_apart_and_a_grantor_whose_clock_jumps_a_lease_change_nothing() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
+    let mut node2 = Node::new(&topology, 1, &pair.node2, None);
+    node2.start_guard_with_clock_ahead(Some(86_400));
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+
+    // Renewed across leases, counted on clocks a day apart; a rival is refused.
+    std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
+    assert!(!pair.node1.read_only(), "{}", node1.guard_log());
+    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+
+    // The grantor's guard stops for two leases: to it, time jumps. The holder keeps
+    // its lease (its peer silent, a probe answering), and the grantor, resumed with
+    // its vote lapsed, still cannot take the lease from a live writer.
+    node2.signal_guard(rustix::process::Signal::STOP);
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    node2.signal_guard(rustix::process::Signal::CONT);
+    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    assert!(!pair.node1.read_only(), "{}", node1.guard_log());
+    assert!(
+        !node1.guard_log().contains("fencing:"),
+        "{}",
+        node1.guard_log()
+    );
+
+    // A release hands the lease over at once.
+    node1.hold_vip(false);
+    let output = node1.hook(&["backup", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    node2.hold_vip(true);
+    let started = Instant::now();
+    assert!(node2.ask("ACQUIRE VI_1 5000").starts_with("HELD"));
+    assert!(
+        started.elapsed() < Duration::from_millis(LEASE_MS / 2),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -169,9 +169,25 @@ impl Node {
     }
 
     pub fn start_guard(&mut self) {
+        self.start_guard_with_clock_ahead(None);
+    }
+
+    /// Starts the guard (again), with its monotonic and boot clocks `seconds` ahead
+    /// of the other node's when given (a time namespace: what it counts from differs,
+    /// as on another machine).
+    pub fn start_guard_with_clock_ahead(&mut self, seconds: Option<u64>) {
+        self.guard = None;
+        let socket = control::socket_path(&self.state_dir());
+        let _ = std::fs::remove_file(&socket);
         let log = std::fs::File::create(self.site.path("guard.out")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.netns])
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.netns]);
+        if let Some(seconds) = seconds {
+            let offset = seconds.to_string();
+            command.args(["unshare", "--time", "--kill-child", "--monotonic", &offset]);
+            command.args(["--boottime", &offset]);
+        }
+        let child = command
             .arg(super::mmvip_binary())
             .arg("--config")
             .arg(self.site.config_path())
@@ -181,7 +197,6 @@ impl Node {
             .spawn()
             .unwrap();
         self.guard = Some(Running(child));
-        let socket = control::socket_path(&self.state_dir());
         let started = Instant::now();
         while !socket.exists() {
             assert!(
@@ -193,8 +208,21 @@ impl Node {
         }
     }
 
+    /// The pid of the `mmvip guard` process itself (under `unshare`, its child).
     pub fn guard_pid(&self) -> u32 {
-        self.guard.as_ref().expect("guard running").0.id()
+        let pid = self.guard.as_ref().expect("guard running").0.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|child| child.parse().ok())
+            .unwrap_or(pid)
+    }
+
+    pub fn signal_guard(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.guard_pid() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -119,8 +119,13 @@ impl RawGuard {
         }
         let lease = Duration::from_millis(self.lease_ms.unwrap_or(2_000));
         let margin = Duration::from_millis(self.margin_ms.unwrap_or(1_000));
-        if lease < Duration::from_millis(400) {
-            return Err("[guard] lease_ms: at least 400 (it is renewed every quarter)".into());
+        // A round with a silent voter takes its 300 ms timeout; two of them back to
+        // back must fit in a lease, with room to fence before it ends.
+        if lease < Duration::from_millis(1000) {
+            return Err(
+                "[guard] lease_ms: at least 1000 (a renewal with a silent voter takes 300 ms)"
+                    .into(),
+            );
         }
         let probes = self
             .probes

@@ -86,6 +86,8 @@ pub struct Guard {
     /// A switch-over gave the leases back: not to be taken again while the VIP
     /// still lingers here.
     stepping_away: AtomicBool,
+    /// The peer's guard did not answer the last round (logged when it changes).
+    peer_silent: AtomicBool,
 }
 
 /// Runs the guard of this node until the process ends.
@@ -185,6 +187,7 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         peer_db,
         switching: Mutex::new(()),
         stepping_away: AtomicBool::new(false),
+        peer_silent: AtomicBool::new(false),
     });
     guard.start()
 }
@@ -260,9 +263,12 @@ impl Guard {
         {
             let guard = Arc::clone(&self);
             std::thread::spawn(move || {
+                // Every L/4 from the start of the last round, so that a round slowed
+                // by a silent voter does not also push the next one back.
                 loop {
+                    let started = Instant::now();
                     guard.renew();
-                    std::thread::sleep(guard.guard.lease / 4);
+                    std::thread::sleep((guard.guard.lease / 4).saturating_sub(started.elapsed()));
                 }
             });
         }
@@ -331,14 +337,33 @@ impl Guard {
     /// took, unless an earlier lease still stands on them.
     fn round(&self, instance: &str) -> Outcome {
         let mut witness = self.rounds.lock().unwrap_or_else(PoisonError::into_inner);
+        let has_witness = witness.is_some();
         let me = &self.guard.node;
         let hold = self.guard.lease + self.guard.margin;
         let sent = Instant::now();
         let own = self.leases().ballots.vote(instance, me, sent, hold);
-        let peer = self.ask_peer(&format!("VOTE {instance} {me} {}", wire::nonce()));
-        let witness_answer = witness.as_mut().map(|w| w.vote(instance, me, hold));
-        let reaches_probes =
-            matches!(peer, Answer::Silent(_)) && witness_answer.is_none() && self.reaches_probes();
+        // The peer, the witness and (when there is no witness) the probes at once, so
+        // a round takes one timeout however many of them are silent.
+        let client: Option<&mut WitnessClient> = witness.as_mut();
+        let (peer, witness_answer, probes) = std::thread::scope(|scope| {
+            let witness = scope.spawn(|| client.map(|w| w.vote(instance, me, hold)));
+            let probes = scope.spawn(|| !has_witness && self.reaches_probes());
+            let peer = self.ask_peer(&format!("VOTE {instance} {me} {}", wire::nonce()));
+            (
+                peer,
+                witness.join().expect("the witness question does not panic"),
+                probes.join().expect("the probes do not panic"),
+            )
+        });
+        let reaches_probes = matches!(peer, Answer::Silent(_)) && probes;
+        let silent = matches!(peer, Answer::Silent(_));
+        if self.peer_silent.swap(silent, Ordering::SeqCst) != silent {
+            let message = match &peer {
+                Answer::Silent(why) => format!("the peer's guard is silent ({why})"),
+                _ => "the peer's guard answers again".to_string(),
+            };
+            self.log.write(Level::Warn, &[("msg", &message)]);
+        }
         let rules = Rules {
             lease: self.guard.lease,
             has_witness: witness_answer.is_some(),
@@ -408,16 +433,40 @@ impl Guard {
         );
     }
 
-    /// Asks the peer's guard, address by address (heartbeat network first).
+    /// Asks the peer's guard on all its addresses at once and takes the first valid
+    /// answer: a round must not cost one timeout per dead network. (VOTE and RELEASE are idempotent, so
+    /// the peer answering twice is harmless.)
     fn ask_peer(&self, request: &str) -> Answer {
+        let (answers, received) = std::sync::mpsc::channel();
+        for (order, address) in self.guard.peer.iter().copied().enumerate() {
+            let (answers, secret, request) =
+                (answers.clone(), self.secret.clone(), request.to_string());
+            std::thread::spawn(move || {
+                let answer = wire::ask(&secret, address, &request, ASK_TIMEOUT)
+                    .map(|words| parse_answer(&request, &words))
+                    .map_err(|why| format!("{address}: {why}"));
+                let _ = answers.send((order, answer));
+            });
+        }
+        drop(answers);
         let mut failures = Vec::new();
-        for address in &self.guard.peer {
-            match wire::ask(&self.secret, *address, request, ASK_TIMEOUT) {
-                Ok(words) => return parse_answer(request, &words),
-                Err(why) => failures.push(format!("{address}: {why}")),
+        let deadline = Instant::now() + ASK_TIMEOUT * 2;
+        while let Ok((order, answer)) =
+            received.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            match answer {
+                Ok(Answer::Silent(why)) | Err(why) => failures.push((order, why)),
+                Ok(answer) => return answer,
             }
         }
-        Answer::Silent(failures.join("; "))
+        failures.sort();
+        Answer::Silent(
+            failures
+                .into_iter()
+                .map(|(_, why)| why)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     }
 
     /// Whether any probe answers (this node is not cut off from everything).
