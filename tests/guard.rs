@@ -413,3 +413,50 @@ fn clocks_a_day_apart_and_a_grantor_whose_clock_jumps_a_lease_change_nothing() {
         started.elapsed()
     );
 }
+
+#[test]
+fn status_shows_the_vip_the_servers_the_lease_and_the_last_runs() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::with_peer(&topology, 0, &pair.node1, None, Some(&pair.node2));
+    let _node2 = Node::with_peer(&topology, 1, &pair.node2, None, Some(&pair.node1));
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+
+    let output = node1.hook(&["status"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{text}");
+    for expected in [
+        &format!("instance VI_1 (rw): VIP {VIP} held here") as &str,
+        "mariadb: WRITABLE",
+        "replicating '': IO running, SQL running",
+        "peer 127.0.0.1:",
+        "guard VI_1: lease held here",
+        "guard: local MariaDB healthy",
+        "plugin=master",
+    ] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
+    assert!(text.contains(": read-only, server_id 2"), "{text}");
+
+    let output = node1.hook(&["status", "--json"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["instances"][0]["held_here"], true);
+    assert_eq!(json["mariadb"]["read_only"], false);
+    assert_eq!(json["peer"]["server"]["read_only"], true);
+    assert!(json["guard"]["leases"]["VI_1"]["held_ms"].as_u64().unwrap() > 0);
+    assert_eq!(json["guard"]["healthy"], true);
+
+    // Demoted, VIP gone: the lease is given back, and status says so.
+    node1.hold_vip(false);
+    let output = node1.hook(&["backup", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let json: serde_json::Value =
+        serde_json::from_slice(&node1.hook(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["instances"][0]["held_here"], false);
+    assert_eq!(json["mariadb"]["read_only"], true);
+    assert!(json["guard"]["leases"]["VI_1"]["held_ms"].is_null(), "{json:#}");
+}

@@ -45,6 +45,13 @@ enum Command {
     /// Planned switch-over, run on either node: checks, writer read-only, the other
     /// node applies its last position, then the VIP moves; prints each step's time.
     Switchover,
+    /// This node's view: VIPs, read_only, replication, the peer, the write lease,
+    /// the last decisions and hook runs.
+    Status {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one hook: `mmvip <plugin> [ARGS...]`; the exit status is its verdict.
     #[command(external_subcommand)]
     Hook(Vec<OsString>),
@@ -81,6 +88,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>, exit: Exit) -> Ended {
         Command::Compile => compile_all(&config),
         Command::Plugins => list_plugins(&config),
         Command::Switchover => switchover(&config),
+        Command::Status { json } => {
+            let status = crate::status::gather(&config, &command_log(&config, "status"));
+            if json {
+                println!("{status:#}");
+            } else {
+                print!("{}", crate::status::render(&status));
+            }
+            Ended::Done
+        }
         Command::Guard => {
             let log = command_log(&config, "guard");
             match crate::guard::run(&config, &config_path, log.clone()) {

@@ -12,7 +12,7 @@ use crate::bindings::types::{Call, Transition, VrrpInstance};
 use crate::caps::{Backends, failover_flag, lease, peer, sql, state::StateStore, vip};
 use crate::cli::{Ended, Exit, refuse};
 use crate::config::{Config, PluginSpec};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::keepalived;
 use crate::lock::HookLock;
 use crate::log::{Level, Log, LogContext, MAX_VALUE_BYTES, cut, one_line};
@@ -202,7 +202,7 @@ impl Run<'_> {
             .iter()
             .any(|grant| spec.granted(grant));
         let password = match &self.config.mariadb.password_file {
-            Some(path) if granted => Some(read_password(path)?),
+            Some(path) if granted => Some(trust::read_secret(path, "[mariadb] password_file")?),
             _ => None,
         };
         let mut backend = MariaDb::new(
@@ -222,7 +222,9 @@ impl Run<'_> {
     fn peer(&self, spec: &PluginSpec, deadline: Instant) -> Result<Box<dyn peer::Peer>> {
         let config = self.config.peer.as_ref();
         let password = match config.and_then(|p| p.password_file.as_ref()) {
-            Some(path) if spec.granted("peer") => Some(read_password(path)?),
+            Some(path) if spec.granted("peer") => {
+                Some(trust::read_secret(path, "[peer] password_file")?)
+            }
             _ => None,
         };
         Ok(peer::backend(config, password, deadline, &self.log))
@@ -318,14 +320,4 @@ fn stop_overrun(
         eprintln!("mmvip: {}: timeout: {message}", one_line(&name));
         exit(Ended::Hook(Verdict::Timeout, None))
     })
-}
-
-fn read_password(path: &std::path::Path) -> Result<String> {
-    use std::io::Read as _;
-    let file = trust::open_secret(path, "password file")?;
-    let mut text = String::new();
-    file.take(4096)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::usage(format!("password file {}: {e}", path.display())))?;
-    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }

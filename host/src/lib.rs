@@ -16,4 +16,5 @@ pub mod manifest;
 pub mod mariadb;
 pub mod plugin;
 pub mod runtime;
+pub mod status;
 pub mod trust;

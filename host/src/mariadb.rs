@@ -18,7 +18,7 @@ use crate::caps::sql::{
 use crate::caps::sql_admin::SqlAdmin;
 use crate::caps::sql_raw::{Rows, SqlRaw};
 use crate::caps::sql_read::SqlRead;
-use crate::config::MariaDbConfig;
+use crate::config::{MariaDbConfig, PeerConfig};
 use crate::log::{Level, Log};
 
 /// Left between an SQL timeout and the hook deadline, so the plugin still gets to
@@ -63,6 +63,31 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The local MariaDB as `[mariadb]` names it.
+    pub fn local(config: &MariaDbConfig, password: Option<String>) -> Endpoint {
+        Endpoint {
+            target: Target::Socket(config.socket.clone()),
+            user: config.user.clone(),
+            password,
+        }
+    }
+
+    /// The peer's MariaDB on each address of `[peer]`, in order.
+    pub fn peers(config: &PeerConfig, password: Option<String>) -> Vec<Endpoint> {
+        config
+            .addresses
+            .iter()
+            .map(|(host, port)| Endpoint {
+                target: Target::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                },
+                user: config.user.clone(),
+                password: password.clone(),
+            })
+            .collect()
+    }
+
     fn open(&self, timeout: Duration) -> Result<Conn, SqlError> {
         let opts = OptsBuilder::new()
             .user(Some(self.user.as_str()))
@@ -287,13 +312,13 @@ impl MariaDb {
         log: Log,
         memory_bytes: usize,
     ) -> Self {
-        let endpoint = Endpoint {
-            target: Target::Socket(config.socket.clone()),
-            user: config.user.clone(),
-            password,
-        };
         MariaDb {
-            session: Session::new(endpoint, config.timeout, deadline, log),
+            session: Session::new(
+                Endpoint::local(&config, password),
+                config.timeout,
+                deadline,
+                log,
+            ),
             settable: config.settable_variables,
             result_limit: memory_bytes / 4,
             waiter: None,
@@ -564,8 +589,8 @@ impl SqlAdmin for MariaDb {
                     Ok(()) => restoring,
                     Err(error) => refused(format!(
                         "{}; and then restoring sql_log_bin failed ({}), so the connection was dropped",
-                        describe(&error),
-                        describe(&restoring)
+                        crate::caps::sql::describe(&error),
+                        crate::caps::sql::describe(&restoring)
                     )),
                 })
             }
@@ -634,16 +659,6 @@ impl SqlRaw for MariaDb {
 /// A socket read/write timeout shows up as `WouldBlock` (EAGAIN) on Linux.
 fn is_timeout(kind: ErrorKind) -> bool {
     matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut)
-}
-
-/// One line for an SQL error, as the SDK words it.
-fn describe(error: &SqlError) -> String {
-    match error {
-        SqlError::Unreachable(why) => format!("mariadb unreachable: {why}"),
-        SqlError::Timeout(why) => format!("mariadb timed out: {why}"),
-        SqlError::Server(e) => format!("mariadb error {}: {}", e.code, e.message),
-        SqlError::Refused(why) => format!("refused by mmvip: {why}"),
-    }
 }
 
 fn io_state(text: &str) -> IoState {

@@ -105,6 +105,18 @@ pub fn open_secret(path: &Path, what: &str) -> Result<File> {
     Ok(File::from(fd))
 }
 
+/// Reads a secret (a password, the guard's shared secret) from a file that
+/// [`open_secret`] accepts: at most 4 KiB, without its trailing line break.
+pub fn read_secret(path: &Path, what: &str) -> Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    open_secret(path, what)?
+        .take(4096)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::usage(format!("{what} {}: {e}", path.display())))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
 /// Opens the directory `path` after checking it and every component on the way.
 /// With `create`, missing directories are made (mode 0700) first.
 pub fn open_dir(path: &Path, what: &str, create: bool) -> Result<TrustedDir> {

@@ -11,7 +11,7 @@ use super::sql::{SqlError, refused};
 use crate::bindings::peer as wit;
 use crate::config::PeerConfig;
 use crate::log::{Level, Log};
-use crate::mariadb::{Endpoint, Session, Target};
+use crate::mariadb::{Endpoint, Session};
 use crate::runtime::HookState;
 
 pub use wit::PeerStatus;
@@ -37,20 +37,9 @@ pub fn backend(
     let Some(config) = config else {
         return Box::new(NotConfigured);
     };
-    let sessions = config
-        .addresses
-        .iter()
-        .map(|(host, port)| {
-            let endpoint = Endpoint {
-                target: Target::Tcp {
-                    host: host.clone(),
-                    port: *port,
-                },
-                user: config.user.clone(),
-                password: password.clone(),
-            };
-            Session::new(endpoint, config.timeout, deadline, log.clone())
-        })
+    let sessions = Endpoint::peers(config, password)
+        .into_iter()
+        .map(|endpoint| Session::new(endpoint, config.timeout, deadline, log.clone()))
         .collect();
     Box::new(PeerServers {
         sessions,
@@ -109,20 +98,13 @@ impl Peer for PeerServers {
                 }
                 // An answer with an error is an answer: the account or server is wrong.
                 Err(error @ SqlError::Server(_)) => return Err(error),
-                Err(error) => failures.push(format!("{address}: {}", describe(&error))),
+                Err(error) => failures.push(format!("{address}: {}", super::sql::describe(&error))),
             }
         }
         Err(SqlError::Unreachable(format!(
             "no answer from the peer ({})",
             failures.join("; ")
         )))
-    }
-}
-
-fn describe(error: &SqlError) -> String {
-    match error {
-        SqlError::Unreachable(why) | SqlError::Timeout(why) | SqlError::Refused(why) => why.clone(),
-        SqlError::Server(e) => format!("error {}: {}", e.code, e.message),
     }
 }
 

@@ -19,3 +19,13 @@ impl<T: SqlRead + SqlAdmin + SqlRaw> SqlBackend for T {}
 pub fn refused(why: impl Into<String>) -> SqlError {
     SqlError::Refused(why.into())
 }
+
+/// One line for an SQL error, as the SDK words it.
+pub fn describe(error: &SqlError) -> String {
+    match error {
+        SqlError::Unreachable(why) => format!("mariadb unreachable: {why}"),
+        SqlError::Timeout(why) => format!("mariadb timed out: {why}"),
+        SqlError::Server(e) => format!("mariadb error {}: {}", e.code, e.message),
+        SqlError::Refused(why) => format!("refused by mmvip: {why}"),
+    }
+}

@@ -90,6 +90,10 @@ impl StateStore {
         }
     }
 
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.values.iter()
+    }
+
     pub fn get(&self, key: &str) -> Option<String> {
         self.values.get(key).cloned()
     }

@@ -36,7 +36,7 @@ use self::witness::WitnessClient;
 use crate::config::{Config, Role};
 use crate::error::{Error, Result};
 use crate::log::{Level, Log};
-use crate::mariadb::{Endpoint, Target};
+use crate::mariadb::Endpoint;
 
 /// How long one question to the peer's guard (per address) or the witness may take.
 const ASK_TIMEOUT: Duration = Duration::from_millis(300);
@@ -98,21 +98,16 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
             config_path.display()
         ))
     })?;
-    let secret = Secret::new(read_secret(
-        &guard_config.secret_file,
-        "[guard] secret_file",
-    )?)
+    let secret = Secret::new(
+        crate::trust::read_secret(&guard_config.secret_file, "[guard] secret_file")?.into_bytes(),
+    )
     .map_err(Error::usage)?;
     let witness = match &guard_config.witness {
         Some(witness) => {
-            let password = match &witness.password_file {
-                Some(path) => Some(
-                    String::from_utf8_lossy(&read_secret(path, "[guard.witness] password_file")?)
-                        .trim_end()
-                        .to_string(),
-                ),
-                None => None,
-            };
+            let password = secret_of(
+                witness.password_file.as_deref(),
+                "[guard.witness] password_file",
+            )?;
             Some(WitnessClient::new(witness.clone(), password, ASK_TIMEOUT))
         }
         None => None,
@@ -134,42 +129,17 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         guard_config.track_dir.join(FAILOVER_TRACK),
         log.clone(),
     );
-    let password = match &config.mariadb.password_file {
-        Some(path) => Some(
-            String::from_utf8_lossy(&read_secret(path, "password file")?)
-                .trim_end()
-                .to_string(),
-        ),
-        None => None,
-    };
-    let local = Endpoint {
-        target: Target::Socket(config.mariadb.socket.clone()),
-        user: config.mariadb.user.clone(),
-        password,
-    };
+    let local = Endpoint::local(
+        &config.mariadb,
+        secret_of(
+            config.mariadb.password_file.as_deref(),
+            "[mariadb] password_file",
+        )?,
+    );
     let peer_db = match &config.peer {
         Some(peer) => {
-            let password = match &peer.password_file {
-                Some(path) => Some(
-                    String::from_utf8_lossy(&read_secret(path, "[peer] password_file")?)
-                        .trim_end()
-                        .to_string(),
-                ),
-                None => None,
-            };
-            let endpoints = peer
-                .addresses
-                .iter()
-                .map(|(host, port)| Endpoint {
-                    target: Target::Tcp {
-                        host: host.clone(),
-                        port: *port,
-                    },
-                    user: peer.user.clone(),
-                    password: password.clone(),
-                })
-                .collect();
-            Some((endpoints, peer.timeout))
+            let password = secret_of(peer.password_file.as_deref(), "[peer] password_file")?;
+            Some((Endpoint::peers(peer, password), peer.timeout))
         }
         None => None,
     };
@@ -192,17 +162,10 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
     guard.start()
 }
 
-fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>> {
-    use std::io::Read as _;
-    let file = crate::trust::open_secret(path, what)?;
-    let mut bytes = Vec::new();
-    file.take(4096)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::usage(format!("{what} {}: {e}", path.display())))?;
-    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-        bytes.pop();
-    }
-    Ok(bytes)
+/// The secret in an optional file.
+fn secret_of(path: Option<&Path>, what: &str) -> Result<Option<String>> {
+    path.map(|path| crate::trust::read_secret(path, what))
+        .transpose()
 }
 
 impl Guard {
@@ -1093,14 +1056,19 @@ impl Guard {
                 Level::Debug,
                 "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
             )
-            .map_err(|e| format!("cannot ask this node: {}", describe_sql(&e)))?;
+            .map_err(|e| format!("cannot ask this node: {}", crate::caps::sql::describe(&e)))?;
         if dumps.as_deref() == Some("0") {
             return Err("the peer does not replicate from this node (no binlog dump)".into());
         }
         replication_runs(&mut local)?;
         let peer_read_only = peer
             .value(Level::Debug, "SELECT @@GLOBAL.read_only")
-            .map_err(|e| format!("the peer does not answer: {}", describe_sql(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "the peer does not answer: {}",
+                    crate::caps::sql::describe(&e)
+                )
+            })?;
         if peer_read_only.as_deref() != Some("1") {
             return Err("the peer is writable too: refusing to switch over".into());
         }
@@ -1190,7 +1158,11 @@ impl Guard {
             )?;
             match session.value(Level::Debug, "SELECT 1") {
                 Ok(_) => return Ok(session),
-                Err(e) => failures.push(format!("{}: {}", endpoint.target, describe_sql(&e))),
+                Err(e) => failures.push(format!(
+                    "{}: {}",
+                    endpoint.target,
+                    crate::caps::sql::describe(&e)
+                )),
             }
         }
         Err(format!(
@@ -1232,9 +1204,12 @@ impl Guard {
 /// into a broken ring would leave the new writer's writes on one node.
 fn replication_runs(session: &mut crate::mariadb::Session) -> std::result::Result<(), String> {
     use crate::caps::sql::{IoState, SqlState};
-    let replicas = session
-        .replicas()
-        .map_err(|e| format!("cannot read this node's replication: {}", describe_sql(&e)))?;
+    let replicas = session.replicas().map_err(|e| {
+        format!(
+            "cannot read this node's replication: {}",
+            crate::caps::sql::describe(&e)
+        )
+    })?;
     if replicas.is_empty() {
         return Err("this node does not replicate from the peer".into());
     }
@@ -1258,21 +1233,13 @@ impl Drop for StoreOnDrop<'_> {
     }
 }
 
-fn describe_sql(error: &crate::caps::sql::SqlError) -> String {
-    use crate::caps::sql::SqlError;
-    match error {
-        SqlError::Unreachable(why) | SqlError::Timeout(why) | SqlError::Refused(why) => why.clone(),
-        SqlError::Server(e) => format!("error {}: {}", e.code, e.message),
-    }
-}
-
 fn binlog_position(session: &mut crate::mariadb::Session) -> std::result::Result<String, String> {
     session
         .value(Level::Debug, "SELECT @@GLOBAL.gtid_binlog_pos")
         .map_err(|e| {
             format!(
                 "cannot read this node's binlog position: {}",
-                describe_sql(&e)
+                crate::caps::sql::describe(&e)
             )
         })
         .map(Option::unwrap_or_default)
@@ -1300,7 +1267,7 @@ fn peer_reaches(
     match peer.value(Level::Debug, &statement) {
         Ok(Some(answer)) => Ok(answer == "0"),
         Ok(None) => Err("the peer did not understand the position".into()),
-        Err(e) => Err(format!("the peer: {}", describe_sql(&e))),
+        Err(e) => Err(format!("the peer: {}", crate::caps::sql::describe(&e))),
     }
 }
 

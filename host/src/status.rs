@@ -1,0 +1,333 @@
+//! `mmvip status`: this node's view on one screen (or as JSON): the VIPs it holds,
+//! its MariaDB (read_only, positions, replication), the peer's, the guard's lease,
+//! the role hooks' last decisions and the last hook runs.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::caps::sql::{IoState, SqlState};
+use crate::config::{Config, Role};
+use crate::log::{Level, Log};
+use crate::mariadb::{Endpoint, Session};
+
+/// How long each server may take to answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many of the last hook runs are shown.
+const RECENT_RUNS: usize = 10;
+/// How much of the end of the log is read for them.
+const LOG_TAIL_BYTES: u64 = 256 * 1024;
+
+/// Gathers the node's status; what cannot be read says why in its place.
+pub fn gather(config: &Config, log: &Log) -> Value {
+    let mut vip = crate::caps::vip::backend();
+    let instances: Vec<Value> = config
+        .instances
+        .iter()
+        .map(|(name, instance)| {
+            json!({
+                "name": name,
+                "vip": instance.vip.to_string(),
+                "role": if instance.role == Role::ReadWrite { "rw" } else { "ro" },
+                "held_here": vip.holds(&instance.vip.to_string()).ok(),
+            })
+        })
+        .collect();
+    let local = match password(
+        config.mariadb.password_file.as_deref(),
+        "[mariadb] password_file",
+    ) {
+        Ok(password) => server(Endpoint::local(&config.mariadb, password), true, log),
+        Err(why) => json!({ "error": why }),
+    };
+    let peer = config.peer.as_ref().map(|peer| {
+        match password(peer.password_file.as_deref(), "[peer] password_file") {
+            Ok(password) => {
+                let mut failures = Vec::new();
+                for endpoint in Endpoint::peers(peer, password) {
+                    let address = endpoint.target.to_string();
+                    let answer = server(endpoint, false, log);
+                    match answer.get("error") {
+                        Some(why) => failures.push(format!("{address}: {}", why_text(why))),
+                        None => return json!({ "address": address, "server": answer }),
+                    }
+                }
+                json!({ "error": failures.join("; ") })
+            }
+            Err(why) => json!({ "error": why }),
+        }
+    });
+    let guard = config.guard.as_ref().map(|_| {
+        match crate::guard::control::ask(&config.state_dir, "STATUS", ASK_TIMEOUT) {
+            Ok(line) => guard_status(&line),
+            Err(why) => json!({ "error": why }),
+        }
+    });
+    json!({
+        "instances": instances,
+        "mariadb": local,
+        "peer": peer,
+        "guard": guard,
+        "decisions": decisions(config, log),
+        "recent_runs": recent_runs(config),
+    })
+}
+
+fn why_text(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_string)
+}
+
+fn password(path: Option<&std::path::Path>, what: &str) -> Result<Option<String>, String> {
+    path.map(|path| crate::trust::read_secret(path, what))
+        .transpose()
+        .map_err(|e| e.to_string())
+}
+
+/// What a server says of itself; with `replication`, its replicas too (the local
+/// account can read them; the peer's account has no privileges).
+fn server(endpoint: Endpoint, replication: bool, log: &Log) -> Value {
+    let mut session = Session::new(
+        endpoint,
+        ASK_TIMEOUT,
+        Instant::now() + ASK_TIMEOUT * 3,
+        log.clone(),
+    );
+    let row = match session.rows(
+        Level::Debug,
+        "SELECT @@GLOBAL.read_only, VERSION(), @@GLOBAL.server_id, @@GLOBAL.gtid_domain_id, @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_slave_pos",
+    ) {
+        Ok(rows) => rows.into_iter().next().unwrap_or_default(),
+        Err(e) => return json!({ "error": crate::caps::sql::describe(&e) }),
+    };
+    let cell = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let mut answer = json!({
+        "read_only": cell(0) != "0",
+        "version": cell(1),
+        "server_id": cell(2),
+        "gtid_domain_id": cell(3),
+        "gtid_binlog_pos": cell(4),
+        "gtid_slave_pos": cell(5),
+    });
+    if replication {
+        answer["replication"] = match session.replicas() {
+            Ok(replicas) => replicas
+                .into_iter()
+                .map(|r| {
+                    json!({
+                        "connection": r.connection_name,
+                        "io": io_text(r.io_state),
+                        "sql": sql_text(r.sql_state),
+                        "seconds_behind": r.seconds_behind_master,
+                        "gtid_io_pos": r.gtid_io_pos,
+                        "last_io_error": r.last_io_error,
+                        "last_sql_error": r.last_sql_error,
+                    })
+                })
+                .collect(),
+            Err(e) => json!({ "error": crate::caps::sql::describe(&e) }),
+        };
+    }
+    answer
+}
+
+fn io_text(state: IoState) -> &'static str {
+    match state {
+        IoState::Running => "running",
+        IoState::Connecting => "connecting",
+        IoState::Preparing => "preparing",
+        IoState::Stopped => "stopped",
+    }
+}
+
+fn sql_text(state: SqlState) -> &'static str {
+    match state {
+        SqlState::Running => "running",
+        SqlState::Stopped => "stopped",
+    }
+}
+
+/// The guard's `STATUS` line: `VI_1=held:1450,vote:db1:2400 healthy=true`.
+fn guard_status(line: &str) -> Value {
+    let mut instances = serde_json::Map::new();
+    let mut healthy = None;
+    for word in line.split_whitespace().skip(1) {
+        let Some((key, value)) = word.split_once('=') else {
+            continue;
+        };
+        if key == "healthy" {
+            healthy = Some(value == "true");
+            continue;
+        }
+        let mut entry = json!({ "held_ms": null, "vote": null });
+        for part in value.split(',').filter(|p| !p.is_empty()) {
+            let fields: Vec<&str> = part.split(':').collect();
+            match fields.as_slice() {
+                ["held", ms] => entry["held_ms"] = json!(ms.parse::<u64>().ok()),
+                ["vote", holder, ms] => {
+                    entry["vote"] = json!({ "holder": holder, "left_ms": ms.parse::<u64>().ok() })
+                }
+                _ => {}
+            }
+        }
+        instances.insert(key.to_string(), entry);
+    }
+    json!({ "leases": instances, "healthy": healthy })
+}
+
+/// The role hooks' last decisions, from the state file.
+fn decisions(config: &Config, log: &Log) -> Value {
+    let dir = crate::trust::open_dir(&config.state_dir, "state_dir", false).ok();
+    let store = crate::caps::state::StateStore::load(dir, log);
+    store
+        .entries()
+        .map(|(key, value)| (key.clone(), json!(value)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// The last hook runs: the log's verdict lines.
+fn recent_runs(config: &Config) -> Value {
+    let Ok(mut file) = std::fs::File::open(&config.log_file) else {
+        return json!([]);
+    };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(length.saturating_sub(LOG_TAIL_BYTES)));
+    let mut bytes = Vec::new();
+    let _ = file.take(LOG_TAIL_BYTES).read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let runs: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(" verdict="))
+        .collect();
+    json!(runs[runs.len().saturating_sub(RECENT_RUNS)..])
+}
+
+/// The status for a person.
+pub fn render(status: &Value) -> String {
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    for instance in status["instances"].as_array().into_iter().flatten() {
+        line(format!(
+            "instance {} ({}): VIP {} {}",
+            instance["name"].as_str().unwrap_or_default(),
+            instance["role"].as_str().unwrap_or_default(),
+            instance["vip"].as_str().unwrap_or_default(),
+            match instance["held_here"].as_bool() {
+                Some(true) => "held here",
+                Some(false) => "not here",
+                None => "(cannot tell)",
+            }
+        ));
+    }
+    line(format!("mariadb: {}", server_line(&status["mariadb"])));
+    for replica in status["mariadb"]["replication"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        line(format!(
+            "  replicating '{}': IO {}, SQL {}, {} s behind, received {}{}",
+            replica["connection"].as_str().unwrap_or_default(),
+            replica["io"].as_str().unwrap_or_default(),
+            replica["sql"].as_str().unwrap_or_default(),
+            replica["seconds_behind"]
+                .as_u64()
+                .map_or("?".to_string(), |s| s.to_string()),
+            replica["gtid_io_pos"].as_str().unwrap_or_default(),
+            [&replica["last_io_error"], &replica["last_sql_error"]]
+                .iter()
+                .filter_map(|e| e.as_str().filter(|e| !e.is_empty()))
+                .map(|e| format!("; error: {e}"))
+                .collect::<String>()
+        ));
+    }
+    if status["mariadb"]["replication"]
+        .as_array()
+        .is_some_and(Vec::is_empty)
+    {
+        line("  replicating from nobody".into());
+    }
+    match &status["peer"] {
+        Value::Null => line("peer: no [peer] configured".into()),
+        peer if peer.get("error").is_some() => line(format!(
+            "peer: does not answer ({})",
+            why_text(&peer["error"])
+        )),
+        peer => line(format!(
+            "peer {}: {}",
+            peer["address"].as_str().unwrap_or_default(),
+            server_line(&peer["server"])
+        )),
+    }
+    match &status["guard"] {
+        Value::Null => line("guard: not configured (no [guard])".into()),
+        guard if guard.get("error").is_some() => {
+            line(format!("guard: {}", why_text(&guard["error"])))
+        }
+        guard => {
+            for (name, lease) in guard["leases"].as_object().into_iter().flatten() {
+                let held = lease["held_ms"]
+                    .as_u64()
+                    .map_or("lease not held here".to_string(), |ms| {
+                        format!("lease held here ({ms} ms left)")
+                    });
+                let vote = match lease["vote"]["holder"].as_str() {
+                    Some(holder) => format!(
+                        "this node's vote with {holder} ({} ms)",
+                        lease["vote"]["left_ms"].as_u64().unwrap_or(0)
+                    ),
+                    None => "this node's vote free".to_string(),
+                };
+                line(format!("guard {name}: {held}; {vote}"));
+            }
+            line(format!(
+                "guard: local MariaDB {}",
+                if guard["healthy"].as_bool() == Some(true) {
+                    "healthy"
+                } else {
+                    "unhealthy"
+                }
+            ));
+        }
+    }
+    if let Some(decisions) = status["decisions"].as_object().filter(|d| !d.is_empty()) {
+        line("last decisions:".into());
+        for (key, value) in decisions {
+            line(format!("  {key}: {}", value.as_str().unwrap_or_default()));
+        }
+    }
+    line("last hook runs:".into());
+    for run in status["recent_runs"].as_array().into_iter().flatten() {
+        line(format!("  {}", run.as_str().unwrap_or_default()));
+    }
+    out
+}
+
+fn server_line(server: &Value) -> String {
+    if let Some(why) = server.get("error") {
+        return format!("does not answer ({})", why_text(why));
+    }
+    format!(
+        "{}, server_id {}, domain {}, binlog at {}, applied {} (MariaDB {})",
+        if server["read_only"].as_bool() == Some(false) {
+            "WRITABLE"
+        } else {
+            "read-only"
+        },
+        server["server_id"].as_str().unwrap_or_default(),
+        server["gtid_domain_id"].as_str().unwrap_or_default(),
+        or_nothing(server["gtid_binlog_pos"].as_str()),
+        or_nothing(server["gtid_slave_pos"].as_str()),
+        server["version"].as_str().unwrap_or_default(),
+    )
+}
+
+fn or_nothing(position: Option<&str>) -> &str {
+    position.filter(|p| !p.is_empty()).unwrap_or("nothing")
+}
