@@ -23,20 +23,50 @@ fn chmod(path: &std::path::Path, mode: u32) {
 
 #[test]
 fn help_and_version_exit_zero() {
-    let help = mmvip_raw(&["--help"], None);
+    let help = mmvip_raw(&["--config", "/nonexistent/mmvip.toml", "--help"], None);
     assert_eq!(exit_code(&help), 0);
-    assert!(
-        stdout(&help).contains("Usage: mmvip [OPTIONS] <COMMAND>"),
-        "{}",
-        stdout(&help)
-    );
-    assert!(stdout(&help).contains("Exit status: 0"));
+    for expected in [
+        "Usage: mmvip [OPTIONS] <PLUGIN> [ARGS...]",
+        "mmvip master --instance=VI_1",
+        "status ",
+        "switchover ",
+        "Exit status: 0",
+        // No config there: the help says so instead of a list.
+        "Plugins: cannot tell",
+    ] {
+        assert!(
+            stdout(&help).contains(expected),
+            "{expected}: {}",
+            stdout(&help)
+        );
+    }
     let version = mmvip_raw(&["--version"], None);
     assert_eq!(exit_code(&version), 0);
     assert_eq!(
         stdout(&version).trim(),
         format!("mmvip {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[test]
+fn help_lists_the_installed_plugins_and_what_each_is_for() {
+    let site = Site::new();
+    site.install_builtins();
+    let help = site.mmvip(&["--help"]);
+    assert_eq!(exit_code(&help), 0);
+    let text = stdout(&help);
+    assert!(text.contains("Plugins in "), "{text}");
+    for (name, about) in [
+        ("health", "passes while MariaDB answers SELECT 1"),
+        ("master", "catch up to what the peer acknowledged"),
+        ("backup", "read_only=ON through blockers"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|line| line.trim_start().starts_with(name) && line.contains(about)),
+            "{name}: {text}"
+        );
+    }
 }
 
 #[test]

@@ -458,5 +458,8 @@ fn status_shows_the_vip_the_servers_the_lease_and_the_last_runs() {
         serde_json::from_slice(&node1.hook(&["status", "--json"]).stdout).unwrap();
     assert_eq!(json["instances"][0]["held_here"], false);
     assert_eq!(json["mariadb"]["read_only"], true);
-    assert!(json["guard"]["leases"]["VI_1"]["held_ms"].is_null(), "{json:#}");
+    assert!(
+        json["guard"]["leases"]["VI_1"]["held_ms"].is_null(),
+        "{json:#}"
+    );
 }

@@ -19,6 +19,7 @@ use crate::runtime::{self, Verdict};
     name = "mmvip",
     version,
     about = "keepalived hooks for a MariaDB master/master pair, run as sandboxed WebAssembly plugins",
+    override_usage = "mmvip [OPTIONS] <PLUGIN> [ARGS...]    run a hook: `mmvip health`, `mmvip master --instance=VI_1`\n       mmvip [OPTIONS] <COMMAND>",
     after_help = "Exit status: 0 the hook succeeded or the check passed; 1 the check failed or the hook could not do its job; 2 usage or configuration error.\nConfig: --config, else $MMVIP_CONFIG, else /etc/mmvip/mmvip.toml."
 )]
 struct Cli {
@@ -75,9 +76,10 @@ pub type Exit = fn(Ended) -> !;
 /// Runs the command line.
 pub fn run(args: impl IntoIterator<Item = OsString>, exit: Exit) -> Ended {
     let started = Instant::now();
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(error) => return clap_ended(error),
+        Err(error) => return clap_ended(error, config_option(&args)),
     };
     let config_path = Config::locate(cli.config);
     let config = match Config::load(&config_path) {
@@ -119,10 +121,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>, exit: Exit) -> Ended {
 }
 
 /// Help and version go to stdout; anything else is one line on stderr.
-fn clap_ended(error: clap::Error) -> Ended {
+fn clap_ended(error: clap::Error, config_path: Option<PathBuf>) -> Ended {
     use clap::error::ErrorKind;
     match error.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+        ErrorKind::DisplayHelp => {
+            print!("{error}");
+            print!("{}", installed_plugins(config_path));
+            Ended::Done
+        }
+        ErrorKind::DisplayVersion => {
             print!("{error}");
             Ended::Done
         }
@@ -144,6 +151,44 @@ fn clap_ended(error: clap::Error) -> Ended {
             refuse(None, Error::usage(format!("{line} (see mmvip --help)")))
         }
     }
+}
+
+/// `--config FILE` or `--config=FILE` among arguments clap refused or answered.
+fn config_option(args: &[OsString]) -> Option<PathBuf> {
+    let mut words = args.iter().skip(1);
+    while let Some(word) = words.next() {
+        if word == "--config" {
+            return words.next().map(PathBuf::from);
+        }
+        if let Some(path) = word.to_str().and_then(|w| w.strip_prefix("--config=")) {
+            return Some(PathBuf::from(path));
+        }
+    }
+    None
+}
+
+/// The help's list of the plugins this node has, with what each is for (from their
+/// manifests; nothing is compiled).
+fn installed_plugins(config_path: Option<PathBuf>) -> String {
+    let path = Config::locate(config_path);
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(error) => return format!("\nPlugins: cannot tell ({})\n", one_line(error.message())),
+    };
+    let names = match config.plugin_names() {
+        Ok(names) => names,
+        Err(error) => return format!("\nPlugins: cannot tell ({})\n", one_line(error.message())),
+    };
+    let width = names.iter().map(String::len).max().unwrap_or(0);
+    let mut text = format!("\nPlugins in {}:\n", config.plugin_dir.display());
+    for name in names {
+        let about = match config.plugin(&name).and_then(plugin::find) {
+            Ok(found) => format!("{} ({})", found.spec.about, found.spec.kind.word()),
+            Err(error) => format!("unusable: {}", one_line(error.message())),
+        };
+        text.push_str(&format!("  {name:<width$}  {about}\n"));
+    }
+    text
 }
 
 /// Reports an error (one line on stderr, and in the log when there is one).
