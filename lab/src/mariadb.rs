@@ -27,6 +27,13 @@ pub const REPL_USER: &str = "repl";
 pub const REPL_PASSWORD: &str = "repl-lab-secret";
 pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app-lab-secret";
+/// The account mmvip's `peer` capability asks the other node with. It needs no
+/// privileges: it only reads global variables.
+pub const PEER_USER: &str = "mmvip_peer";
+pub const PEER_PASSWORD: &str = "peer-lab-secret";
+/// Both lab networks (private 10.77.0.0/24, public 10.77.1.0/24): `master` asks the
+/// peer over the heartbeat network first, then the public one.
+const PEER_HOSTS: &str = "10.77.%";
 pub const DATABASE: &str = "lab";
 pub const TABLE: &str = "lab.writes";
 
@@ -192,15 +199,20 @@ pub fn connect(socket: &Path) -> Result<Conn> {
     Ok(Conn::new(opts)?)
 }
 
-/// Creates the replication user without binary logging: each node needs its own, and
-/// a replicated CREATE USER would collide with the peer's.
-pub fn create_replication_user(conn: &mut Conn) -> Result<()> {
+/// Creates the node's own accounts without binary logging: the replication user and
+/// the account the peer's `master` hook asks this node with. Each node needs its own,
+/// and a replicated CREATE USER would collide with the peer's.
+pub fn create_node_users(conn: &mut Conn) -> Result<()> {
     conn.query_drop("SET SESSION sql_log_bin = 0")?;
     conn.query_drop(format!(
         "CREATE USER '{REPL_USER}'@'10.77.0.%' IDENTIFIED BY '{REPL_PASSWORD}'"
     ))?;
     conn.query_drop(format!(
         "GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'10.77.0.%'"
+    ))?;
+    // No GRANT: reading @@GLOBAL variables needs no privilege.
+    conn.query_drop(format!(
+        "CREATE USER '{PEER_USER}'@'{PEER_HOSTS}' IDENTIFIED BY '{PEER_PASSWORD}'"
     ))?;
     conn.query_drop("SET SESSION sql_log_bin = 1")?;
     Ok(())

@@ -93,4 +93,8 @@ impl NodePaths {
     pub fn mmvip_state(&self) -> PathBuf {
         self.mmvip_dir().join("state")
     }
+    /// The `[peer]` account's password, root-owned 0600.
+    pub fn peer_password(&self) -> PathBuf {
+        self.mmvip_dir().join("peer-password")
+    }
 }

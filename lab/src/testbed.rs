@@ -108,10 +108,11 @@ impl Lab {
         self.close_ring()?;
         for node in NodeId::BOTH {
             let paths = self.paths(node).clone();
-            let commands = hooks::install(self.hooks, &paths, &config.artifacts, &self.instances)
-                .with_context(|| {
-                format!("install {} hooks on {}", self.hooks.name(), node.name())
-            })?;
+            let commands =
+                hooks::install(self.hooks, node, &paths, &config.artifacts, &self.instances)
+                    .with_context(|| {
+                        format!("install {} hooks on {}", self.hooks.name(), node.name())
+                    })?;
             self.nodes[node.index()].keepalived_config =
                 keepalived::render(node, &self.instances, &config.timers, &commands);
         }
@@ -158,8 +159,8 @@ impl Lab {
     fn close_ring(&self) -> Result<()> {
         // Users first on both, so neither IO thread meets a peer without its user.
         for node in NodeId::BOTH {
-            mariadb::create_replication_user(&mut self.connect(node)?)
-                .with_context(|| format!("replication user on {}", node.name()))?;
+            mariadb::create_node_users(&mut self.connect(node)?)
+                .with_context(|| format!("replication and peer users on {}", node.name()))?;
         }
         for node in NodeId::BOTH {
             mariadb::start_replication(&mut self.connect(node)?, node)
