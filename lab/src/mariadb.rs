@@ -80,6 +80,11 @@ auto_increment_increment = 2
 auto_increment_offset    = {n}
 read_only                = ON
 
+# Production durability: a commit acknowledged to a client is on disk, binlog
+# included, so a crash (scenario 5) cannot take back an acknowledged write.
+sync_binlog                    = 1
+innodb_flush_log_at_trx_commit = 1
+
 # Lab: notice a dead replication link within seconds rather than a minute.
 slave_net_timeout        = 4
 # Both lab nodes share one hostname: name the relay log rather than derive it.
@@ -377,6 +382,8 @@ mod tests {
             "auto_increment_increment = 2",
             "auto_increment_offset    = 2",
             "read_only                = ON",
+            "sync_binlog                    = 1",
+            "innodb_flush_log_at_trx_commit = 1",
             "user                     = root",
             "bind-address             = 10.77.0.2,10.77.1.2,10.77.1.99",
             "socket                   = /tmp/lab/node2/run/mysqld.sock",

@@ -49,8 +49,11 @@ pub enum Fault {
     MariadbStop,
     /// kill -9 mariadbd; heal: start it (crash recovery).
     MariadbKill,
-    /// SIGKILL everything of the node, links down, VIPs forgotten; heal: boot it.
-    Reboot,
+    /// A crash of the whole node: every process of it SIGKILLed (frozen first, so
+    /// none reacts to another's death), links down, VIPs gone. The page cache
+    /// survives, unlike a power cut: what the servers wrote but did not fsync is not
+    /// lost here. Heal: links up, MariaDB (crash recovery), keepalived.
+    Crash,
     /// Detach the node's heartbeat port from the private bridge; heal: re-attach.
     SplitBrain,
 }
@@ -81,7 +84,7 @@ pub fn catalog() -> Vec<Scenario> {
         ),
         s(3, "3-mariadb-stop", Layout::Single, Fault::MariadbStop),
         s(4, "4-mariadb-kill9", Layout::Single, Fault::MariadbKill),
-        s(5, "5-reboot", Layout::Single, Fault::Reboot),
+        s(5, "5-crash", Layout::Single, Fault::Crash),
         s(6, "6-split-brain", Layout::Single, Fault::SplitBrain),
         s(7, "7a-dual-switchover", Layout::Dual, Fault::FailoverFile),
         s(7, "7b-dual-kill9", Layout::Dual, Fault::MariadbKill),
@@ -232,7 +235,7 @@ fn inflict(lab: &mut Lab, fault: Fault, node: NodeId) -> Result<()> {
         Fault::KeepalivedStop => lab.stop_keepalived(node),
         Fault::MariadbStop => lab.stop_mariadb(node),
         Fault::MariadbKill => lab.kill_mariadb(node),
-        Fault::Reboot => lab.crash_node(node),
+        Fault::Crash => lab.crash_node(node),
         Fault::SplitBrain => topology::detach_private(node),
     }
 }
@@ -245,7 +248,7 @@ fn heal(lab: &mut Lab, fault: Fault, node: NodeId) -> Result<()> {
         }
         Fault::KeepalivedStop => lab.start_keepalived(node),
         Fault::MariadbStop | Fault::MariadbKill => lab.start_mariadb(node),
-        Fault::Reboot => lab.boot_node(node),
+        Fault::Crash => lab.boot_node(node),
         Fault::SplitBrain => topology::attach_private(node),
     }
 }

@@ -313,9 +313,10 @@ impl Lab {
         Ok(())
     }
 
-    /// A hard crash of the whole host: every process in the node's namespace gets
-    /// SIGKILL, then its links go down and the VIPs it held are forgotten, as after
-    /// a power loss.
+    /// A crash of the whole host: every process in the node's namespace gets SIGKILL,
+    /// then its links go down and the VIPs it held are gone. Not a power loss: the
+    /// page cache (one kernel for the whole lab) keeps what was written but not
+    /// fsynced, so only the servers' own durability settings are not put to the test.
     pub fn crash_node(&mut self, node: NodeId) -> Result<()> {
         self.registry.kill_namespace(&node.namespace())?;
         let index = node.index();
@@ -335,7 +336,8 @@ impl Lab {
         Ok(())
     }
 
-    /// The host comes back: links up, MariaDB (crash recovery), then keepalived.
+    /// The host comes back after a crash: links up, MariaDB (crash recovery), then
+    /// keepalived.
     pub fn boot_node(&mut self, node: NodeId) -> Result<()> {
         topology::set_node_links(node, true)?;
         self.start_mariadb(node)?;
