@@ -5,6 +5,7 @@
 //! The binary is a thin CLI over [`run`], [`up`] and [`down`], which an integration
 //! test can call directly.
 
+pub mod addrwatch;
 pub mod cleanup;
 pub mod hooks;
 pub mod keepalived;
