@@ -13,11 +13,11 @@ use crate::paths::NodePaths;
 use crate::topology::{Instance, NodeId, PREFIX_LEN, PRIVATE_IF, PUBLIC_IF};
 
 pub const KEEPALIVED: &str = "/usr/sbin/keepalived";
-/// VRRP and check timers. The seed runs VRRPv2 with the default 1 s adverts and
-/// chk_mysql interval 1, timeout 3, fall 3, rise 1; the lab keeps the semantics with
-/// faster detection (see `describe`).
+/// VRRP and check timers: the README's (the seed's) or the lab's faster ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timers {
+    /// `fast` or `readme`: names the set in rows and reports.
+    pub name: &'static str,
     pub vrrp_version: u8,
     pub advert_int_ms: u32,
     /// keepalived accepts only whole seconds here.
@@ -30,7 +30,15 @@ pub struct Timers {
 
 impl Default for Timers {
     fn default() -> Timers {
+        Timers::fast()
+    }
+}
+
+impl Timers {
+    /// The lab's default: the seed's semantics with faster detection.
+    pub fn fast() -> Timers {
         Timers {
+            name: "fast",
             // VRRPv3 allows sub-second adverts: 3 missed adverts (+ skew) = ~1.6 s.
             vrrp_version: 3,
             advert_int_ms: 500,
@@ -43,12 +51,27 @@ impl Default for Timers {
             failover_timeout_s: 1,
         }
     }
-}
 
-impl Timers {
+    /// The top-level README's keepalived.conf: VRRPv2, 1 s adverts, chk_mysql
+    /// interval 1, timeout 3, fall 3, rise 1; chk_failover with keepalived's default
+    /// timeout (its interval).
+    pub fn readme() -> Timers {
+        Timers {
+            name: "readme",
+            vrrp_version: 2,
+            advert_int_ms: 1000,
+            check_interval_s: 1,
+            mysql_timeout_s: 3,
+            mysql_fall: 3,
+            mysql_rise: 1,
+            failover_timeout_s: 1,
+        }
+    }
+
     pub fn describe(&self) -> String {
         format!(
-            "VRRPv{} advert_int {} s; chk_mysql interval {} s, timeout {} s, fall {}, rise {}, weight +2; chk_failover interval {} s, timeout {} s, fall 1, rise 1, weight -4",
+            "{}: VRRPv{} advert_int {} s; chk_mysql interval {} s, timeout {} s, fall {}, rise {}, weight +2; chk_failover interval {} s, timeout {} s, fall 1, rise 1, weight -4",
+            self.name,
             self.vrrp_version,
             advert_seconds(self.advert_int_ms),
             self.check_interval_s,

@@ -54,7 +54,8 @@ pub struct RunOptions {
     pub artifacts: Artifacts,
     pub hooks: HookChoice,
     pub scenarios: BTreeSet<u8>,
-    pub timers: Timers,
+    /// Each selected scenario runs once per timer set, in this order.
+    pub timers: Vec<Timers>,
     pub logs_dir: PathBuf,
     pub keep_logs: bool,
 }
@@ -163,27 +164,36 @@ impl Drop for RunGuard {
 pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let started = Instant::now();
     preflight(&options.root, &options.artifacts, &hook_sets(options.hooks))?;
-    let plan = plan(options.hooks, &options.scenarios);
+    let plan: Vec<(&Timers, Scenario, HookSet)> = options
+        .timers
+        .iter()
+        .flat_map(|timers| {
+            plan(options.hooks, &options.scenarios)
+                .into_iter()
+                .map(move |(scenario, hooks)| (timers, scenario, hooks))
+        })
+        .collect();
     if plan.is_empty() {
-        bail!("no scenario selected");
+        bail!("no scenario or no timer set selected");
     }
     let (registry, template) = prepare_root(&options.root)?;
     let _guard = RunGuard(Arc::clone(&registry));
-    let config = LabConfig {
-        artifacts: options.artifacts.clone(),
-        timers: options.timers.clone(),
-        template,
-        logs_dir: options.logs_dir.clone(),
-        keep_logs: options.keep_logs,
-    };
     let mut rows = Vec::new();
-    for (i, (scenario, hooks)) in plan.iter().enumerate() {
+    for (i, (timers, scenario, hooks)) in plan.iter().enumerate() {
+        let config = LabConfig {
+            artifacts: options.artifacts.clone(),
+            timers: (*timers).clone(),
+            template: template.clone(),
+            logs_dir: options.logs_dir.clone(),
+            keep_logs: options.keep_logs,
+        };
         let label = format!(
-            "[{}/{}] {} ({})",
+            "[{}/{}] {} ({}, {} timers)",
             i + 1,
             plan.len(),
             scenario.name,
-            hooks.name()
+            hooks.name(),
+            timers.name
         );
         progress(&format!("{label}: starting"));
         let mut step = |line: &str| progress(&format!("{label}: {line}"));
@@ -193,6 +203,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Repor
             Err(error) => Row::aborted(
                 scenario.name,
                 hooks.name(),
+                timers.name,
                 scenario.layout.name(),
                 &format!("{error:#}"),
             ),
@@ -206,7 +217,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Repor
     }
     Ok(Report {
         scenarios: rows,
-        timers: options.timers.describe(),
+        timers: options.timers.iter().map(Timers::describe).collect(),
         total_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     })
 }
@@ -276,6 +287,16 @@ pub fn artifacts(mmvip: Option<PathBuf>, plugins: Option<PathBuf>) -> Artifacts 
     }
 }
 
+/// Parses `fast`, `readme` or `both` (fast, then readme).
+pub fn parse_timers(text: &str) -> Result<Vec<Timers>> {
+    match text {
+        "fast" => Ok(vec![Timers::fast()]),
+        "readme" => Ok(vec![Timers::readme()]),
+        "both" => Ok(vec![Timers::fast(), Timers::readme()]),
+        other => bail!("timers `{other}`: use fast, readme or both"),
+    }
+}
+
 /// Parses `1,4,6,7` or `all`.
 pub fn parse_scenarios(text: &str) -> Result<BTreeSet<u8>> {
     if text == "all" {
@@ -331,5 +352,19 @@ mod tests {
         assert_eq!(parse_scenarios("all").unwrap().len(), 7);
         assert!(parse_scenarios("8").is_err());
         assert!(parse_scenarios("x").is_err());
+    }
+
+    #[test]
+    fn timer_sets_parse() {
+        let names = |text| -> Vec<&str> {
+            parse_timers(text)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.name)
+                .collect()
+        };
+        assert_eq!(names("both"), ["fast", "readme"]);
+        assert_eq!(names("readme"), ["readme"]);
+        assert!(parse_timers("slow").is_err());
     }
 }

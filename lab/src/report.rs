@@ -9,6 +9,8 @@ use serde::Serialize;
 pub struct Row {
     pub name: String,
     pub hooks: String,
+    /// `fast` or `readme` (see `Report::timers`).
+    pub timers: String,
     pub layout: String,
     /// Fault to the first insert acknowledged through the VIP by the node that took
     /// it over; null when none was.
@@ -31,10 +33,11 @@ pub struct Row {
 
 impl Row {
     /// A row for a scenario that could not run to the end.
-    pub fn aborted(name: &str, hooks: &str, layout: &str, error: &str) -> Row {
+    pub fn aborted(name: &str, hooks: &str, timers: &str, layout: &str, error: &str) -> Row {
         Row {
             name: name.to_string(),
             hooks: hooks.to_string(),
+            timers: timers.to_string(),
             layout: layout.to_string(),
             rto_ms: None,
             acked: 0,
@@ -60,8 +63,8 @@ impl Row {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub scenarios: Vec<Row>,
-    /// keepalived timers the lab ran with.
-    pub timers: String,
+    /// The keepalived timer sets the rows name, described.
+    pub timers: Vec<String>,
     pub total_s: f64,
 }
 
@@ -75,9 +78,10 @@ impl Report {
     }
 }
 
-const HEADERS: [&str; 11] = [
+const HEADERS: [&str; 12] = [
     "scenario",
     "hooks",
+    "timers",
     "layout",
     "rto_ms",
     "max_gap_ms",
@@ -89,11 +93,12 @@ const HEADERS: [&str; 11] = [
     "failback_ms",
 ];
 
-fn cells(row: &Row) -> [String; 11] {
+fn cells(row: &Row) -> [String; 12] {
     let optional = |value: Option<u64>| value.map_or("-".to_string(), |v| v.to_string());
     [
         row.name.clone(),
         row.hooks.clone(),
+        row.timers.clone(),
         row.layout.clone(),
         optional(row.rto_ms),
         row.max_write_gap_ms.to_string(),
@@ -108,7 +113,7 @@ fn cells(row: &Row) -> [String; 11] {
 
 /// A fixed-width table, then each row's notes.
 pub fn table(rows: &[Row]) -> String {
-    let all: Vec<[String; 11]> = rows.iter().map(cells).collect();
+    let all: Vec<[String; 12]> = rows.iter().map(cells).collect();
     let widths: Vec<usize> = (0..HEADERS.len())
         .map(|col| {
             all.iter()
@@ -123,7 +128,7 @@ pub fn table(rows: &[Row]) -> String {
         let mut text = String::new();
         for (col, cell) in cells.iter().enumerate() {
             // Names left-aligned, numbers right-aligned.
-            if col < 3 {
+            if col < 4 {
                 let _ = write!(text, "{cell:<width$}  ", width = widths[col]);
             } else {
                 let _ = write!(text, "{cell:>width$}  ", width = widths[col]);
@@ -140,7 +145,11 @@ pub fn table(rows: &[Row]) -> String {
         line(&mut out, cells);
     }
     for row in rows.iter().filter(|row| !row.notes.is_empty()) {
-        let _ = writeln!(out, "\n{} [{}]:", row.name, row.hooks);
+        let _ = writeln!(
+            out,
+            "\n{} [{}, {} timers]:",
+            row.name, row.hooks, row.timers
+        );
         for note in &row.notes {
             let _ = writeln!(out, "  - {note}");
         }
@@ -171,6 +180,7 @@ mod tests {
         Row {
             name: "4-mariadb-kill9".into(),
             hooks: "shell".into(),
+            timers: "fast".into(),
             layout: "single".into(),
             rto_ms: Some(2150),
             acked: 3012,
@@ -191,7 +201,7 @@ mod tests {
     fn json_has_the_issue_fields() {
         let report = Report {
             scenarios: vec![row()],
-            timers: "VRRPv3".into(),
+            timers: vec!["fast: VRRPv3".into()],
             total_s: 20.0,
         };
         let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
@@ -206,6 +216,7 @@ mod tests {
             "converged",
             "notes",
             "hooks",
+            "timers",
             "layout",
         ] {
             assert!(first.get(key).is_some(), "missing {key}");
@@ -240,7 +251,7 @@ mod tests {
         let mut split = row();
         split.two_writer_ms = 3000;
         assert!(!split.failed());
-        assert!(Row::aborted("x", "shell", "single", "boom").failed());
+        assert!(Row::aborted("x", "shell", "fast", "single", "boom").failed());
     }
 
     #[test]
@@ -251,7 +262,7 @@ mod tests {
         other.notes.clear();
         let text = table(&[row(), other]);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("scenario         hooks  layout  rto_ms"));
+        assert!(lines[0].starts_with("scenario         hooks  timers  layout  rto_ms"));
         assert!(lines[1].starts_with("---------------  -----"));
         assert!(lines[2].contains("  2150        2200  "));
         assert_eq!(
@@ -259,8 +270,10 @@ mod tests {
             lines[2].find("3012").map(|i| i + 4)
         );
         assert!(lines[3].contains("      -  "));
-        assert!(text.contains("\n4-mariadb-kill9 [shell]:\n  - acks by node1/node2: 2000/1012\n"));
-        assert!(!text.contains("6-split-brain [shell]:"));
+        assert!(text.contains(
+            "\n4-mariadb-kill9 [shell, fast timers]:\n  - acks by node1/node2: 2000/1012\n"
+        ));
+        assert!(!text.contains("6-split-brain [shell"));
     }
 
     #[test]
@@ -271,7 +284,7 @@ mod tests {
             text.lines()
                 .nth(2)
                 .unwrap()
-                .starts_with("| 4-mariadb-kill9 | shell | single | 2150 | 2200 | 3012 |")
+                .starts_with("| 4-mariadb-kill9 | shell | fast | single | 2150 | 2200 | 3012 |")
         );
     }
 }

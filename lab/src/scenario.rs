@@ -117,12 +117,22 @@ pub fn run(
         "lab up in {:.1} s",
         started.elapsed().as_secs_f64()
     ));
-    let outcome = drive(&mut lab, scenario, hooks, started, progress);
+    let outcome = drive(
+        &mut lab,
+        scenario,
+        hooks,
+        config.timers.name,
+        started,
+        progress,
+    );
     let failed = outcome.as_ref().map_or(true, Row::failed);
     if (failed || config.keep_logs) && !wait::interrupted() {
-        let dest = config
-            .logs_dir
-            .join(format!("{}-{}", scenario.name, hooks.name()));
+        let dest = config.logs_dir.join(format!(
+            "{}-{}-{}",
+            scenario.name,
+            hooks.name(),
+            config.timers.name
+        ));
         match save_logs(&lab, &dest) {
             Ok(()) => progress(&format!("logs saved in {}", dest.display())),
             Err(error) => progress(&format!("could not save logs: {error}")),
@@ -135,6 +145,7 @@ fn drive(
     lab: &mut Lab,
     scenario: &Scenario,
     hooks: HookSet,
+    timers: &str,
     started: Instant,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Row> {
@@ -220,7 +231,7 @@ fn drive(
         load_end,
     };
     measure(
-        lab, scenario, hooks, &logs, &samples, &window, converged, started,
+        lab, scenario, hooks, timers, &logs, &samples, &window, converged, started,
     )
 }
 
@@ -268,6 +279,7 @@ fn measure(
     lab: &Lab,
     scenario: &Scenario,
     hooks: HookSet,
+    timers: &str,
     logs: &[WriterLog],
     samples: &Samples,
     window: &Window,
@@ -404,6 +416,7 @@ fn measure(
     Ok(Row {
         name: scenario.name.to_string(),
         hooks: hooks.name().to_string(),
+        timers: timers.to_string(),
         layout: scenario.layout.name().to_string(),
         rto_ms: rto.map(|at| ms(at - window.fault_at)),
         acked: acked.len() as u64,

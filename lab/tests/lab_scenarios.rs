@@ -28,7 +28,7 @@ fn ci_subset_keeps_every_acknowledged_write_and_moves_the_vip() {
         artifacts: mmvip_lab::artifacts(None, None),
         hooks,
         scenarios: BTreeSet::from([1, 4, 6, 7]),
-        timers: Timers::default(),
+        timers: vec![Timers::fast()],
         logs_dir,
         keep_logs: false,
     };
