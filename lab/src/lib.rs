@@ -210,7 +210,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Repor
         };
         progress(&format!(
             "{label}: {} in {:.1} s",
-            if row.failed() { "FAILED" } else { "done" },
+            row.verdict.word(),
             row.duration_s
         ));
         rows.push(row);

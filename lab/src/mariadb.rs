@@ -3,7 +3,7 @@
 //! lab needs. The lab always talks to a node over its unix socket from the root
 //! namespace; only the client writer uses TCP, from inside the client namespace.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::net::Ipv4Addr;
@@ -36,6 +36,8 @@ pub const PEER_PASSWORD: &str = "peer-lab-secret";
 const PEER_HOSTS: &str = "10.77.%";
 pub const DATABASE: &str = "lab";
 pub const TABLE: &str = "lab.writes";
+/// The non-commutative workload: each write takes the next number of its stream.
+pub const SEQUENCE_TABLE: &str = "lab.sequence";
 
 /// Settings shared by the template install and every node; small InnoDB files keep
 /// install, copy and start fast on the 2-core machine.
@@ -242,9 +244,17 @@ pub fn start_replication(conn: &mut Conn, node: NodeId) -> Result<()> {
     Ok(())
 }
 
-/// The writer's schema and application user, created once on node 1 and replicated.
-/// `uid` is the writer's own id for a row; it is deliberately not unique, so a row
-/// applied twice shows up as a duplicate instead of breaking replication.
+/// The writers' schema and application user, created once on node 1 and replicated.
+///
+/// `uid` is the writer's own id for a write (never retried, so never sent twice) and
+/// UNIQUE: a transaction applied twice breaks replication loudly rather than hiding
+/// as a second row (gtid_strict_mode refuses that already).
+///
+/// `sequence` is the non-commutative workload: each write reads the highest `n` of its
+/// stream and inserts `n + 1` in one transaction. Two writers, or a promotion before
+/// the peer's last writes were applied, take the same number twice: the primary key
+/// then stops replication with a duplicate-key error on whichever node applies the
+/// second one.
 pub fn create_schema(conn: &mut Conn) -> Result<()> {
     conn.query_drop(format!("CREATE DATABASE {DATABASE}"))?;
     conn.query_drop(format!(
@@ -253,7 +263,17 @@ pub fn create_schema(conn: &mut Conn) -> Result<()> {
             uid BIGINT UNSIGNED NOT NULL,
             writer VARCHAR(16) NOT NULL,
             created TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-            KEY (uid)
+            UNIQUE KEY (uid)
+        ) ENGINE = InnoDB"
+    ))?;
+    conn.query_drop(format!(
+        "CREATE TABLE {SEQUENCE_TABLE} (
+            stream TINYINT UNSIGNED NOT NULL,
+            n BIGINT UNSIGNED NOT NULL,
+            uid BIGINT UNSIGNED NOT NULL,
+            server_id INT UNSIGNED NOT NULL,
+            PRIMARY KEY (stream, n),
+            UNIQUE KEY (uid)
         ) ENGINE = InnoDB"
     ))?;
     conn.query_drop(format!(
@@ -321,11 +341,22 @@ pub fn read_only(conn: &mut Conn) -> Result<bool> {
     Ok(value == Some(1))
 }
 
-/// How many times each writer uid is stored on this node.
-pub fn uid_counts(conn: &mut Conn) -> Result<HashMap<u64, u32>> {
-    let rows: Vec<(u64, u32)> =
-        conn.query(format!("SELECT uid, COUNT(*) FROM {TABLE} GROUP BY uid"))?;
-    Ok(rows.into_iter().collect())
+/// Every write uid this node stores, of both workloads (uids are distinct across
+/// writers and workloads).
+pub fn stored_uids(conn: &mut Conn) -> Result<HashSet<u64>> {
+    let mut uids: HashSet<u64> = conn
+        .query::<u64, _>(format!("SELECT uid FROM {TABLE}"))?
+        .into_iter()
+        .collect();
+    uids.extend(conn.query::<u64, _>(format!("SELECT uid FROM {SEQUENCE_TABLE}"))?);
+    Ok(uids)
+}
+
+/// The highest sequence number of each stream on this node.
+pub fn sequence_heads(conn: &mut Conn) -> Result<Vec<(u8, u64, u64)>> {
+    Ok(conn.query(format!(
+        "SELECT stream, MAX(n), COUNT(*) FROM {SEQUENCE_TABLE} GROUP BY stream ORDER BY stream"
+    ))?)
 }
 
 /// Server ids per GTID domain in `@@gtid_binlog_state` (`domain-server-seq,...`).

@@ -315,8 +315,8 @@ impl Lab {
 
     /// A crash of the whole host: every process in the node's namespace gets SIGKILL,
     /// then its links go down and the VIPs it held are gone. Not a power loss: the
-    /// page cache (one kernel for the whole lab) keeps what was written but not
-    /// fsynced, so only the servers' own durability settings are not put to the test.
+    /// page cache (one kernel for the whole lab) keeps what was written but not yet
+    /// fsynced, so a missing fsync would go unnoticed here.
     pub fn crash_node(&mut self, node: NodeId) -> Result<()> {
         self.registry.kill_namespace(&node.namespace())?;
         let index = node.index();
