@@ -109,6 +109,21 @@ impl Registry {
             .append(true)
             .open(log)
             .with_context(|| format!("open {}", log.display()))?;
+        // The lab blocks SIGINT/SIGTERM/SIGHUP in every thread (they are taken by one
+        // thread with sigwait) and a child inherits that mask: without this, a child
+        // that does not reset it (strace) would never see the SIGTERM that stops it.
+        // SAFETY: between fork and exec only async-signal-safe calls are made
+        // (sigemptyset, sigprocmask) on a local, initialised sigset_t.
+        unsafe {
+            command.pre_exec(|| {
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
