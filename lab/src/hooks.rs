@@ -128,11 +128,26 @@ pub struct HookCommands {
     /// notify_* get nothing appended by keepalived, so mmvip is told the instance.
     pub roles_take_instance: bool,
     pub notify: String,
+    /// A wrapper in front of every role hook (the notify probe): it is given the
+    /// state and instance, then the hook's own command line.
+    pub role_wrapper: Option<String>,
 }
 
 impl HookCommands {
     /// The command for `role` in `instance`, one of `all` the pair's instances.
     pub fn role(&self, role: Role, instance: &Instance, all: &[Instance]) -> String {
+        let command = self.role_command(role, instance, all);
+        match &self.role_wrapper {
+            Some(wrapper) => format!(
+                "{wrapper} {} {} {command}",
+                role.word().to_uppercase(),
+                instance.name
+            ),
+            None => command,
+        }
+    }
+
+    fn role_command(&self, role: Role, instance: &Instance, all: &[Instance]) -> String {
         let index = Role::ALL.iter().position(|r| *r == role).unwrap_or(0);
         let base = &self.roles[index];
         if self.roles_take_instance {
@@ -168,6 +183,7 @@ impl HookCommands {
             roles: Role::ALL.map(|role| run(role.word())),
             roles_take_instance: true,
             notify: run("notify"),
+            role_wrapper: None,
         }
     }
 
@@ -196,6 +212,7 @@ impl HookCommands {
             ],
             roles_take_instance: false,
             notify: format!("{} {log}", script("keepalived_notify.sh")),
+            role_wrapper: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod keepalived;
 pub mod mariadb;
 pub mod netns;
 pub mod paths;
+pub mod probe;
 pub mod report;
 pub mod sampler;
 pub mod scenario;
@@ -148,7 +149,7 @@ fn prepare_root(options_root: &Path) -> Result<(Arc<Registry>, PathBuf)> {
 
 /// Tears the whole run down (processes, namespaces, lab root) when dropped, also on
 /// error or panic.
-struct RunGuard(Arc<Registry>);
+pub(crate) struct RunGuard(pub(crate) Arc<Registry>);
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
@@ -186,6 +187,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Repor
             template: template.clone(),
             logs_dir: options.logs_dir.clone(),
             keep_logs: options.keep_logs,
+            probe: false,
         };
         let label = format!(
             "[{}/{}] {} ({}, {} timers)",
@@ -245,6 +247,7 @@ pub fn up(
         template,
         logs_dir: std::env::current_dir()?.join("lab-logs"),
         keep_logs: false,
+        probe: false,
     };
     let lab = Lab::up(&registry, &config, layout, hooks)?;
     let summary = UpSummary {

@@ -68,6 +68,17 @@ enum Command {
     },
     /// Stop every lab process and delete every lab namespace, also after a crash.
     Down,
+    /// Observe keepalived: is a MASTER's VIP already gone when notify_backup,
+    /// notify_fault and notify_stop start? (exit 1 if any started with it present)
+    ProbeNotify {
+        #[arg(long, value_enum, default_value_t = OneTimersArg::Fast)]
+        timers: OneTimersArg,
+        /// Where the findings and the raw evidence are written.
+        #[arg(long, default_value = "notify-probe.txt")]
+        out: PathBuf,
+        #[command(flatten)]
+        artifacts: ArtifactArgs,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -157,6 +168,11 @@ fn main() -> ExitCode {
             timers,
             artifacts,
         } => up(root, layout, hooks, timers.timers(), artifacts),
+        Command::ProbeNotify {
+            timers,
+            out,
+            artifacts,
+        } => probe_notify(root, timers.timers(), &out, artifacts),
         Command::Down => match mmvip_lab::down(&root) {
             Ok(problems) if problems.is_empty() => {
                 println!("mmvip-lab: nothing of the lab is left");
@@ -279,6 +295,32 @@ fn up(
             0
         }
         Err(error) => fail(&error),
+    }
+}
+
+fn probe_notify(
+    root: PathBuf,
+    timers: Timers,
+    out: &std::path::Path,
+    artifacts: ArtifactArgs,
+) -> u8 {
+    let artifacts = mmvip_lab::artifacts(artifacts.mmvip, artifacts.plugins);
+    let report = match mmvip_lab::probe::run(&root, &artifacts, &timers, &mut |line| {
+        eprintln!("mmvip-lab: {line}")
+    }) {
+        Ok(report) => report,
+        Err(error) => return fail(&error),
+    };
+    print!("{}", report.text);
+    if let Err(error) = std::fs::write(out, &report.text) {
+        eprintln!("mmvip-lab: write {}: {error}", out.display());
+        return 2;
+    }
+    println!("evidence: {}", out.display());
+    if report.vip_present_at_demotion > 0 {
+        1
+    } else {
+        0
     }
 }
 

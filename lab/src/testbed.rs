@@ -18,6 +18,7 @@ use crate::hooks::{self, Artifacts, HookSet};
 use crate::keepalived::{self, Timers};
 use crate::mariadb;
 use crate::paths::NodePaths;
+use crate::probe;
 use crate::topology::{self, NodeId};
 use crate::topology::{Instance, Layout};
 use crate::wait;
@@ -37,6 +38,9 @@ pub struct LabConfig {
     pub logs_dir: PathBuf,
     /// Copy every scenario's logs, not only a failed one's.
     pub keep_logs: bool,
+    /// The notify probe's lab: role hooks behind the probe's wrapper, more ways into
+    /// FAULT (see `probe`).
+    pub probe: bool,
 }
 
 struct Node {
@@ -108,13 +112,25 @@ impl Lab {
         self.close_ring()?;
         for node in NodeId::BOTH {
             let paths = self.paths(node).clone();
-            let commands =
+            let mut commands =
                 hooks::install(self.hooks, node, &paths, &config.artifacts, &self.instances)
                     .with_context(|| {
                         format!("install {} hooks on {}", self.hooks.name(), node.name())
                     })?;
-            self.nodes[node.index()].keepalived_config =
-                keepalived::render(node, &self.instances, &config.timers, &commands);
+            let tracking = if config.probe {
+                let (wrapper, tracking) = probe::install(&paths)?;
+                commands.role_wrapper = Some(wrapper);
+                Some(tracking)
+            } else {
+                None
+            };
+            self.nodes[node.index()].keepalived_config = keepalived::render(
+                node,
+                &self.instances,
+                &config.timers,
+                &commands,
+                tracking.as_ref(),
+            );
         }
         // Started together, both nodes' first master-down timers expire in the same
         // instant: both claim the VIP, then one yields, and the notify hooks of those
