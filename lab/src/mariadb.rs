@@ -293,6 +293,8 @@ pub struct ReplicaStatus {
     pub sql_running: String,
     pub last_io_error: String,
     pub last_sql_error: String,
+    /// What the SQL thread is doing (e.g. waiting for a row lock).
+    pub sql_state: String,
     pub seconds_behind: Option<u64>,
 }
 
@@ -316,6 +318,7 @@ pub fn replica_status(conn: &mut Conn) -> Result<Option<ReplicaStatus>> {
         sql_running: text("Slave_SQL_Running"),
         last_io_error: text("Last_IO_Error"),
         last_sql_error: text("Last_SQL_Error"),
+        sql_state: text("Slave_SQL_Running_State"),
         seconds_behind: text("Seconds_Behind_Master").parse().ok(),
     }))
 }
@@ -357,6 +360,39 @@ pub fn sequence_heads(conn: &mut Conn) -> Result<Vec<(u8, u64, u64)>> {
     Ok(conn.query(format!(
         "SELECT stream, MAX(n), COUNT(*) FROM {SEQUENCE_TABLE} GROUP BY stream ORDER BY stream"
     ))?)
+}
+
+/// A client transaction that has been open a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenTransaction {
+    pub session: u64,
+    pub user: String,
+    pub host: String,
+    pub seconds: u64,
+    pub rows_locked: u64,
+}
+
+/// Client transactions open for longer than `seconds`. One left open holds its
+/// locks until it ends, and the replication SQL thread waits behind them.
+pub fn old_transactions(conn: &mut Conn, seconds: u32) -> Result<Vec<OpenTransaction>> {
+    let rows: Vec<(u64, String, String, u64, u64)> = conn.query(format!(
+        "SELECT p.ID, p.USER, p.HOST, TIMESTAMPDIFF(SECOND, t.trx_started, NOW()), t.trx_rows_locked \
+         FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p \
+         ON p.ID = t.trx_mysql_thread_id \
+         WHERE p.USER <> 'system user' AND t.trx_started < NOW() - INTERVAL {seconds} SECOND"
+    ))?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(session, user, host, seconds, rows_locked)| OpenTransaction {
+                session,
+                user,
+                host,
+                seconds,
+                rows_locked,
+            },
+        )
+        .collect())
 }
 
 /// Server ids per GTID domain in `@@gtid_binlog_state` (`domain-server-seq,...`).

@@ -639,11 +639,25 @@ fn replication_notes(lab: &Lab, converged: bool) -> Vec<String> {
             }
             if !converged {
                 notes.push(format!(
-                    "{} replication IO={} SQL={} {}",
+                    "{} replication IO={} SQL={} ({}) {}",
                     node.name(),
                     status.io_running,
                     status.sql_running,
+                    status.sql_state,
                     status.last_io_error
+                ));
+            }
+        }
+        if !converged && let Ok(open) = mariadb::old_transactions(&mut conn, 5) {
+            for trx in open {
+                notes.push(format!(
+                    "{}: session {} ({}@{}) has a transaction open for {} s holding {} row locks",
+                    node.name(),
+                    trx.session,
+                    trx.user,
+                    trx.host,
+                    trx.seconds,
+                    trx.rows_locked
                 ));
             }
         }
