@@ -49,8 +49,8 @@ pub enum Fault {
     MariadbStop,
     /// kill -9 mariadbd; heal: start it (crash recovery).
     MariadbKill,
-    /// A crash of the whole node: every process of it SIGKILLed (frozen first, so
-    /// none reacts to another's death), links down, VIPs gone. The page cache
+    /// A crash of the whole node: every process of it frozen, links down, then all
+    /// SIGKILLed (frozen first, so none reacts to another's death), VIPs gone. The page cache
     /// survives, unlike a power cut: what the servers wrote but did not fsync is not
     /// lost here. Heal: links up, MariaDB (crash recovery), keepalived.
     Crash,

@@ -329,12 +329,22 @@ impl Lab {
         Ok(())
     }
 
-    /// A crash of the whole host: every process in the node's namespace gets SIGKILL,
-    /// then its links go down and the VIPs it held are gone. Not a power loss: the
-    /// page cache (one kernel for the whole lab) keeps what was written but not yet
-    /// fsynced, so a missing fsync would go unnoticed here.
+    /// A crash of the whole host: every process in the node's namespace is frozen at
+    /// once (the crash instant), its links go down, then every process gets SIGKILL and
+    /// the VIPs it held are gone. Not a power loss: the page cache (one kernel for the
+    /// whole lab) keeps what was written but not yet fsynced, so a missing fsync would
+    /// go unnoticed here.
+    ///
+    /// Links down before the kill, because the freeze is not airtight: a copy of
+    /// keepalived's VRRP process forked for a hook just before it (right after a MASTER
+    /// transition) escaped, took its parent's death for a shutdown, sent a priority-0
+    /// advert and ran notify_stop, and the peer took over in 0.6 s instead of the
+    /// master-down interval (seen with the README timers). Links down after the
+    /// freeze, not before it, so the node does not go on committing, isolated, for the
+    /// milliseconds the `ip` commands take.
     pub fn crash_node(&mut self, node: NodeId) -> Result<()> {
-        self.registry.kill_namespace(&node.namespace())?;
+        self.registry
+            .kill_namespace(&node.namespace(), || topology::set_node_links(node, false))?;
         let index = node.index();
         for pid in [
             self.nodes[index].mariadbd.take(),
@@ -345,7 +355,6 @@ impl Lab {
         {
             self.registry.wait_exit(pid, KILL_TIMEOUT)?;
         }
-        topology::set_node_links(node, false)?;
         for instance in &self.instances {
             topology::forget_address(node, instance.vip)?;
         }
