@@ -50,7 +50,7 @@ The hook lock, the state file and the guard's track files for keepalived.
 The log, unless the configuration sends it to the journal or syslog only.
 .TP
 \fI/usr/share/doc/mmvip/examples/\fR
-keepalived.conf for one and for two VIPs, the matching mmvip.toml, and my.cnf snippets for both nodes.
+keepalived.conf for one and for two VIPs, and my.cnf snippets for both nodes.
 .TP
 \fI/usr/lib/systemd/system/mmvip-guard.service\fR
 The guard's unit (not enabled by the package).
@@ -103,15 +103,47 @@ fn check_tools(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn man_page() -> Result<Vec<u8>, String> {
-    let mut page = Vec::new();
-    clap_mangen::Man::new(args::command())
+/// The man pages: `mmvip(8)`, whose after-help is its EXIT STATUS and which ends with
+/// FILES and SEE ALSO, and `mmvip-<command>(8)` for each command it lists.
+fn man_pages() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let error = |e: std::io::Error| format!("render a man page: {e}");
+    let command = args::command();
+    let man = clap_mangen::Man::new(command.clone())
         .section("8")
-        .manual("System Administration")
-        .render(&mut page)
-        .map_err(|e| format!("render the man page: {e}"))?;
+        .manual("System Administration");
+    let mut page = Vec::new();
+    man.render_title(&mut page).map_err(error)?;
+    man.render_name_section(&mut page).map_err(error)?;
+    man.render_synopsis_section(&mut page).map_err(error)?;
+    man.render_description_section(&mut page).map_err(error)?;
+    man.render_options_section(&mut page).map_err(error)?;
+    man.render_subcommands_section(&mut page).map_err(error)?;
+    if let Some(exit_status) = command.get_after_help() {
+        page.extend_from_slice(b".SH \"EXIT STATUS\"\n");
+        for line in exit_status.to_string().lines() {
+            page.extend_from_slice(format!("{line}\n.br\n").as_bytes());
+        }
+    }
     page.extend_from_slice(MAN_FILES.as_bytes());
-    Ok(page)
+    man.render_version_section(&mut page).map_err(error)?;
+    let mut pages = vec![("mmvip.8".to_string(), page)];
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        // clap takes a 'static name (its `string` feature is off in the workspace).
+        let name: &'static str = format!("mmvip-{}", sub.get_name()).leak();
+        let sub = sub
+            .clone()
+            .name(name)
+            .bin_name(format!("mmvip {}", sub.get_name()));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(sub)
+            .section("8")
+            .manual("System Administration")
+            .render(&mut page)
+            .map_err(error)?;
+        page.extend_from_slice(b".SH \"SEE ALSO\"\n\\fBmmvip\\fR(8)\n");
+        pages.push((format!("{name}.8"), page));
+    }
+    Ok(pages)
 }
 
 /// `gzip -9n`: what Debian policy asks of man pages, and reproducible (no name or time).
@@ -144,9 +176,12 @@ pub fn build(root: &Path) -> Result<(), String> {
         root,
     )?;
 
-    let man = out.join("mmvip.8");
-    std::fs::write(&man, man_page()?).map_err(|e| format!("write {}: {e}", man.display()))?;
-    gzip(&man)?;
+    std::fs::create_dir_all(out.join("man")).map_err(|e| format!("create man dir: {e}"))?;
+    for (file, page) in man_pages()? {
+        let path = out.join("man").join(file);
+        std::fs::write(&path, page).map_err(|e| format!("write {}: {e}", path.display()))?;
+        gzip(&path)?;
+    }
 
     for (shell, file) in [
         (Shell::Bash, "mmvip.bash"),
