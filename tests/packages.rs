@@ -72,6 +72,9 @@ fn run_ok(program: &str, args: &[&str]) -> String {
     stdout(&output)
 }
 
+/// The `.deb` and the `.rpm` install into the same paths: one at a time.
+static SYSTEM_PATHS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn is_installed() -> bool {
     let output = run("dpkg-query", &["-W", "-f=${Status}", "mmvip"]);
     output.status.success() && stdout(&output).contains("installed")
@@ -169,6 +172,7 @@ fn keepalived_accepts(config: &str) -> Output {
 #[test]
 fn deb_installs_runs_from_its_paths_upgrades_and_purges_cleanly() {
     let deb = built_package("deb");
+    let _one_at_a_time = SYSTEM_PATHS.lock().unwrap_or_else(|e| e.into_inner());
     let installation = Installation::install(&deb);
 
     // Where keepalived and the trust rules want the files, and how.
@@ -381,6 +385,109 @@ fn deb_installs_runs_from_its_paths_upgrades_and_purges_cleanly() {
     drop(installation);
 }
 
+/// Erases the `.rpm` (from its own database) when dropped, and what an erase leaves of
+/// a test's edits, so a failed check leaves the machine as it was.
+struct RpmInstallation {
+    database: tempfile::TempDir,
+}
+
+impl RpmInstallation {
+    fn database(&self) -> &str {
+        self.database.path().to_str().unwrap()
+    }
+}
+
+impl Drop for RpmInstallation {
+    fn drop(&mut self) {
+        let _ = Command::new("rpm")
+            .args(["-e", "--dbpath", self.database(), "mmvip"])
+            .output();
+        let _ = std::fs::remove_file(UNIT_ENABLED);
+        let _ = std::fs::remove_file(format!("{CONFIG}.rpmsave"));
+        // Empty directories only: what a broken %postun would leave.
+        for dir in [
+            PLUGIN_DIR,
+            "/usr/lib/mmvip",
+            "/usr/share/doc/mmvip/examples",
+            "/usr/share/doc/mmvip/selinux",
+            "/usr/share/doc/mmvip",
+            "/etc/mmvip",
+        ] {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// The `.rpm` installed for real with Debian's rpm (a database of its own; `--nodeps`:
+/// Debian's rpm database provides no libc), so its scriptlets run: compile after
+/// install and upgrade, the guard disabled and the cache and directories gone on erase.
+#[test]
+fn rpm_installs_compiles_upgrades_and_erases_cleanly() {
+    let rpm = built_package("rpm");
+    let rpm = rpm.to_str().unwrap();
+    let _one_at_a_time = SYSTEM_PATHS.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "installing the .rpm needs root"
+    );
+    assert!(
+        !Path::new(INSTALLED).exists() && !Path::new("/etc/mmvip").exists(),
+        "mmvip is already installed on this machine; this test installs and erases its own"
+    );
+    let installation = RpmInstallation {
+        database: tempfile::tempdir().unwrap(),
+    };
+    let db = installation.database().to_string();
+    run_ok("rpm", &["-i", "--nodeps", "--dbpath", &db, rpm]);
+    assert_eq!(mode(INSTALLED), 0o755);
+    assert_root_owned_all_the_way_up(INSTALLED);
+    assert_eq!(mode(CONFIG), 0o640);
+    assert_eq!(mode(CACHE_DIR), 0o700);
+    assert_eq!(cached_plugins(), BUILTINS.len(), "%post did not compile");
+    let plugins = run_ok(INSTALLED, &["plugins"]);
+    assert_eq!(plugins.matches(" ok ").count(), BUILTINS.len(), "{plugins}");
+
+    // Upgrade (the same package again): the edited config stays, the cache is renewed.
+    let edited = format!(
+        "{}\n# edited by the site\n",
+        std::fs::read_to_string(CONFIG).unwrap()
+    );
+    std::fs::write(CONFIG, &edited).unwrap();
+    std::fs::write(format!("{CACHE_DIR}/stale.cwasm"), b"old host").unwrap();
+    run_ok(
+        "rpm",
+        &["-U", "--replacepkgs", "--nodeps", "--dbpath", &db, rpm],
+    );
+    assert_eq!(std::fs::read_to_string(CONFIG).unwrap(), edited);
+    assert!(!Path::new(&format!("{CACHE_DIR}/stale.cwasm")).exists());
+    assert_eq!(cached_plugins(), BUILTINS.len());
+    assert!(
+        Path::new(INSTALLED).exists(),
+        "the upgrade's %postun removed files"
+    );
+
+    // Erase: the guard disabled, files, cache and directories gone, the edit kept.
+    run_ok("systemctl", &["enable", "mmvip-guard.service"]);
+    run_ok("rpm", &["-e", "--dbpath", &db, "mmvip"]);
+    assert!(!is_there(UNIT_ENABLED), "erase left the guard enabled");
+    for path in [
+        INSTALLED,
+        CACHE_DIR,
+        PLUGIN_DIR,
+        "/usr/lib/mmvip",
+        "/usr/share/doc/mmvip",
+    ] {
+        assert!(!is_there(path), "erase left {path}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(format!("{CONFIG}.rpmsave")).unwrap(),
+        edited,
+        "the edited config is kept as .rpmsave"
+    );
+    drop(installation);
+    assert!(!Path::new("/etc/mmvip").exists());
+}
+
 /// `rpm -qp --dump`: path size mtime digest mode owner group isconfig isdoc rdev symlink.
 #[test]
 fn rpm_lists_its_files_with_modes_and_runs_compile_after_install() {
@@ -455,6 +562,7 @@ fn rpm_lists_its_files_with_modes_and_runs_compile_after_install() {
     );
     let postun = section("postuninstall scriptlet");
     assert!(postun.contains("rm -rf /var/cache/mmvip"), "{postun}");
+    assert!(postun.contains("rmdir /usr/lib/mmvip/plugins"), "{postun}");
 }
 
 #[test]
