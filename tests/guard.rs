@@ -41,7 +41,8 @@ fn the_lease_goes_to_one_node_at_a_time_and_a_release_hands_it_over_at_once() {
     );
     // Renewed by its guard: still node1's after several leases.
     std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
-    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+    let answer = node2.ask("ACQUIRE VI_1 300");
+    assert!(answer.starts_with("REFUSED"), "{answer}");
     assert!(
         node1.ask("STATUS").contains("VI_1=held:"),
         "{}",
@@ -231,7 +232,8 @@ fn with_a_witness_the_lease_survives_a_silent_peer_and_a_silent_witness() {
         "{}",
         node1.ask("STATUS")
     );
-    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+    let answer = node2.ask("ACQUIRE VI_1 300");
+    assert!(answer.starts_with("REFUSED"), "{answer}");
 }
 
 /// keepalived's part in a switch-over, played by the test: when the writer's failover
@@ -383,7 +385,8 @@ fn clocks_a_day_apart_and_a_grantor_whose_clock_jumps_a_lease_change_nothing() {
     // Renewed across leases, counted on clocks a day apart; a rival is refused.
     std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
     assert!(!pair.node1.read_only(), "{}", node1.guard_log());
-    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+    let answer = node2.ask("ACQUIRE VI_1 300");
+    assert!(answer.starts_with("REFUSED"), "{answer}");
 
     // The grantor's guard stops for two leases: to it, time jumps. The holder keeps
     // its lease (its peer silent, a probe answering), and the grantor, resumed with
@@ -391,7 +394,8 @@ fn clocks_a_day_apart_and_a_grantor_whose_clock_jumps_a_lease_change_nothing() {
     node2.signal_guard(rustix::process::Signal::STOP);
     std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
     node2.signal_guard(rustix::process::Signal::CONT);
-    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+    let answer = node2.ask("ACQUIRE VI_1 300");
+    assert!(answer.starts_with("REFUSED"), "{answer}");
     std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
     assert!(!pair.node1.read_only(), "{}", node1.guard_log());
     assert!(
