@@ -484,3 +484,46 @@ fn status_shows_the_vip_the_servers_the_lease_and_the_last_runs() {
         "{json:#}"
     );
 }
+
+#[test]
+fn under_systemd_the_guard_says_ready_and_feeds_the_watchdog_only_while_it_runs() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let mut node1 = Node::new(&topology, 0, &pair.node1, None);
+    let notify_path = node1.site.path("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let watchdog = Duration::from_millis(800);
+    node1.start_guard_under_systemd(&notify_path, watchdog);
+    // What systemd receives within `window`.
+    let heard = |window: Duration| -> Vec<String> {
+        let until = Instant::now() + window;
+        let mut messages = Vec::new();
+        let mut buffer = [0u8; 256];
+        while Instant::now() < until {
+            if let Ok(n) = systemd.recv(&mut buffer) {
+                messages.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+            }
+        }
+        messages
+    };
+    let first = heard(watchdog * 2);
+    assert_eq!(
+        first.first().map(String::as_str),
+        Some("READY=1"),
+        "{first:?}"
+    );
+    let pings = first.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(pings >= 3, "{first:?}");
+
+    // Stopped, the guard goes quiet: systemd's watchdog would kill it.
+    node1.signal_guard(rustix::process::Signal::STOP);
+    let _in_flight = heard(Duration::from_millis(100));
+    let stopped = heard(watchdog * 2);
+    node1.signal_guard(rustix::process::Signal::CONT);
+    assert!(stopped.is_empty(), "{stopped:?}");
+    let resumed = heard(watchdog);
+    assert!(resumed.contains(&"WATCHDOG=1".to_string()), "{resumed:?}");
+}

@@ -16,6 +16,7 @@
 pub mod config;
 pub mod control;
 mod lease;
+mod systemd;
 mod track;
 mod watch;
 mod wire;
@@ -88,6 +89,10 @@ pub struct Guard {
     stepping_away: AtomicBool,
     /// The peer's guard did not answer the last round (logged when it changes).
     peer_silent: AtomicBool,
+    /// systemd's notification socket and watchdog, when run by systemd.
+    notifier: systemd::Notifier,
+    /// When the rule loop last turned (the watchdog is fed only while it does).
+    rule_turned: Mutex<Instant>,
     /// Since when this node's rounds have found the peer's guard silent (none since
     /// it was last heard: an answer, or a signed request of its own).
     peer_silent_since: Mutex<Option<Instant>>,
@@ -162,6 +167,8 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         stepping_away: AtomicBool::new(false),
         peer_silent: AtomicBool::new(false),
         peer_silent_since: Mutex::new(None),
+        notifier: systemd::Notifier::from_env(),
+        rule_turned: Mutex::new(Instant::now()),
     });
     guard.start()
 }
@@ -242,16 +249,47 @@ impl Guard {
         // A raised failover flag is handled once: a writer switches over, and if it
         // cannot, or this node is not the writer, keepalived is told to move the VIP.
         let mut flag_raises_handled = 0;
+        let turn_at_least = self
+            .notifier
+            .watchdog_interval()
+            .map_or(self.guard.lease / 4, |every| {
+                every.min(self.guard.lease / 4)
+            });
+        if let Some(every) = self.notifier.watchdog_interval() {
+            let guard = Arc::clone(&self);
+            std::thread::spawn(move || guard.feed_watchdog(every));
+        }
+        self.notifier.ready();
         loop {
             // Taken first: whatever changes while this round runs ends the wait.
             let seen = self.watched.seen();
             let next_expiry = self.keep_the_rule();
+            *self
+                .rule_turned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
             if seen.failover_flag && seen.flag_raises != flag_raises_handled {
                 flag_raises_handled = seen.flag_raises;
                 self.switch_over_for_flag();
             }
             self.watched
-                .wait_change(seen.version, next_expiry.min(self.guard.lease / 4));
+                .wait_change(seen.version, next_expiry.min(turn_at_least));
+        }
+    }
+
+    /// Tells systemd the guard is alive while its rule loop turns (or a switch-over,
+    /// bounded by its own timeouts, holds the loop): a stopped or stuck guard is
+    /// killed before its lease can pass to the peer.
+    fn feed_watchdog(&self, every: Duration) {
+        loop {
+            std::thread::sleep(every);
+            let turned = *self
+                .rule_turned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if turned.elapsed() < 2 * every || self.switching.try_lock().is_err() {
+                self.notifier.watchdog();
+            }
         }
     }
 
