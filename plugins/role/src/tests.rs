@@ -13,6 +13,7 @@ use mmvip_sdk::{Call, HookError, InstanceRole, Transition, VrrpInstance, VrrpSta
 
 use super::*;
 
+mod parsers;
 mod properties;
 
 /// A node whose answers a test scripts; every change is recorded in `calls`.
