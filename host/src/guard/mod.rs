@@ -1415,3 +1415,44 @@ fn peer_reaches(
 fn one_word_safe(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("GRANT".to_string()),
+            Just("DENY".to_string()),
+            Just("OK".to_string()),
+            Just("n1".to_string()),
+            "[0-9]{0,25}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(2000))]
+
+        #[test]
+        fn only_an_answer_with_the_requests_nonce_counts(
+            words in prop::collection::vec(word(), 0..6),
+        ) {
+            match parse_answer("VOTE VI_1 node1 n1", &words) {
+                Answer::Granted => {
+                    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                    prop_assert!(matches!(words.as_slice(), ["GRANT", _, "n1", _] | ["OK", "n1"]));
+                }
+                Answer::Refused(refusal) => {
+                    prop_assert_eq!(words.len(), 5);
+                    prop_assert_eq!(&words[0], "DENY");
+                    prop_assert_eq!(&words[2], "n1");
+                    prop_assert_eq!(&refusal.holder, &words[3]);
+                }
+                Answer::Silent(_) => {}
+            }
+        }
+    }
+}
