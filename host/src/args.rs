@@ -46,6 +46,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Allow promotion again after flap damping held it back: forgets this node's
+    /// recorded role changes (an operator has looked at why it flapped).
+    Ack,
     /// Run one hook: `mmvip <plugin> [ARGS...]`; the exit status is its verdict.
     #[command(external_subcommand)]
     Hook(Vec<OsString>),

@@ -270,23 +270,23 @@ impl Session {
         let rows = self.run(Level::Debug, "SHOW ALL SLAVES STATUS", |conn, sql| {
             conn.query::<Row, _>(sql)
         })?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let text = |column: &str| column_text(&row, column).unwrap_or_default();
-                ReplicaStatus {
-                    connection_name: text("Connection_name"),
-                    master_user: text("Master_User"),
-                    io_state: io_state(&text("Slave_IO_Running")),
-                    sql_state: sql_state(&text("Slave_SQL_Running")),
-                    gtid_io_pos: text("Gtid_IO_Pos"),
-                    last_io_error: text("Last_IO_Error"),
-                    last_sql_error: text("Last_SQL_Error"),
-                    seconds_behind_master: column_text(&row, "Seconds_Behind_Master")
-                        .and_then(|s| s.parse().ok()),
-                }
-            })
-            .collect())
+        Ok(rows.iter().map(replica_status).collect())
+    }
+}
+
+/// One row of `SHOW ALL SLAVES STATUS`.
+fn replica_status(row: &Row) -> ReplicaStatus {
+    let text = |column: &str| column_text(row, column).unwrap_or_default();
+    ReplicaStatus {
+        connection_name: text("Connection_name"),
+        master_user: text("Master_User"),
+        io_state: io_state(&text("Slave_IO_Running")),
+        sql_state: sql_state(&text("Slave_SQL_Running")),
+        gtid_io_pos: text("Gtid_IO_Pos"),
+        last_io_error: text("Last_IO_Error"),
+        last_sql_error: text("Last_SQL_Error"),
+        seconds_behind_master: column_text(row, "Seconds_Behind_Master")
+            .and_then(|s| s.parse().ok()),
     }
 }
 
@@ -814,6 +814,89 @@ mod tests {
             "0x41", "0b1", "x'41'", "b'01'", "X'41'", "1.5", "-1", "", "'a'", "1e3",
         ] {
             assert!(check_plain_value(bad).is_err(), "{bad}");
+        }
+    }
+
+    mod properties {
+        use std::sync::Arc;
+
+        use mysql_common::constants::ColumnType;
+        use mysql_common::packets::Column;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const COLUMNS: [&str; 9] = [
+            "Connection_name",
+            "Master_User",
+            "Slave_IO_Running",
+            "Slave_SQL_Running",
+            "Gtid_IO_Pos",
+            "Last_IO_Error",
+            "Last_SQL_Error",
+            "Seconds_Behind_Master",
+            "Unknown_Column",
+        ];
+
+        /// A cell as the server (or something posing as it) may send it.
+        fn cell() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::NULL),
+                Just(Value::Bytes(b"Yes".to_vec())),
+                Just(Value::Bytes(b"Connecting".to_vec())),
+                prop::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
+                any::<String>().prop_map(|s| Value::Bytes(s.into_bytes())),
+                any::<i64>().prop_map(Value::Int),
+                any::<u64>().prop_map(Value::UInt),
+                any::<f64>().prop_map(Value::Double),
+                (
+                    any::<u16>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u32>()
+                )
+                    .prop_map(|(y, mo, d, h, mi, s, us)| Value::Date(y, mo, d, h, mi, s, us)),
+                (
+                    any::<bool>(),
+                    any::<u32>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u32>()
+                )
+                    .prop_map(|(n, d, h, m, s, us)| Value::Time(n, d, h, m, s, us)),
+            ]
+        }
+
+        fn row() -> impl Strategy<Value = Row> {
+            prop::collection::vec((prop::sample::select(&COLUMNS[..]), cell()), 0..12).prop_map(
+                |cells| {
+                    let columns: Arc<[Column]> = cells
+                        .iter()
+                        .map(|(name, _)| {
+                            Column::new(ColumnType::MYSQL_TYPE_VAR_STRING)
+                                .with_name(name.as_bytes())
+                        })
+                        .collect();
+                    mysql_common::row::new_row(cells.into_iter().map(|(_, v)| v).collect(), columns)
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(2000))]
+
+            #[test]
+            fn any_replica_status_row_reads_without_a_panic(row in row()) {
+                let status = replica_status(&row);
+                let io = column_text(&row, "Slave_IO_Running");
+                prop_assert_eq!(status.io_state == IoState::Running, io.as_deref() == Some("Yes"));
+                let sql = column_text(&row, "Slave_SQL_Running");
+                prop_assert_eq!(status.sql_state == SqlState::Running, sql.as_deref() == Some("Yes"));
+            }
         }
     }
 }
