@@ -1,7 +1,7 @@
 //! The command line: `mmvip [--config FILE] <plugin> [ARGS...]`, `compile`, `plugins`.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +53,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check everything a failover depends on: this mmvip, the local MariaDB and
+    /// replication, the peer, the accounts, keepalived's config; one line per check.
+    Doctor {
+        /// JSON instead of text: an array of {check, ok, detail, fix}.
+        #[arg(long)]
+        json: bool,
+        /// keepalived's config file.
+        #[arg(long, value_name = "FILE", default_value = crate::doctor::DEFAULT_KEEPALIVED_CONF)]
+        keepalived_conf: PathBuf,
+    },
     /// Run one hook: `mmvip <plugin> [ARGS...]`; the exit status is its verdict.
     #[command(external_subcommand)]
     Hook(Vec<OsString>),
@@ -99,6 +109,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>, exit: Exit) -> Ended {
             }
             Ended::Done
         }
+        Command::Doctor {
+            json,
+            keepalived_conf,
+        } => doctor(&config, &config_path, &keepalived_conf, json),
         Command::Guard => {
             let log = command_log(&config, "guard");
             match crate::guard::run(&config, &config_path, log.clone()) {
@@ -312,6 +326,31 @@ fn list_plugins(config: &Config) -> Ended {
         }
     }
     worst.map_or(Ended::Done, Ended::Failed)
+}
+
+fn doctor(config: &Config, config_path: &Path, keepalived_conf: &Path, json: bool) -> Ended {
+    let log = command_log(config, "doctor");
+    let checks = crate::doctor::run(config, config_path, keepalived_conf, &log);
+    if json {
+        println!(
+            "{:#}",
+            serde_json::to_value(&checks).expect("checks serialize to JSON")
+        );
+    } else {
+        print!("{}", crate::doctor::render(&checks));
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        Ended::Done
+    } else {
+        refuse(
+            Some(&log),
+            Error::failed(format!(
+                "doctor: {failed} of {} checks failed",
+                checks.len()
+            )),
+        )
+    }
 }
 
 fn switchover(config: &Config) -> Ended {
