@@ -111,6 +111,29 @@ fn health_benchmark() {
     }
     let cold = median(cold);
 
+    // The same site logging to the journal too: a socket where journald's would be,
+    // drained by a thread as journald would.
+    let journal_site = Site::new()
+        .with_socket(&server.socket)
+        .with_top("log = [\"file\", \"journal\"]")
+        .with_top(&format!(
+            "journal_socket = \"{}\"",
+            site.path("journal.sock").display()
+        ));
+    journal_site.install_builtins();
+    let journal = std::os::unix::net::UnixDatagram::bind(site.path("journal.sock")).unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let received = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 65536];
+            while journal.recv(&mut buffer).is_ok() {
+                received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    let journal_config = journal_site.config_path().display().to_string();
+
     let subjects = [
         Subject {
             name: "mmvip health (warm cache)",
@@ -118,6 +141,15 @@ fn health_benchmark() {
                 mmvip.clone(),
                 "--config".into(),
                 config.clone(),
+                "health".into(),
+            ],
+        },
+        Subject {
+            name: "mmvip health, logging to the journal too",
+            argv: vec![
+                mmvip.clone(),
+                "--config".into(),
+                journal_config,
                 "health".into(),
             ],
         },
@@ -158,11 +190,16 @@ fn health_benchmark() {
     println!();
     println!(
         "ratio mmvip / mariadb-admin ping: {:.2} (target <= 1.0)",
-        mmvip_time / results[1].0.as_secs_f64()
+        mmvip_time / results[2].0.as_secs_f64()
+    );
+    println!(
+        "ratio mmvip (journal too) / ping: {:.2} (target <= 1.0; {} journal entries received)",
+        results[1].0.as_secs_f64() / results[2].0.as_secs_f64(),
+        received.load(std::sync::atomic::Ordering::Relaxed)
     );
     println!(
         "ratio mmvip / bash + mysql:       {:.2} (target <= 0.5)",
-        mmvip_time / results[3].0.as_secs_f64()
+        mmvip_time / results[4].0.as_secs_f64()
     );
     println!(
         "peak RSS mmvip health:            {:.1} MiB (target <= 20)",

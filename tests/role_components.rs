@@ -75,7 +75,10 @@ fn run_event(
     let shared = db.shared();
     let state_root = common::private_tempdir();
     let state_path = state_root.path().join("state");
-    let log = mmvip::log::Log::open(&state_root.path().join("log"), Default::default());
+    let log = mmvip::log::Log::open(
+        &mmvip::log::Targets::file(&state_root.path().join("log")),
+        Default::default(),
+    );
     let state_dir = || mmvip::trust::open_dir(&state_path, "state_dir", true).ok();
     let call = Call {
         args: args.iter().map(|a| a.to_string()).collect(),

@@ -236,7 +236,7 @@ fn note_problem(worst: &mut Option<Error>, log: &Log, name: &str, error: Error) 
 
 fn command_log(config: &Config, command: &str) -> Log {
     Log::open(
-        &config.log_file,
+        &config.log,
         LogContext {
             plugin: command.into(),
             ..LogContext::default()

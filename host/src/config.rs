@@ -38,7 +38,8 @@ const PLUGIN_KEYS: &[&str] = &["file", "grants", "timeout_ms", "memory_mib"];
 pub struct Config {
     pub plugin_dir: PathBuf,
     pub cache_dir: PathBuf,
-    pub log_file: PathBuf,
+    /// Where log entries go: `log_file`, the journal, syslog (`log`).
+    pub log: crate::log::Targets,
     pub failover_file: PathBuf,
     /// Lock and state files of the notify hooks.
     pub state_dir: PathBuf,
@@ -160,6 +161,9 @@ struct RawConfig {
     plugin_dir: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     log_file: Option<PathBuf>,
+    log: Option<Spanned<Vec<String>>>,
+    journal_socket: Option<PathBuf>,
+    syslog_socket: Option<PathBuf>,
     failover_file: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     #[serde(default)]
@@ -345,6 +349,38 @@ impl Config {
                 })
             }
         };
+        let log = {
+            let (mut file, mut journal, mut syslog) = (false, false, false);
+            match raw.log {
+                None => file = true,
+                Some(list) => {
+                    let offset = list.span().start;
+                    for target in list.into_inner() {
+                        match target.as_str() {
+                            "file" => file = true,
+                            "journal" => journal = true,
+                            "syslog" => syslog = true,
+                            other => {
+                                return Err(at(
+                                    offset,
+                                    &format!(
+                                        "log: `{other}` is not a log target (file, journal, syslog)"
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            crate::log::Targets {
+                file: file.then(|| raw.log_file.unwrap_or_else(|| "/var/log/mmvip.log".into())),
+                journal: journal.then(|| {
+                    raw.journal_socket
+                        .unwrap_or_else(|| "/run/systemd/journal/socket".into())
+                }),
+                syslog: syslog.then(|| raw.syslog_socket.unwrap_or_else(|| "/dev/log".into())),
+            }
+        };
         let guard = match raw.guard {
             None => None,
             Some(guard) => {
@@ -364,7 +400,7 @@ impl Config {
                 .plugin_dir
                 .unwrap_or_else(|| "/usr/local/lib/mmvip/plugins".into()),
             cache_dir: raw.cache_dir.unwrap_or_else(|| "/var/cache/mmvip".into()),
-            log_file: raw.log_file.unwrap_or_else(|| "/var/log/mmvip.log".into()),
+            log,
             failover_file: raw
                 .failover_file
                 .unwrap_or_else(|| "/etc/keepalived/failover".into()),

@@ -42,11 +42,11 @@ pub fn run(
     };
     let engine = match runtime::engine() {
         Ok(engine) => engine,
-        Err(error) => return refuse(Some(&Log::open(&config.log_file, context)), error),
+        Err(error) => return refuse(Some(&Log::open(&config.log, context)), error),
     };
     let mut site = match config.plugin(name) {
         Ok(site) => site,
-        Err(error) => return refuse(Some(&Log::open(&config.log_file, context)), error),
+        Err(error) => return refuse(Some(&Log::open(&config.log, context)), error),
     };
     if timeout.is_some() {
         site.table.timeout = timeout;
@@ -63,7 +63,7 @@ pub fn run(
             exit,
         )),
     );
-    let log = Log::open(&config.log_file, context);
+    let log = Log::open(&config.log, context);
     let mut run = Run {
         config,
         engine: &engine,

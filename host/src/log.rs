@@ -1,5 +1,8 @@
-//! mmvip's log: one line per hook run and per plugin log call, appended with a single
-//! `write` so concurrent hooks never interleave within a line.
+//! mmvip's log: one entry per hook run and per plugin log call, to the targets the
+//! site chose: `log_file` (one line, appended with a single `write` so concurrent hooks
+//! never interleave within a line), systemd's journal (structured fields, its native
+//! protocol) and syslog (`/dev/log`). keepalived discards a hook's output, so these
+//! are where an operator looks.
 //!
 //! What a plugin causes (its log calls, the SQL statements it sends, its stderr) is
 //! counted against one budget per run, and every value is cut to a bounded length, so
@@ -8,7 +11,8 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
-use std::path::Path;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
@@ -57,8 +61,32 @@ struct Spent {
     exhausted: bool,
 }
 
+/// Where entries go (`log` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Targets {
+    pub file: Option<PathBuf>,
+    /// The journal's native socket (`/run/systemd/journal/socket`).
+    pub journal: Option<PathBuf>,
+    /// The syslog socket (`/dev/log`).
+    pub syslog: Option<PathBuf>,
+}
+
+impl Targets {
+    /// Only a file.
+    pub fn file(path: &Path) -> Targets {
+        Targets {
+            file: Some(path.to_path_buf()),
+            journal: None,
+            syslog: None,
+        }
+    }
+}
+
 struct Sink {
     file: Option<File>,
+    /// A datagram socket each for the journal and syslog, and where they listen.
+    journal: Option<(UnixDatagram, PathBuf)>,
+    syslog: Option<(UnixDatagram, PathBuf)>,
     /// The file does not end in a newline (a line torn by a full disk): the next
     /// line starts with one, so it is not glued onto the torn one.
     torn: AtomicBool,
@@ -76,29 +104,32 @@ impl Log {
     /// following a link, without blocking, and only if it is a regular file owned by
     /// root (or the user running mmvip). Otherwise lines go to stderr, after one line
     /// saying why, so nothing is lost and nothing hangs.
-    pub fn open(path: &Path, context: LogContext) -> Log {
-        let opened = open_append(path);
-        let (file, why) = match opened {
-            Ok(file) => (Some(file), None),
-            Err(why) => (None, Some(why)),
+    pub fn open(targets: &Targets, context: LogContext) -> Log {
+        let (file, why) = match targets
+            .file
+            .as_deref()
+            .map(|path| (path, open_append(path)))
+        {
+            Some((_, Ok(file))) => (Some(file), None),
+            Some((path, Err(why))) => (
+                None,
+                Some(format!("log file {} not used: {why}", path.display())),
+            ),
+            None => (None, None),
         };
         let torn = file.as_ref().is_some_and(ends_torn);
         let log = Log {
             sink: Arc::new(Sink {
                 file,
+                journal: targets.journal.as_deref().and_then(datagram_to),
+                syslog: targets.syslog.as_deref().and_then(datagram_to),
                 torn: AtomicBool::new(torn),
                 spent: Mutex::new(Spent::default()),
             }),
             context,
         };
         if let Some(why) = why {
-            log.write(
-                Level::Warn,
-                &[(
-                    "msg",
-                    &format!("log file {} not used: {why}", path.display()),
-                )],
-            );
+            log.write(Level::Warn, &[("msg", &why)]);
         }
         log
     }
@@ -119,7 +150,7 @@ impl Log {
     /// as `key=value`, each value cut to [`MAX_VALUE_BYTES`].
     pub fn write(&self, level: Level, fields: &[(&str, &str)]) {
         let line = self.format(level, fields);
-        self.append(&line);
+        self.emit(level, fields, &line);
     }
 
     /// Writes a line a plugin caused, if its budget allows; the first line over
@@ -149,7 +180,81 @@ impl Log {
                 return;
             }
         }
-        self.append(&line);
+        self.emit(level, fields, &line);
+    }
+
+    /// Sends an entry to every target; one no target took goes to stderr.
+    fn emit(&self, level: Level, fields: &[(&str, &str)], line: &str) {
+        let mut taken = self.sink.file.is_some() && self.append(line);
+        if let Some((socket, path)) = &self.sink.journal {
+            taken |= socket
+                .send_to(&self.journal_entry(level, fields), path)
+                .is_ok();
+        }
+        if let Some((socket, path)) = &self.sink.syslog {
+            taken |= socket
+                .send_to(self.syslog_entry(level, line).as_bytes(), path)
+                .is_ok();
+        }
+        if !taken {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+    }
+
+    /// The journal's native protocol: `NAME=value` lines, or for a value holding a
+    /// newline, `NAME`, its length as 64-bit little endian, the value. `MESSAGE` is
+    /// the `msg` field (or all fields, for an entry without one); every field is
+    /// also its own `MMVIP_*` field, for `journalctl MMVIP_VERDICT=fail`.
+    fn journal_entry(&self, level: Level, fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut entry = Vec::with_capacity(256);
+        let message = match fields.iter().find(|(key, _)| *key == "msg") {
+            Some((_, msg)) => cut(msg, MAX_VALUE_BYTES).into_owned(),
+            None => fields
+                .iter()
+                .map(|(key, value)| format!("{key}={}", quote(&cut(value, MAX_VALUE_BYTES))))
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        journal_field(&mut entry, "MESSAGE", &message);
+        journal_field(&mut entry, "PRIORITY", syslog_severity(level));
+        journal_field(&mut entry, "SYSLOG_IDENTIFIER", "mmvip");
+        journal_field(&mut entry, "MMVIP_PLUGIN", &self.context.plugin);
+        if let Some(instance) = &self.context.instance {
+            journal_field(&mut entry, "MMVIP_INSTANCE", instance);
+        }
+        if let Some(state) = &self.context.state {
+            journal_field(&mut entry, "MMVIP_STATE", state);
+        }
+        for (key, value) in fields.iter().filter(|(key, _)| *key != "msg") {
+            let name: String = key
+                .chars()
+                .map(|c| match c.to_ascii_uppercase() {
+                    c @ ('A'..='Z' | '0'..='9') => c,
+                    _ => '_',
+                })
+                .collect();
+            journal_field(
+                &mut entry,
+                &format!("MMVIP_{name}"),
+                &cut(value, MAX_VALUE_BYTES),
+            );
+        }
+        entry
+    }
+
+    /// A local syslog message (facility daemon): the line without the timestamp
+    /// and pid it starts with, which syslog adds.
+    fn syslog_entry(&self, level: Level, line: &str) -> String {
+        let body = line
+            .trim_end_matches('\n')
+            .splitn(3, ' ')
+            .nth(2)
+            .unwrap_or_default();
+        format!(
+            "<{}>mmvip[{}]: {body}",
+            3 * 8 + syslog_severity(level).parse::<u8>().unwrap_or(6),
+            std::process::id()
+        )
     }
 
     fn format(&self, level: Level, fields: &[(&str, &str)]) -> String {
@@ -175,30 +280,55 @@ impl Log {
         line
     }
 
-    fn append(&self, line: &str) {
-        let written = match &self.sink.file {
-            Some(file) => {
-                let mut file = file;
-                let line = if self.sink.torn.swap(false, Ordering::Relaxed) {
-                    format!("\n{line}")
-                } else {
-                    line.to_string()
-                };
-                match file.write_all(line.as_bytes()) {
-                    Ok(()) => true,
-                    Err(_) => {
-                        // Part of the line may be in the file.
-                        self.sink.torn.store(true, Ordering::Relaxed);
-                        false
-                    }
-                }
-            }
-            None => false,
+    /// Appends the line to the log file; false if it could not.
+    fn append(&self, line: &str) -> bool {
+        let Some(mut file) = self.sink.file.as_ref() else {
+            return false;
         };
-        if !written {
-            let _ = std::io::stderr().write_all(line.as_bytes());
+        let line = if self.sink.torn.swap(false, Ordering::Relaxed) {
+            format!("\n{line}")
+        } else {
+            line.to_string()
+        };
+        match file.write_all(line.as_bytes()) {
+            Ok(()) => true,
+            Err(_) => {
+                // Part of the line may be in the file.
+                self.sink.torn.store(true, Ordering::Relaxed);
+                false
+            }
         }
     }
+}
+
+/// A socket to send datagrams to `path` without ever blocking a hook (a stuck
+/// journal drops entries; they then go to stderr).
+fn datagram_to(path: &Path) -> Option<(UnixDatagram, PathBuf)> {
+    let socket = UnixDatagram::unbound().ok()?;
+    socket.set_nonblocking(true).ok()?;
+    Some((socket, path.to_path_buf()))
+}
+
+fn syslog_severity(level: Level) -> &'static str {
+    match level {
+        Level::Debug => "7",
+        Level::Info => "6",
+        Level::Warn => "4",
+        Level::Error => "3",
+    }
+}
+
+fn journal_field(entry: &mut Vec<u8>, name: &str, value: &str) {
+    entry.extend_from_slice(name.as_bytes());
+    if value.contains('\n') {
+        entry.push(b'\n');
+        entry.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        entry.extend_from_slice(value.as_bytes());
+    } else {
+        entry.push(b'=');
+        entry.extend_from_slice(value.as_bytes());
+    }
+    entry.push(b'\n');
 }
 
 fn open_append(path: &Path) -> Result<File, String> {
@@ -353,8 +483,8 @@ mod tests {
             instance: Some("VI_1".into()),
             state: Some("MASTER".into()),
         };
-        Log::open(&path, context.clone()).write(Level::Info, &[("msg", "first")]);
-        Log::open(&path, context).write(Level::Info, &[("msg", "second line")]);
+        Log::open(&Targets::file(&path), context.clone()).write(Level::Info, &[("msg", "first")]);
+        Log::open(&Targets::file(&path), context).write(Level::Info, &[("msg", "second line")]);
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 2);
@@ -371,7 +501,8 @@ mod tests {
             "2026-11-29T00:00:00.000Z pid=1 plugin=health level=in",
         )
         .unwrap();
-        Log::open(&path, LogContext::default()).write(Level::Info, &[("msg", "next")]);
+        Log::open(&Targets::file(&path), LogContext::default())
+            .write(Level::Info, &[("msg", "next")]);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(text.lines().nth(1).unwrap().ends_with("msg=next"), "{text}");
@@ -386,7 +517,7 @@ mod tests {
                 .into(),
             ..LogContext::default()
         };
-        Log::open(&path, context).write(Level::Error, &[("msg", "refused")]);
+        Log::open(&Targets::file(&path), context).write(Level::Error, &[("msg", "refused")]);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
     }
@@ -395,7 +526,7 @@ mod tests {
     fn plugin_lines_stop_at_the_budget() {
         let dir = private_dir();
         let path = dir.path().join("mmvip.log");
-        let log = Log::open(&path, LogContext::default());
+        let log = Log::open(&Targets::file(&path), LogContext::default());
         let long = "x".repeat(100 << 10);
         for _ in 0..1_000 {
             log.write_for_plugin(Level::Info, &[("msg", &long)]);
@@ -423,11 +554,11 @@ mod tests {
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )
         .unwrap();
-        Log::open(&link, LogContext::default()).write(Level::Info, &[("msg", "x")]);
+        Log::open(&Targets::file(&link), LogContext::default()).write(Level::Info, &[("msg", "x")]);
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
         let fifo = dir.path().join("fifo.log");
         rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, Mode::from_raw_mode(0o600)).unwrap();
         // Opening must neither block nor write into the FIFO.
-        Log::open(&fifo, LogContext::default()).write(Level::Info, &[("msg", "x")]);
+        Log::open(&Targets::file(&fifo), LogContext::default()).write(Level::Info, &[("msg", "x")]);
     }
 }

@@ -190,7 +190,7 @@ fn decisions(config: &Config, log: &Log) -> Value {
 
 /// The last hook runs: the log's verdict lines.
 fn recent_runs(config: &Config) -> Value {
-    let Ok(mut file) = std::fs::File::open(&config.log_file) else {
+    let Some(Ok(mut file)) = config.log.file.as_ref().map(std::fs::File::open) else {
         return json!([]);
     };
     let length = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -109,6 +109,21 @@ impl Registry {
             .append(true)
             .open(log)
             .with_context(|| format!("open {}", log.display()))?;
+        // The lab blocks SIGINT/SIGTERM/SIGHUP in every thread (they are taken by one
+        // thread with sigwait) and a child inherits that mask: without this, a child
+        // that does not reset it (strace) would never see the SIGTERM that stops it.
+        // SAFETY: between fork and exec only async-signal-safe calls are made
+        // (sigemptyset, sigprocmask) on a local, initialised sigset_t.
+        unsafe {
+            command.pre_exec(|| {
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -163,15 +178,22 @@ impl Registry {
     /// scripts keepalived started) as a power loss would: all are frozen with SIGSTOP
     /// first, so none can react to another's death (keepalived's VRRP child would
     /// otherwise see its parent die and leave gracefully, announcing priority 0).
-    pub fn kill_namespace(&self, name: &str) -> Result<()> {
+    /// `isolate` runs once, after the first freeze and before any kill: a process
+    /// forked just before the freeze escapes it, and whatever it does when its parent
+    /// dies must not reach the network.
+    pub fn kill_namespace(&self, name: &str, isolate: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut isolate = Some(isolate);
         // A process forked between listing and freezing escapes one round, not three.
         for _ in 0..3 {
             let victims = netns::pids(name)?;
-            if victims.is_empty() {
-                break;
-            }
             for pid in &victims {
                 let _ = send(*pid, Signal::STOP);
+            }
+            if let Some(isolate) = isolate.take() {
+                isolate()?;
+            }
+            if victims.is_empty() {
+                break;
             }
             for pid in &victims {
                 let _ = send(*pid, Signal::KILL);

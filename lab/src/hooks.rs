@@ -10,8 +10,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::cleanup::set_mode;
+use crate::mariadb::{PEER_PASSWORD, PEER_USER, PORT};
 use crate::paths::NodePaths;
-use crate::topology::Instance;
+use crate::topology::{Instance, NodeId};
 
 /// Which hooks keepalived runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,11 +128,26 @@ pub struct HookCommands {
     /// notify_* get nothing appended by keepalived, so mmvip is told the instance.
     pub roles_take_instance: bool,
     pub notify: String,
+    /// A wrapper in front of every role hook (the notify probe): it is given the
+    /// state and instance, then the hook's own command line.
+    pub role_wrapper: Option<String>,
 }
 
 impl HookCommands {
     /// The command for `role` in `instance`, one of `all` the pair's instances.
     pub fn role(&self, role: Role, instance: &Instance, all: &[Instance]) -> String {
+        let command = self.role_command(role, instance, all);
+        match &self.role_wrapper {
+            Some(wrapper) => format!(
+                "{wrapper} {} {} {command}",
+                role.word().to_uppercase(),
+                instance.name
+            ),
+            None => command,
+        }
+    }
+
+    fn role_command(&self, role: Role, instance: &Instance, all: &[Instance]) -> String {
         let index = Role::ALL.iter().position(|r| *r == role).unwrap_or(0);
         let base = &self.roles[index];
         if self.roles_take_instance {
@@ -167,6 +183,7 @@ impl HookCommands {
             roles: Role::ALL.map(|role| run(role.word())),
             roles_take_instance: true,
             notify: run("notify"),
+            role_wrapper: None,
         }
     }
 
@@ -195,6 +212,7 @@ impl HookCommands {
             ],
             roles_take_instance: false,
             notify: format!("{} {log}", script("keepalived_notify.sh")),
+            role_wrapper: None,
         }
     }
 
@@ -235,9 +253,10 @@ const BASELINE_SCRIPTS: [(&str, &str); 6] = [
     ),
 ];
 
-/// Installs `hooks` on one node and returns the command lines for keepalived.
+/// Installs `hooks` on `node` and returns the command lines for keepalived.
 pub fn install(
     hooks: HookSet,
+    node: NodeId,
     paths: &NodePaths,
     artifacts: &Artifacts,
     instances: &[Instance],
@@ -250,7 +269,7 @@ pub fn install(
     match hooks {
         HookSet::Shell => Ok(HookCommands::shell(paths)),
         HookSet::Mmvip => {
-            install_mmvip(paths, artifacts, hooks, Some(instances))?;
+            install_mmvip(paths, artifacts, hooks, Some((node, instances)))?;
             Ok(HookCommands::mmvip(paths))
         }
         // The host accepts [instances] only together with the role-change plugins.
@@ -279,12 +298,13 @@ fn install_shell(paths: &NodePaths) -> Result<()> {
 }
 
 /// Installs mmvip as the README tells a user: copy the binary, copy each plugin as
-/// `<name>.wasm`, write the config, precompile with `mmvip --config CFG compile`.
+/// `<name>.wasm`, write the config (and the peer account's password file when the
+/// role plugins are installed), precompile with `mmvip --config CFG compile`.
 fn install_mmvip(
     paths: &NodePaths,
     artifacts: &Artifacts,
     hooks: HookSet,
-    instances: Option<&[Instance]>,
+    roles: Option<(NodeId, &[Instance])>,
 ) -> Result<()> {
     let bin_dir = paths.mmvip_bin().parent().map(Path::to_path_buf);
     for dir in [
@@ -311,7 +331,10 @@ fn install_mmvip(
             .with_context(|| format!("copy plugin {name}"))?;
         set_mode(&target, 0o644)?;
     }
-    fs::write(paths.mmvip_config(), render_mmvip_config(paths, instances))?;
+    if roles.is_some_and(|(_, instances)| instances.len() == 1) {
+        write_secret(&paths.peer_password(), PEER_PASSWORD)?;
+    }
+    fs::write(paths.mmvip_config(), render_mmvip_config(paths, roles))?;
     set_mode(&paths.mmvip_config(), 0o644)?;
     let output = Command::new(paths.mmvip_bin())
         .arg("--config")
@@ -329,9 +352,27 @@ fn install_mmvip(
     Ok(())
 }
 
-/// The node's mmvip.toml. `instances` is None while the host has no role-change
-/// plugins (it rejects an [instances] table it does not know).
-pub fn render_mmvip_config(paths: &NodePaths, instances: Option<&[Instance]>) -> String {
+/// Writes `secret` to a new root-owned 0600 file: mmvip refuses a password file that
+/// group or others can read. Created with that mode, so it is never readable by others
+/// even for a moment.
+fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = fs::remove_file(path);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    set_mode(path, 0o600)
+}
+
+/// The node's mmvip.toml. `roles` (this node and the pair's instances) is None when
+/// the role-change plugins are not installed: then there is no [instances] table
+/// and no [peer] to ask.
+pub fn render_mmvip_config(paths: &NodePaths, roles: Option<(NodeId, &[Instance])>) -> String {
     let mut text = format!(
         "\
 # mmvip on {dir}: one config per lab node, passed with --config.
@@ -354,7 +395,36 @@ timeout_ms = 1000
         state = paths.mmvip_state().display(),
         socket = paths.socket().display(),
     );
-    for instance in instances.unwrap_or_default() {
+    let Some((node, instances)) = roles else {
+        return text;
+    };
+    // In the two-VIP layout each node is writable for its own VIP by design, so a
+    // `master` that waits for the peer to turn read-only refuses every promotion
+    // there (at start-up and at failback). Until the host tells that case apart,
+    // the two-VIP layout runs without [peer]: `master` logs that it cannot ask the
+    // peer and applies what it received, as before the peer capability.
+    if instances.len() > 1 {
+        text.push_str(
+            "\n# No [peer]: both nodes are writable by design in the two-VIP layout, and\n# `master` refuses to promote while the peer is writable.\n",
+        );
+    } else {
+        // `master` asks the peer over the heartbeat network first, then the public one.
+        let peer = node.peer();
+        let _ = write!(
+            text,
+            "
+[peer]
+addresses     = [\"{private}:{PORT}\", \"{public}:{PORT}\"]
+user          = \"{PEER_USER}\"
+password_file = \"{password}\"
+timeout_ms    = 500
+",
+            private = peer.private_ip(),
+            public = peer.public_ip(),
+            password = paths.peer_password().display(),
+        );
+    }
+    for instance in instances {
         let _ = write!(
             text,
             "\n[instances.{}]\nvip  = \"{}\"\nrole = \"rw\"\n",
@@ -434,14 +504,21 @@ mod tests {
     }
 
     #[test]
-    fn mmvip_config_lists_instances_only_when_asked() {
-        let instances = Layout::Dual.instances();
-        let with = render_mmvip_config(&paths(), Some(&instances));
-        assert!(with.contains("[instances.VI_1]\nvip  = \"10.77.1.99\"\nrole = \"rw\""));
-        assert!(with.contains("[instances.VI_2]\nvip  = \"10.77.1.98\""));
-        assert!(with.contains("socket     = \"/tmp/mmvip-lab/node1/run/mysqld.sock\""));
+    fn mmvip_config_lists_instances_and_the_peer_only_when_asked() {
+        let dual = Layout::Dual.instances();
+        let two = render_mmvip_config(&paths(), Some((NodeId::One, &dual)));
+        assert!(two.contains("[instances.VI_1]\nvip  = \"10.77.1.99\"\nrole = \"rw\""));
+        assert!(two.contains("[instances.VI_2]\nvip  = \"10.77.1.98\""));
+        assert!(two.contains("socket     = \"/tmp/mmvip-lab/node1/run/mysqld.sock\""));
+        assert!(!two.contains("\n[peer]\n"));
+        let single = Layout::Single.instances();
+        let with = render_mmvip_config(&paths(), Some((NodeId::One, &single)));
+        assert!(with.contains(
+            "[peer]\naddresses     = [\"10.77.0.2:3306\", \"10.77.1.2:3306\"]\nuser          = \"mmvip_peer\"\npassword_file = \"/tmp/mmvip-lab/node1/mmvip/peer-password\"\ntimeout_ms    = 500\n"
+        ));
         let without = render_mmvip_config(&paths(), None);
         assert!(!without.contains("[instances"));
+        assert!(!without.contains("\n[peer]\n"));
         assert!(without.contains("failover_file = \"/tmp/mmvip-lab/node1/etc/failover\""));
     }
 

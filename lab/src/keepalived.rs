@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
@@ -13,11 +14,11 @@ use crate::paths::NodePaths;
 use crate::topology::{Instance, NodeId, PREFIX_LEN, PRIVATE_IF, PUBLIC_IF};
 
 pub const KEEPALIVED: &str = "/usr/sbin/keepalived";
-/// VRRP and check timers. The seed runs VRRPv2 with the default 1 s adverts and
-/// chk_mysql interval 1, timeout 3, fall 3, rise 1; the lab keeps the semantics with
-/// faster detection (see `describe`).
+/// VRRP and check timers: the README's (the seed's) or the lab's faster ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timers {
+    /// `fast` or `readme`: names the set in rows and reports.
+    pub name: &'static str,
     pub vrrp_version: u8,
     pub advert_int_ms: u32,
     /// keepalived accepts only whole seconds here.
@@ -30,7 +31,15 @@ pub struct Timers {
 
 impl Default for Timers {
     fn default() -> Timers {
+        Timers::fast()
+    }
+}
+
+impl Timers {
+    /// The lab's default: the seed's semantics with faster detection.
+    pub fn fast() -> Timers {
         Timers {
+            name: "fast",
             // VRRPv3 allows sub-second adverts: 3 missed adverts (+ skew) = ~1.6 s.
             vrrp_version: 3,
             advert_int_ms: 500,
@@ -43,12 +52,27 @@ impl Default for Timers {
             failover_timeout_s: 1,
         }
     }
-}
 
-impl Timers {
+    /// The top-level README's keepalived.conf: VRRPv2, 1 s adverts, chk_mysql
+    /// interval 1, timeout 3, fall 3, rise 1; chk_failover with keepalived's default
+    /// timeout (its interval).
+    pub fn readme() -> Timers {
+        Timers {
+            name: "readme",
+            vrrp_version: 2,
+            advert_int_ms: 1000,
+            check_interval_s: 1,
+            mysql_timeout_s: 3,
+            mysql_fall: 3,
+            mysql_rise: 1,
+            failover_timeout_s: 1,
+        }
+    }
+
     pub fn describe(&self) -> String {
         format!(
-            "VRRPv{} advert_int {} s; chk_mysql interval {} s, timeout {} s, fall {}, rise {}, weight +2; chk_failover interval {} s, timeout {} s, fall 1, rise 1, weight -4",
+            "{}: VRRPv{} advert_int {} s; chk_mysql interval {} s, timeout {} s, fall {}, rise {}, weight +2; chk_failover interval {} s, timeout {} s, fall 1, rise 1, weight -4",
+            self.name,
             self.vrrp_version,
             advert_seconds(self.advert_int_ms),
             self.check_interval_s,
@@ -66,13 +90,25 @@ fn advert_seconds(ms: u32) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// What the notify probe (`mmvip-lab probe-notify`) changes in a node's config: more
+/// ways into FAULT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultTracking {
+    /// `vrrp_track_file` with weight 0: a non-zero number in it is FAULT.
+    pub fault_file: PathBuf,
+}
+
 /// Renders one node's keepalived.conf. One item per line throughout: keepalived's
 /// parser silently drops `track_script { a b }` written on one line.
+///
+/// With `tracking`, chk_mysql has weight 0, so a failing health check is FAULT
+/// rather than a lower priority, and a track file can force FAULT.
 pub fn render(
     node: NodeId,
     instances: &[Instance],
     timers: &Timers,
     hooks: &HookCommands,
+    tracking: Option<&FaultTracking>,
 ) -> String {
     let mut text = String::new();
     let w = &mut text;
@@ -99,7 +135,7 @@ pub fn render(
     let _ = writeln!(w, "    timeout {}", timers.mysql_timeout_s);
     let _ = writeln!(w, "    fall {}", timers.mysql_fall);
     let _ = writeln!(w, "    rise {}", timers.mysql_rise);
-    let _ = writeln!(w, "    weight 2");
+    let _ = writeln!(w, "    weight {}", if tracking.is_some() { 0 } else { 2 });
     let _ = writeln!(w, "}}");
     let _ = writeln!(w);
     let _ = writeln!(w, "vrrp_script chk_failover {{");
@@ -110,6 +146,12 @@ pub fn render(
     let _ = writeln!(w, "    rise 1");
     let _ = writeln!(w, "    weight -4");
     let _ = writeln!(w, "}}");
+    if let Some(tracking) = tracking {
+        let _ = writeln!(w);
+        let _ = writeln!(w, "vrrp_track_file probe_fault {{");
+        let _ = writeln!(w, "    file \"{}\"", tracking.fault_file.display());
+        let _ = writeln!(w, "}}");
+    }
     for instance in instances {
         let _ = writeln!(w);
         let _ = writeln!(w, "vrrp_instance {} {{", instance.name);
@@ -129,6 +171,11 @@ pub fn render(
         let _ = writeln!(w, "        chk_mysql");
         let _ = writeln!(w, "        chk_failover");
         let _ = writeln!(w, "    }}");
+        if tracking.is_some() {
+            let _ = writeln!(w, "    track_file {{");
+            let _ = writeln!(w, "        probe_fault weight 0");
+            let _ = writeln!(w, "    }}");
+        }
         for role in Role::ALL {
             let _ = writeln!(
                 w,
@@ -229,6 +276,7 @@ mod tests {
             &Layout::Single.instances(),
             &Timers::default(),
             &commands(),
+            None,
         );
         for needle in [
             "    enable_script_security\n",
@@ -258,6 +306,7 @@ mod tests {
             &Layout::Dual.instances(),
             &Timers::default(),
             &commands(),
+            None,
         );
         assert!(text.contains(
             "vrrp_instance VI_2 {\n    state BACKUP\n    interface private\n    virtual_router_id 52\n    priority 100\n"
@@ -269,6 +318,7 @@ mod tests {
             &Layout::Dual.instances(),
             &Timers::default(),
             &commands(),
+            None,
         );
         assert!(node2.contains("virtual_router_id 52\n    priority 101\n"));
         assert!(node2.contains("unicast_src_ip 10.77.0.2\n"));
@@ -281,12 +331,32 @@ mod tests {
             &Layout::Dual.instances(),
             &Timers::default(),
             &commands(),
+            None,
         );
         let opens = text.matches('{').count();
         assert_eq!(opens, text.matches('}').count());
         for line in text.lines().filter(|l| l.contains('{')) {
             assert!(line.trim_end().ends_with('{'), "{line}");
         }
+    }
+
+    #[test]
+    fn probe_tracking_makes_a_failing_check_or_the_file_a_fault() {
+        let tracking = FaultTracking {
+            fault_file: "/tmp/mmvip-lab/node1/etc/probe-fault".into(),
+        };
+        let text = render(
+            NodeId::One,
+            &Layout::Single.instances(),
+            &Timers::default(),
+            &commands(),
+            Some(&tracking),
+        );
+        assert!(text.contains("    rise 1\n    weight 0\n}\n\nvrrp_script chk_failover"));
+        assert!(text.contains(
+            "vrrp_track_file probe_fault {\n    file \"/tmp/mmvip-lab/node1/etc/probe-fault\"\n}\n"
+        ));
+        assert!(text.contains("    track_file {\n        probe_fault weight 0\n    }\n"));
     }
 
     #[test]

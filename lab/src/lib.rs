@@ -5,12 +5,14 @@
 //! The binary is a thin CLI over [`run`], [`up`] and [`down`], which an integration
 //! test can call directly.
 
+pub mod addrwatch;
 pub mod cleanup;
 pub mod hooks;
 pub mod keepalived;
 pub mod mariadb;
 pub mod netns;
 pub mod paths;
+pub mod probe;
 pub mod report;
 pub mod sampler;
 pub mod scenario;
@@ -53,7 +55,8 @@ pub struct RunOptions {
     pub artifacts: Artifacts,
     pub hooks: HookChoice,
     pub scenarios: BTreeSet<u8>,
-    pub timers: Timers,
+    /// Each selected scenario runs once per timer set, in this order.
+    pub timers: Vec<Timers>,
     pub logs_dir: PathBuf,
     pub keep_logs: bool,
 }
@@ -146,7 +149,7 @@ fn prepare_root(options_root: &Path) -> Result<(Arc<Registry>, PathBuf)> {
 
 /// Tears the whole run down (processes, namespaces, lab root) when dropped, also on
 /// error or panic.
-struct RunGuard(Arc<Registry>);
+pub(crate) struct RunGuard(pub(crate) Arc<Registry>);
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
@@ -162,27 +165,37 @@ impl Drop for RunGuard {
 pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let started = Instant::now();
     preflight(&options.root, &options.artifacts, &hook_sets(options.hooks))?;
-    let plan = plan(options.hooks, &options.scenarios);
+    let plan: Vec<(&Timers, Scenario, HookSet)> = options
+        .timers
+        .iter()
+        .flat_map(|timers| {
+            plan(options.hooks, &options.scenarios)
+                .into_iter()
+                .map(move |(scenario, hooks)| (timers, scenario, hooks))
+        })
+        .collect();
     if plan.is_empty() {
-        bail!("no scenario selected");
+        bail!("no scenario or no timer set selected");
     }
     let (registry, template) = prepare_root(&options.root)?;
     let _guard = RunGuard(Arc::clone(&registry));
-    let config = LabConfig {
-        artifacts: options.artifacts.clone(),
-        timers: options.timers.clone(),
-        template,
-        logs_dir: options.logs_dir.clone(),
-        keep_logs: options.keep_logs,
-    };
     let mut rows = Vec::new();
-    for (i, (scenario, hooks)) in plan.iter().enumerate() {
+    for (i, (timers, scenario, hooks)) in plan.iter().enumerate() {
+        let config = LabConfig {
+            artifacts: options.artifacts.clone(),
+            timers: (*timers).clone(),
+            template: template.clone(),
+            logs_dir: options.logs_dir.clone(),
+            keep_logs: options.keep_logs,
+            probe: false,
+        };
         let label = format!(
-            "[{}/{}] {} ({})",
+            "[{}/{}] {} ({}, {} timers)",
             i + 1,
             plan.len(),
             scenario.name,
-            hooks.name()
+            hooks.name(),
+            timers.name
         );
         progress(&format!("{label}: starting"));
         let mut step = |line: &str| progress(&format!("{label}: {line}"));
@@ -192,20 +205,21 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Repor
             Err(error) => Row::aborted(
                 scenario.name,
                 hooks.name(),
+                timers.name,
                 scenario.layout.name(),
                 &format!("{error:#}"),
             ),
         };
         progress(&format!(
             "{label}: {} in {:.1} s",
-            if row.failed() { "FAILED" } else { "done" },
+            row.verdict.word(),
             row.duration_s
         ));
         rows.push(row);
     }
     Ok(Report {
         scenarios: rows,
-        timers: options.timers.describe(),
+        timers: options.timers.iter().map(Timers::describe).collect(),
         total_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     })
 }
@@ -233,6 +247,7 @@ pub fn up(
         template,
         logs_dir: std::env::current_dir()?.join("lab-logs"),
         keep_logs: false,
+        probe: false,
     };
     let lab = Lab::up(&registry, &config, layout, hooks)?;
     let summary = UpSummary {
@@ -272,6 +287,16 @@ pub fn artifacts(mmvip: Option<PathBuf>, plugins: Option<PathBuf>) -> Artifacts 
         plugin_dir: plugins
             .or_else(|| std::env::var_os("MMVIP_LAB_PLUGINS").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(mmvip_artifacts::DIR)),
+    }
+}
+
+/// Parses `fast`, `readme` or `both` (fast, then readme).
+pub fn parse_timers(text: &str) -> Result<Vec<Timers>> {
+    match text {
+        "fast" => Ok(vec![Timers::fast()]),
+        "readme" => Ok(vec![Timers::readme()]),
+        "both" => Ok(vec![Timers::fast(), Timers::readme()]),
+        other => bail!("timers `{other}`: use fast, readme or both"),
     }
 }
 
@@ -330,5 +355,19 @@ mod tests {
         assert_eq!(parse_scenarios("all").unwrap().len(), 7);
         assert!(parse_scenarios("8").is_err());
         assert!(parse_scenarios("x").is_err());
+    }
+
+    #[test]
+    fn timer_sets_parse() {
+        let names = |text| -> Vec<&str> {
+            parse_timers(text)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.name)
+                .collect()
+        };
+        assert_eq!(names("both"), ["fast", "readme"]);
+        assert_eq!(names("readme"), ["readme"]);
+        assert!(parse_timers("slow").is_err());
     }
 }

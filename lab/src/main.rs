@@ -14,7 +14,7 @@ use mmvip_lab::{HookChoice, RunOptions, report, wait};
 #[command(
     name = "mmvip-lab",
     about = "Failover lab for mmvip: two MariaDB nodes and a client in network namespaces, real keepalived, measured scenarios",
-    after_help = "Run as root. Exit status: 0 all scenarios passed; 1 a scenario lost an acknowledged write, did not converge, or its VIP never moved; 2 setup or usage error; 130 interrupted."
+    after_help = "Run as root. Exit status: 0 no mmvip row failed; 1 an mmvip row failed (a write lost, no takeover or failback, rows unreadable, no convergence, the VIP never moved, or two writers in the single-VIP layout); 2 setup or usage error; 130 interrupted."
 )]
 struct Cli {
     /// Lab root: per-node files, logs and the state file `down` uses
@@ -36,6 +36,10 @@ enum Command {
         /// Comma-separated scenario numbers (1-7) or `all`.
         #[arg(long, default_value = "all")]
         scenarios: String,
+        /// keepalived timers: `fast` (the lab's), `readme` (the README's: VRRPv2,
+        /// 1 s adverts, fall 3) or `both` (every scenario with each, fast first).
+        #[arg(long, value_enum, default_value_t = TimersArg::Both)]
+        timers: TimersArg,
         /// Where to write the JSON report.
         #[arg(long, default_value = "lab-report.json")]
         report: PathBuf,
@@ -57,11 +61,24 @@ enum Command {
         layout: LayoutArg,
         #[arg(long, value_enum, default_value_t = OneHooksArg::Mmvip)]
         hooks: OneHooksArg,
+        #[arg(long, value_enum, default_value_t = OneTimersArg::Fast)]
+        timers: OneTimersArg,
         #[command(flatten)]
         artifacts: ArtifactArgs,
     },
     /// Stop every lab process and delete every lab namespace, also after a crash.
     Down,
+    /// Observe keepalived: is a MASTER's VIP already gone when notify_backup,
+    /// notify_fault and notify_stop start? (exit 1 if any started with it present)
+    ProbeNotify {
+        #[arg(long, value_enum, default_value_t = OneTimersArg::Fast)]
+        timers: OneTimersArg,
+        /// Where the findings and the raw evidence are written.
+        #[arg(long, default_value = "notify-probe.txt")]
+        out: PathBuf,
+        #[command(flatten)]
+        artifacts: ArtifactArgs,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,6 +109,28 @@ enum OneHooksArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum TimersArg {
+    Fast,
+    Readme,
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OneTimersArg {
+    Fast,
+    Readme,
+}
+
+impl OneTimersArg {
+    fn timers(self) -> Timers {
+        match self {
+            OneTimersArg::Fast => Timers::fast(),
+            OneTimersArg::Readme => Timers::readme(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum LayoutArg {
     Single,
     Dual,
@@ -108,6 +147,7 @@ fn main() -> ExitCode {
         Command::Run {
             hooks,
             scenarios,
+            timers,
             report,
             markdown,
             logs,
@@ -116,7 +156,7 @@ fn main() -> ExitCode {
         } => run(
             root,
             hooks,
-            &scenarios,
+            (&scenarios, timers),
             report,
             markdown,
             (logs, keep_logs),
@@ -125,8 +165,14 @@ fn main() -> ExitCode {
         Command::Up {
             layout,
             hooks,
+            timers,
             artifacts,
-        } => up(root, layout, hooks, artifacts),
+        } => up(root, layout, hooks, timers.timers(), artifacts),
+        Command::ProbeNotify {
+            timers,
+            out,
+            artifacts,
+        } => probe_notify(root, timers.timers(), &out, artifacts),
         Command::Down => match mmvip_lab::down(&root) {
             Ok(problems) if problems.is_empty() => {
                 println!("mmvip-lab: nothing of the lab is left");
@@ -156,7 +202,7 @@ fn fail(error: &anyhow::Error) -> u8 {
 fn run(
     root: PathBuf,
     hooks: HooksArg,
-    scenarios: &str,
+    (scenarios, timers): (&str, TimersArg),
     report_path: PathBuf,
     markdown: Option<PathBuf>,
     (logs, keep_logs): (PathBuf, bool),
@@ -177,7 +223,11 @@ fn run(
         artifacts: mmvip_lab::artifacts(artifacts.mmvip, artifacts.plugins),
         hooks,
         scenarios,
-        timers: Timers::default(),
+        timers: match timers {
+            TimersArg::Fast => vec![Timers::fast()],
+            TimersArg::Readme => vec![Timers::readme()],
+            TimersArg::Both => vec![Timers::fast(), Timers::readme()],
+        },
         logs_dir: absolute(logs),
         keep_logs,
     };
@@ -186,15 +236,22 @@ fn run(
         Err(error) => return fail(&error),
     };
     println!("\n{}", report::table(&report.scenarios));
-    println!("timers: {}", report.timers);
+    for timers in &report.timers {
+        println!("timers {timers}");
+    }
     println!("total: {:.1} s", report.total_s);
     if let Err(error) = std::fs::write(&report_path, report.to_json()) {
         eprintln!("mmvip-lab: write {}: {error}", report_path.display());
         return 2;
     }
     println!("report: {}", report_path.display());
+    let mut text = report::markdown(&report.scenarios);
+    for timers in &report.timers {
+        text.push_str(&format!("- timers {timers}\n"));
+    }
+    text.push_str(&format!("- total: {:.1} s\n", report.total_s));
     if let Some(path) = markdown
-        && let Err(error) = std::fs::write(&path, report::markdown(&report.scenarios))
+        && let Err(error) = std::fs::write(&path, text)
     {
         eprintln!("mmvip-lab: write {}: {error}", path.display());
         return 2;
@@ -202,7 +259,13 @@ fn run(
     if report.failed() { 1 } else { 0 }
 }
 
-fn up(root: PathBuf, layout: LayoutArg, hooks: OneHooksArg, artifacts: ArtifactArgs) -> u8 {
+fn up(
+    root: PathBuf,
+    layout: LayoutArg,
+    hooks: OneHooksArg,
+    timers: Timers,
+    artifacts: ArtifactArgs,
+) -> u8 {
     let layout = match layout {
         LayoutArg::Single => Layout::Single,
         LayoutArg::Dual => Layout::Dual,
@@ -213,7 +276,7 @@ fn up(root: PathBuf, layout: LayoutArg, hooks: OneHooksArg, artifacts: ArtifactA
         OneHooksArg::MmvipChecks => HookSet::MmvipChecks,
     };
     let artifacts = mmvip_lab::artifacts(artifacts.mmvip, artifacts.plugins);
-    match mmvip_lab::up(&root, &artifacts, layout, hooks, &Timers::default()) {
+    match mmvip_lab::up(&root, &artifacts, layout, hooks, &timers) {
         Ok(summary) => {
             let root = summary.root.display();
             println!(
@@ -232,6 +295,32 @@ fn up(root: PathBuf, layout: LayoutArg, hooks: OneHooksArg, artifacts: ArtifactA
             0
         }
         Err(error) => fail(&error),
+    }
+}
+
+fn probe_notify(
+    root: PathBuf,
+    timers: Timers,
+    out: &std::path::Path,
+    artifacts: ArtifactArgs,
+) -> u8 {
+    let artifacts = mmvip_lab::artifacts(artifacts.mmvip, artifacts.plugins);
+    let report = match mmvip_lab::probe::run(&root, &artifacts, &timers, &mut |line| {
+        eprintln!("mmvip-lab: {line}")
+    }) {
+        Ok(report) => report,
+        Err(error) => return fail(&error),
+    };
+    print!("{}", report.text);
+    if let Err(error) = std::fs::write(out, &report.text) {
+        eprintln!("mmvip-lab: write {}: {error}", out.display());
+        return 2;
+    }
+    println!("evidence: {}", out.display());
+    if report.vip_present_at_demotion > 0 {
+        1
+    } else {
+        0
     }
 }
 

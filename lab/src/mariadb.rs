@@ -3,7 +3,7 @@
 //! lab needs. The lab always talks to a node over its unix socket from the root
 //! namespace; only the client writer uses TCP, from inside the client namespace.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::net::Ipv4Addr;
@@ -27,8 +27,17 @@ pub const REPL_USER: &str = "repl";
 pub const REPL_PASSWORD: &str = "repl-lab-secret";
 pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app-lab-secret";
+/// The account mmvip's `peer` capability asks the other node with. It needs no
+/// privileges: it only reads global variables.
+pub const PEER_USER: &str = "mmvip_peer";
+pub const PEER_PASSWORD: &str = "peer-lab-secret";
+/// Both lab networks (private 10.77.0.0/24, public 10.77.1.0/24): `master` asks the
+/// peer over the heartbeat network first, then the public one.
+const PEER_HOSTS: &str = "10.77.%";
 pub const DATABASE: &str = "lab";
 pub const TABLE: &str = "lab.writes";
+/// The non-commutative workload: each write takes the next number of its stream.
+pub const SEQUENCE_TABLE: &str = "lab.sequence";
 
 /// Settings shared by the template install and every node; small InnoDB files keep
 /// install, copy and start fast on the 2-core machine.
@@ -72,6 +81,11 @@ gtid_strict_mode         = ON
 auto_increment_increment = 2
 auto_increment_offset    = {n}
 read_only                = ON
+
+# Production durability: a commit acknowledged to a client is on disk, binlog
+# included, so a crash (scenario 5) cannot take back an acknowledged write.
+sync_binlog                    = 1
+innodb_flush_log_at_trx_commit = 1
 
 # Lab: notice a dead replication link within seconds rather than a minute.
 slave_net_timeout        = 4
@@ -192,15 +206,20 @@ pub fn connect(socket: &Path) -> Result<Conn> {
     Ok(Conn::new(opts)?)
 }
 
-/// Creates the replication user without binary logging: each node needs its own, and
-/// a replicated CREATE USER would collide with the peer's.
-pub fn create_replication_user(conn: &mut Conn) -> Result<()> {
+/// Creates the node's own accounts without binary logging: the replication user and
+/// the account the peer's `master` hook asks this node with. Each node needs its own,
+/// and a replicated CREATE USER would collide with the peer's.
+pub fn create_node_users(conn: &mut Conn) -> Result<()> {
     conn.query_drop("SET SESSION sql_log_bin = 0")?;
     conn.query_drop(format!(
         "CREATE USER '{REPL_USER}'@'10.77.0.%' IDENTIFIED BY '{REPL_PASSWORD}'"
     ))?;
     conn.query_drop(format!(
         "GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'10.77.0.%'"
+    ))?;
+    // No GRANT: reading @@GLOBAL variables needs no privilege.
+    conn.query_drop(format!(
+        "CREATE USER '{PEER_USER}'@'{PEER_HOSTS}' IDENTIFIED BY '{PEER_PASSWORD}'"
     ))?;
     conn.query_drop("SET SESSION sql_log_bin = 1")?;
     Ok(())
@@ -225,9 +244,17 @@ pub fn start_replication(conn: &mut Conn, node: NodeId) -> Result<()> {
     Ok(())
 }
 
-/// The writer's schema and application user, created once on node 1 and replicated.
-/// `uid` is the writer's own id for a row; it is deliberately not unique, so a row
-/// applied twice shows up as a duplicate instead of breaking replication.
+/// The writers' schema and application user, created once on node 1 and replicated.
+///
+/// `uid` is the writer's own id for a write (never retried, so never sent twice) and
+/// UNIQUE: a transaction applied twice breaks replication loudly rather than hiding
+/// as a second row (gtid_strict_mode refuses that already).
+///
+/// `sequence` is the non-commutative workload: each write reads the highest `n` of its
+/// stream and inserts `n + 1` in one transaction. Two writers, or a promotion before
+/// the peer's last writes were applied, take the same number twice: the primary key
+/// then stops replication with a duplicate-key error on whichever node applies the
+/// second one.
 pub fn create_schema(conn: &mut Conn) -> Result<()> {
     conn.query_drop(format!("CREATE DATABASE {DATABASE}"))?;
     conn.query_drop(format!(
@@ -236,7 +263,17 @@ pub fn create_schema(conn: &mut Conn) -> Result<()> {
             uid BIGINT UNSIGNED NOT NULL,
             writer VARCHAR(16) NOT NULL,
             created TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-            KEY (uid)
+            UNIQUE KEY (uid)
+        ) ENGINE = InnoDB"
+    ))?;
+    conn.query_drop(format!(
+        "CREATE TABLE {SEQUENCE_TABLE} (
+            stream TINYINT UNSIGNED NOT NULL,
+            n BIGINT UNSIGNED NOT NULL,
+            uid BIGINT UNSIGNED NOT NULL,
+            server_id INT UNSIGNED NOT NULL,
+            PRIMARY KEY (stream, n),
+            UNIQUE KEY (uid)
         ) ENGINE = InnoDB"
     ))?;
     conn.query_drop(format!(
@@ -256,6 +293,8 @@ pub struct ReplicaStatus {
     pub sql_running: String,
     pub last_io_error: String,
     pub last_sql_error: String,
+    /// What the SQL thread is doing (e.g. waiting for a row lock).
+    pub sql_state: String,
     pub seconds_behind: Option<u64>,
 }
 
@@ -279,6 +318,7 @@ pub fn replica_status(conn: &mut Conn) -> Result<Option<ReplicaStatus>> {
         sql_running: text("Slave_SQL_Running"),
         last_io_error: text("Last_IO_Error"),
         last_sql_error: text("Last_SQL_Error"),
+        sql_state: text("Slave_SQL_Running_State"),
         seconds_behind: text("Seconds_Behind_Master").parse().ok(),
     }))
 }
@@ -304,11 +344,55 @@ pub fn read_only(conn: &mut Conn) -> Result<bool> {
     Ok(value == Some(1))
 }
 
-/// How many times each writer uid is stored on this node.
-pub fn uid_counts(conn: &mut Conn) -> Result<HashMap<u64, u32>> {
-    let rows: Vec<(u64, u32)> =
-        conn.query(format!("SELECT uid, COUNT(*) FROM {TABLE} GROUP BY uid"))?;
-    Ok(rows.into_iter().collect())
+/// Every write uid this node stores, of both workloads (uids are distinct across
+/// writers and workloads).
+pub fn stored_uids(conn: &mut Conn) -> Result<HashSet<u64>> {
+    let mut uids: HashSet<u64> = conn
+        .query::<u64, _>(format!("SELECT uid FROM {TABLE}"))?
+        .into_iter()
+        .collect();
+    uids.extend(conn.query::<u64, _>(format!("SELECT uid FROM {SEQUENCE_TABLE}"))?);
+    Ok(uids)
+}
+
+/// The highest sequence number of each stream on this node.
+pub fn sequence_heads(conn: &mut Conn) -> Result<Vec<(u8, u64, u64)>> {
+    Ok(conn.query(format!(
+        "SELECT stream, MAX(n), COUNT(*) FROM {SEQUENCE_TABLE} GROUP BY stream ORDER BY stream"
+    ))?)
+}
+
+/// A client transaction that has been open a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenTransaction {
+    pub session: u64,
+    pub user: String,
+    pub host: String,
+    pub seconds: u64,
+    pub rows_locked: u64,
+}
+
+/// Client transactions open for longer than `seconds`. One left open holds its
+/// locks until it ends, and the replication SQL thread waits behind them.
+pub fn old_transactions(conn: &mut Conn, seconds: u32) -> Result<Vec<OpenTransaction>> {
+    let rows: Vec<(u64, String, String, u64, u64)> = conn.query(format!(
+        "SELECT p.ID, p.USER, p.HOST, TIMESTAMPDIFF(SECOND, t.trx_started, NOW()), t.trx_rows_locked \
+         FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p \
+         ON p.ID = t.trx_mysql_thread_id \
+         WHERE p.USER <> 'system user' AND t.trx_started < NOW() - INTERVAL {seconds} SECOND"
+    ))?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(session, user, host, seconds, rows_locked)| OpenTransaction {
+                session,
+                user,
+                host,
+                seconds,
+                rows_locked,
+            },
+        )
+        .collect())
 }
 
 /// Server ids per GTID domain in `@@gtid_binlog_state` (`domain-server-seq,...`).
@@ -365,6 +449,8 @@ mod tests {
             "auto_increment_increment = 2",
             "auto_increment_offset    = 2",
             "read_only                = ON",
+            "sync_binlog                    = 1",
+            "innodb_flush_log_at_trx_commit = 1",
             "user                     = root",
             "bind-address             = 10.77.0.2,10.77.1.2,10.77.1.99",
             "socket                   = /tmp/lab/node2/run/mysqld.sock",

@@ -63,6 +63,17 @@ impl NodePaths {
         self.dir.join("keepalived.log")
     }
 
+    // the notify probe (`mmvip-lab probe-notify`)
+    pub fn probe_dir(&self) -> PathBuf {
+        self.dir.join("probe")
+    }
+    pub fn probe_log(&self) -> PathBuf {
+        self.probe_dir().join("notify-probe.log")
+    }
+    pub fn probe_fault_file(&self) -> PathBuf {
+        self.etc_dir().join("probe-fault")
+    }
+
     // shell baseline hooks
     pub fn hooks_dir(&self) -> PathBuf {
         self.dir.join("hooks")
@@ -92,5 +103,9 @@ impl NodePaths {
     }
     pub fn mmvip_state(&self) -> PathBuf {
         self.mmvip_dir().join("state")
+    }
+    /// The `[peer]` account's password, root-owned 0600.
+    pub fn peer_password(&self) -> PathBuf {
+        self.mmvip_dir().join("peer-password")
     }
 }

@@ -1,24 +1,33 @@
-//! Watches the pair while a scenario runs: each node's `@@read_only` every 20 ms over
+//! Watches the pair while a scenario runs: each node's `@@read_only` every 2 ms over
 //! its unix socket (unix sockets work across namespaces), one thread per node so a
-//! slow node cannot delay the other's samples, and which node holds which VIP every
-//! 100 ms. From the samples come `two_writer_ms` and the VIP history.
+//! slow node cannot delay the other's samples; and which node holds which VIP, from
+//! the kernel's address notifications inside each node's namespace (event-driven, so
+//! a VIP's arrival and departure are timed to the moment). From the samples come
+//! `two_writer_ms`, the VIP history, and the sampling period actually achieved.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, anyhow};
 use mysql::{Conn, OptsBuilder};
 
+use crate::addrwatch::AddressEvents;
 use crate::mariadb;
-use crate::topology::{self, NodeId};
+use crate::netns;
+use crate::topology::{NodeId, PUBLIC_IF};
 
-pub const READ_ONLY_PERIOD: Duration = Duration::from_millis(20);
-pub const VIP_PERIOD: Duration = Duration::from_millis(100);
+/// Short enough that `two_writer_ms = 0` means no overlap longer than a few ms; one
+/// cheap query per node per period is light even on 2 cores.
+pub const READ_ONLY_PERIOD: Duration = Duration::from_millis(2);
 /// A sample must not wait on a hung server longer than this.
 const SAMPLE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long the address watchers may take to report the current addresses.
+const WATCH_READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One node's read_only at one moment; `None` when the node did not answer (a down
 /// server accepts no writes, so it counts as not writable).
@@ -29,7 +38,7 @@ pub struct ReadOnlySample {
     pub read_only: Option<bool>,
 }
 
-/// Which VIPs each node holds at one moment.
+/// Which VIPs each node holds from this moment on (one entry per change).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipSample {
     pub at: Instant,
@@ -43,59 +52,70 @@ pub struct Samples {
     pub vips: Vec<VipSample>,
 }
 
+/// Shared between the sampling threads: the samples, and each node's VIPs now.
+#[derive(Default)]
+struct Shared {
+    samples: Samples,
+    held: [Vec<Ipv4Addr>; 2],
+}
+
 pub struct Sampler {
-    samples: Arc<Mutex<Samples>>,
+    shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Sampler {
+    /// Starts the samplers and returns once both nodes' current VIPs are known.
     pub fn start(sockets: [PathBuf; 2]) -> anyhow::Result<Sampler> {
-        let samples = Arc::new(Mutex::new(Samples::default()));
+        let shared = Arc::new(Mutex::new(Shared::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
+        let mut sampler = Sampler {
+            shared,
+            stop,
+            threads: Vec::new(),
+        };
         for (node, socket) in NodeId::BOTH.into_iter().zip(sockets) {
-            let samples = Arc::clone(&samples);
-            let stop = Arc::clone(&stop);
-            threads.push(
+            let shared = Arc::clone(&sampler.shared);
+            let stop = Arc::clone(&sampler.stop);
+            sampler.threads.push(
                 std::thread::Builder::new()
                     .name(format!("sampler-{}", node.name()))
-                    .spawn(move || sample_read_only(node, &socket, &samples, &stop))?,
+                    .spawn(move || sample_read_only(node, &socket, &shared, &stop))?,
             );
         }
-        {
-            let samples = Arc::clone(&samples);
-            let stop = Arc::clone(&stop);
-            threads.push(
+        let (ready_tx, ready_rx) = mpsc::channel();
+        for node in NodeId::BOTH {
+            let shared = Arc::clone(&sampler.shared);
+            let stop = Arc::clone(&sampler.stop);
+            let ready = ready_tx.clone();
+            sampler.threads.push(
                 std::thread::Builder::new()
-                    .name("sampler-vip".into())
-                    .spawn(move || sample_vips(&samples, &stop))?,
+                    .name(format!("vips-{}", node.name()))
+                    .spawn(move || watch_vips(node, &shared, &stop, &ready))?,
             );
         }
-        Ok(Sampler {
-            samples,
-            stop,
-            threads,
-        })
+        for _ in NodeId::BOTH {
+            ready_rx
+                .recv_timeout(WATCH_READY_TIMEOUT)
+                .map_err(|_| anyhow!("the VIP watchers did not report the current addresses"))?
+                .context("watch VIPs")?;
+        }
+        Ok(sampler)
     }
 
-    /// The newest VIP sample, for waits during a scenario.
+    /// The newest VIP state, for waits during a scenario.
     pub fn latest_vips(&self) -> Option<VipSample> {
-        self.samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .vips
-            .last()
-            .cloned()
+        self.lock().samples.vips.last().cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn stop(mut self) -> Samples {
         self.halt();
-        let mut samples = self
-            .samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let mut samples = self.lock().samples.clone();
         samples.read_only.sort_by_key(|s| s.at);
         samples
     }
@@ -117,7 +137,7 @@ impl Drop for Sampler {
 fn sample_read_only(
     node: NodeId,
     socket: &std::path::Path,
-    samples: &Mutex<Samples>,
+    shared: &Mutex<Shared>,
     stop: &AtomicBool,
 ) {
     let mut conn: Option<Conn> = None;
@@ -139,9 +159,10 @@ fn sample_read_only(
                 Err(_) => conn = None,
             }
         }
-        samples
+        shared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .samples
             .read_only
             .push(ReadOnlySample {
                 at: Instant::now(),
@@ -168,25 +189,91 @@ fn connect(socket: &std::path::Path) -> Option<Conn> {
     Conn::new(opts).ok()
 }
 
-fn sample_vips(samples: &Mutex<Samples>, stop: &AtomicBool) {
+/// Follows `node`'s public addresses from inside its namespace and records every
+/// change of the pair's VIP state. Sends one message on `ready` (the current
+/// addresses are known, or why watching failed).
+fn watch_vips(
+    node: NodeId,
+    shared: &Mutex<Shared>,
+    stop: &AtomicBool,
+    ready: &mpsc::Sender<anyhow::Result<()>>,
+) {
+    let opened = netns::enter(&node.namespace()).and_then(|()| {
+        AddressEvents::open(PUBLIC_IF)
+            .with_context(|| format!("netlink address events in {}", node.namespace()))
+    });
+    let mut events = match opened {
+        Ok(events) => events,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let mut reported_ready = false;
     while !stop.load(Ordering::SeqCst) {
-        let held = NodeId::BOTH.map(|node| {
-            topology::public_addresses(node)
-                .unwrap_or_default()
+        let applied = match events.receive() {
+            Ok(Some(applied)) => applied,
+            Ok(None) => continue,
+            Err(error) => {
+                if !reported_ready {
+                    let _ = ready.send(Err(error.into()));
+                }
+                return;
+            }
+        };
+        let at = Instant::now();
+        if applied.changed || (applied.dump_done && !reported_ready) {
+            // A node's own public address is not a VIP.
+            let vips: Vec<Ipv4Addr> = events
+                .addresses()
                 .into_iter()
-                // A node's own public address is not a VIP.
                 .filter(|addr| *addr != node.public_ip())
+                .collect();
+            let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+            shared.held[node.index()] = vips;
+            let held = shared.held.clone();
+            shared.samples.vips.push(VipSample { at, held });
+        }
+        if applied.dump_done && !reported_ready {
+            reported_ready = true;
+            let _ = ready.send(Ok(()));
+        }
+    }
+}
+
+/// How often read_only was actually sampled: the gaps between one node's
+/// consecutive samples within a window.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SamplePeriod {
+    pub median: Duration,
+    pub worst: Duration,
+}
+
+pub fn sample_period(samples: &[ReadOnlySample], from: Instant, to: Instant) -> SamplePeriod {
+    let mut gaps: Vec<Duration> = NodeId::BOTH
+        .iter()
+        .flat_map(|node| {
+            let times: Vec<Instant> = samples
+                .iter()
+                .filter(|s| s.node == *node && s.at >= from && s.at <= to)
+                .map(|s| s.at)
+                .collect();
+            times
+                .windows(2)
+                .map(|pair| pair[1] - pair[0])
                 .collect::<Vec<_>>()
-        });
-        samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .vips
-            .push(VipSample {
-                at: Instant::now(),
-                held,
-            });
-        std::thread::sleep(VIP_PERIOD);
+        })
+        .collect();
+    if gaps.is_empty() {
+        return SamplePeriod {
+            median: Duration::ZERO,
+            worst: to.saturating_duration_since(from),
+        };
+    }
+    gaps.sort_unstable();
+    SamplePeriod {
+        median: gaps[gaps.len() / 2],
+        worst: gaps[gaps.len() - 1],
     }
 }
 
@@ -257,25 +344,6 @@ pub fn vip_seen_on(
         .iter()
         .find(|s| s.at > since && s.held[node.index()].contains(&vip))
         .map(|s| s.at)
-}
-
-/// The longest interval between one node's consecutive read_only samples.
-pub fn longest_sample_gap(samples: &[ReadOnlySample]) -> Duration {
-    NodeId::BOTH
-        .iter()
-        .flat_map(|node| {
-            let times: Vec<Instant> = samples
-                .iter()
-                .filter(|s| s.node == *node)
-                .map(|s| s.at)
-                .collect();
-            times
-                .windows(2)
-                .map(|pair| pair[1] - pair[0])
-                .collect::<Vec<_>>()
-        })
-        .max()
-        .unwrap_or_default()
 }
 
 /// Total time within [from, to] a step function is true; each point holds until the
@@ -422,14 +490,24 @@ mod tests {
     }
 
     #[test]
-    fn sample_gap_is_per_node() {
+    fn sample_period_is_per_node_and_windowed() {
         let t = Instant::now();
         let samples = vec![
             sample(t, 0, NodeId::One, Some(true)),
-            sample(t, 10, NodeId::Two, Some(true)),
-            sample(t, 20, NodeId::One, Some(true)),
-            sample(t, 90, NodeId::Two, Some(true)),
+            sample(t, 1, NodeId::Two, Some(true)),
+            sample(t, 2, NodeId::One, Some(true)),
+            sample(t, 4, NodeId::One, Some(true)),
+            sample(t, 5, NodeId::Two, None),
+            sample(t, 6, NodeId::One, Some(true)),
+            sample(t, 85, NodeId::Two, Some(true)),
+            sample(t, 500, NodeId::One, Some(true)),
         ];
-        assert_eq!(longest_sample_gap(&samples), Duration::from_millis(80));
+        let end = t + Duration::from_millis(100);
+        let period = sample_period(&samples, t, end);
+        // Gaps: node 1 2, 2, 2; node 2 4, 80.
+        assert_eq!(period.median, Duration::from_millis(2));
+        assert_eq!(period.worst, Duration::from_millis(80));
+        let none = sample_period(&[], t, end);
+        assert_eq!(none.worst, Duration::from_millis(100));
     }
 }

@@ -18,6 +18,7 @@ use crate::hooks::{self, Artifacts, HookSet};
 use crate::keepalived::{self, Timers};
 use crate::mariadb;
 use crate::paths::NodePaths;
+use crate::probe;
 use crate::topology::{self, NodeId};
 use crate::topology::{Instance, Layout};
 use crate::wait;
@@ -37,6 +38,9 @@ pub struct LabConfig {
     pub logs_dir: PathBuf,
     /// Copy every scenario's logs, not only a failed one's.
     pub keep_logs: bool,
+    /// The notify probe's lab: role hooks behind the probe's wrapper, more ways into
+    /// FAULT (see `probe`).
+    pub probe: bool,
 }
 
 struct Node {
@@ -108,12 +112,25 @@ impl Lab {
         self.close_ring()?;
         for node in NodeId::BOTH {
             let paths = self.paths(node).clone();
-            let commands = hooks::install(self.hooks, &paths, &config.artifacts, &self.instances)
-                .with_context(|| {
-                format!("install {} hooks on {}", self.hooks.name(), node.name())
-            })?;
-            self.nodes[node.index()].keepalived_config =
-                keepalived::render(node, &self.instances, &config.timers, &commands);
+            let mut commands =
+                hooks::install(self.hooks, node, &paths, &config.artifacts, &self.instances)
+                    .with_context(|| {
+                        format!("install {} hooks on {}", self.hooks.name(), node.name())
+                    })?;
+            let tracking = if config.probe {
+                let (wrapper, tracking) = probe::install(&paths)?;
+                commands.role_wrapper = Some(wrapper);
+                Some(tracking)
+            } else {
+                None
+            };
+            self.nodes[node.index()].keepalived_config = keepalived::render(
+                node,
+                &self.instances,
+                &config.timers,
+                &commands,
+                tracking.as_ref(),
+            );
         }
         // Started together, both nodes' first master-down timers expire in the same
         // instant: both claim the VIP, then one yields, and the notify hooks of those
@@ -158,8 +175,8 @@ impl Lab {
     fn close_ring(&self) -> Result<()> {
         // Users first on both, so neither IO thread meets a peer without its user.
         for node in NodeId::BOTH {
-            mariadb::create_replication_user(&mut self.connect(node)?)
-                .with_context(|| format!("replication user on {}", node.name()))?;
+            mariadb::create_node_users(&mut self.connect(node)?)
+                .with_context(|| format!("replication and peer users on {}", node.name()))?;
         }
         for node in NodeId::BOTH {
             mariadb::start_replication(&mut self.connect(node)?, node)
@@ -312,11 +329,22 @@ impl Lab {
         Ok(())
     }
 
-    /// A hard crash of the whole host: every process in the node's namespace gets
-    /// SIGKILL, then its links go down and the VIPs it held are forgotten, as after
-    /// a power loss.
+    /// A crash of the whole host: every process in the node's namespace is frozen at
+    /// once (the crash instant), its links go down, then every process gets SIGKILL and
+    /// the VIPs it held are gone. Not a power loss: the page cache (one kernel for the
+    /// whole lab) keeps what was written but not yet fsynced, so a missing fsync would
+    /// go unnoticed here.
+    ///
+    /// Links down before the kill, because the freeze is not airtight: a copy of
+    /// keepalived's VRRP process forked for a hook just before it (right after a MASTER
+    /// transition) escaped, took its parent's death for a shutdown, sent a priority-0
+    /// advert and ran notify_stop, and the peer took over in 0.6 s instead of the
+    /// master-down interval (seen with the README timers). Links down after the
+    /// freeze, not before it, so the node does not go on committing, isolated, for the
+    /// milliseconds the `ip` commands take.
     pub fn crash_node(&mut self, node: NodeId) -> Result<()> {
-        self.registry.kill_namespace(&node.namespace())?;
+        self.registry
+            .kill_namespace(&node.namespace(), || topology::set_node_links(node, false))?;
         let index = node.index();
         for pid in [
             self.nodes[index].mariadbd.take(),
@@ -327,14 +355,14 @@ impl Lab {
         {
             self.registry.wait_exit(pid, KILL_TIMEOUT)?;
         }
-        topology::set_node_links(node, false)?;
         for instance in &self.instances {
             topology::forget_address(node, instance.vip)?;
         }
         Ok(())
     }
 
-    /// The host comes back: links up, MariaDB (crash recovery), then keepalived.
+    /// The host comes back after a crash: links up, MariaDB (crash recovery), then
+    /// keepalived.
     pub fn boot_node(&mut self, node: NodeId) -> Result<()> {
         topology::set_node_links(node, true)?;
         self.start_mariadb(node)?;

@@ -1,6 +1,13 @@
-//! The client load: a thread in the client namespace inserting rows through one VIP as
-//! the ordinary application user, recording every insert MariaDB acknowledged, and on
-//! any error dropping the connection and reconnecting, as an application pool would.
+//! The client load: threads in the client namespace writing through one VIP as the
+//! ordinary application user, recording every write MariaDB acknowledged and every
+//! write whose fate the client cannot know (the connection was lost after the
+//! statement or COMMIT was sent, before the answer), and on any error dropping the
+//! connection and reconnecting, as an application pool would.
+//!
+//! Two workloads: plain inserts (commutative: any order of the same rows gives the
+//! same table) and a sequence, where each write takes the next number of its stream
+//! from the value it read in the same transaction, so a write served by a node that
+//! had not applied the previous one takes a number twice.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +20,7 @@ use anyhow::{Context, Result, anyhow};
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 
-use crate::mariadb::{APP_PASSWORD, APP_USER, DATABASE, PORT, TABLE};
+use crate::mariadb::{APP_PASSWORD, APP_USER, DATABASE, PORT, SEQUENCE_TABLE, TABLE};
 use crate::netns;
 use crate::topology::CLIENT_NS;
 
@@ -25,6 +32,28 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Distinct error messages kept for the report.
 const KEPT_ERRORS: usize = 4;
 
+/// Server errors that mean the write was refused and not committed: read-only,
+/// duplicate key, deadlock, lock wait timeout, access denied. Any other failure after
+/// the statement (or COMMIT) was sent leaves its fate unknown to the client.
+const REFUSED_CODES: [u16; 7] = [1290, 1836, 1792, 1062, 1213, 1205, 1142];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// One autocommit INSERT of a new uid per write.
+    Insert,
+    /// BEGIN; read the stream's highest n; insert n + 1; COMMIT.
+    Sequence { stream: u8 },
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Insert => "insert",
+            Workload::Sequence { .. } => "sequence",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WriterSpec {
     /// Names the writer in rows and notes, e.g. `vip1`.
@@ -32,11 +61,12 @@ pub struct WriterSpec {
     pub vip: Ipv4Addr,
     /// uids are `uid_base + n`: distinct across writers, independent of auto_increment.
     pub uid_base: u64,
-    /// One insert per interval: a steady load rather than as fast as possible.
+    /// One write per interval: a steady load rather than as fast as possible.
     pub interval: Duration,
+    pub workload: Workload,
 }
 
-/// One acknowledged insert.
+/// One acknowledged write, or one whose outcome the client does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
     pub uid: u64,
@@ -48,6 +78,11 @@ pub struct Ack {
 #[derive(Debug, Default, Clone)]
 pub struct WriterLog {
     pub acks: Vec<Ack>,
+    /// The connection broke (or an unexpected error came back) after the write's
+    /// statement or COMMIT was sent: committed or not, only the data can tell.
+    pub ambiguous: Vec<Ack>,
+    /// Writes the server refused with an error that means "not committed".
+    pub refused: Vec<u64>,
     pub attempted: u64,
     pub errors: u64,
     pub distinct_errors: Vec<String>,
@@ -152,6 +187,61 @@ impl Drop for Writer {
     }
 }
 
+/// How a write that did not get its OK ended, as far as the client knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failed {
+    /// Certainly not committed: refused by the server, or the connection broke
+    /// before COMMIT was sent (the server rolls an open transaction back).
+    NotCommitted(String),
+    /// Sent, and no answer that settles it.
+    Ambiguous(String),
+}
+
+fn after_sending(error: mysql::Error) -> Failed {
+    match &error {
+        mysql::Error::MySqlError(e) if REFUSED_CODES.contains(&e.code) => {
+            Failed::NotCommitted(error.to_string())
+        }
+        _ => Failed::Ambiguous(error.to_string()),
+    }
+}
+
+fn before_commit(error: mysql::Error) -> Failed {
+    Failed::NotCommitted(error.to_string())
+}
+
+fn write_once(
+    conn: &mut Conn,
+    spec: &WriterSpec,
+    uid: u64,
+    server_id: u32,
+) -> std::result::Result<(), Failed> {
+    match spec.workload {
+        Workload::Insert => conn
+            .query_drop(format!(
+                "INSERT INTO {TABLE} (uid, writer) VALUES ({uid}, '{}')",
+                spec.name
+            ))
+            .map_err(after_sending),
+        Workload::Sequence { stream } => {
+            conn.query_drop("BEGIN").map_err(before_commit)?;
+            let head: Option<u64> = conn
+                .query_first(format!(
+                    "SELECT COALESCE(MAX(n), 0) FROM {SEQUENCE_TABLE} WHERE stream = {stream}"
+                ))
+                .map_err(before_commit)?;
+            let next = head.unwrap_or(0) + 1;
+            // Literal values: a replica must store what this node computed, never
+            // recompute it (the binlog may carry the statement).
+            conn.query_drop(format!(
+                "INSERT INTO {SEQUENCE_TABLE} (stream, n, uid, server_id) VALUES ({stream}, {next}, {uid}, {server_id})"
+            ))
+            .map_err(before_commit)?;
+            conn.query_drop("COMMIT").map_err(after_sending)
+        }
+    }
+}
+
 fn write_loop(spec: &WriterSpec, log: &Mutex<WriterLog>, stop: &AtomicBool) {
     let lock = || log.lock().unwrap_or_else(|p| p.into_inner());
     let mut connection: Option<(Conn, u32)> = None;
@@ -175,19 +265,24 @@ fn write_loop(spec: &WriterSpec, log: &Mutex<WriterLog>, stop: &AtomicBool) {
         };
         sequence += 1;
         let uid = spec.uid_base + sequence;
-        let insert = format!(
-            "INSERT INTO {TABLE} (uid, writer) VALUES ({uid}, '{}')",
-            spec.name
-        );
         lock().attempted += 1;
-        match conn.query_drop(insert) {
-            Ok(()) => lock().acks.push(Ack {
-                uid,
-                server_id,
-                at: Instant::now(),
-            }),
-            Err(error) => {
-                lock().record_error(&error.to_string());
+        let outcome = write_once(conn, spec, uid, server_id);
+        let at = Instant::now();
+        match outcome {
+            Ok(()) => lock().acks.push(Ack { uid, server_id, at }),
+            Err(failed) => {
+                let mut log = lock();
+                match failed {
+                    Failed::NotCommitted(error) => {
+                        log.refused.push(uid);
+                        log.record_error(&error);
+                    }
+                    Failed::Ambiguous(error) => {
+                        log.ambiguous.push(Ack { uid, server_id, at });
+                        log.record_error(&error);
+                    }
+                }
+                drop(log);
                 connection = None;
             }
         }
@@ -259,6 +354,25 @@ mod tests {
         assert_eq!(gap, Duration::from_millis(550));
         let tail = log.longest_gap(start, start + Duration::from_millis(2000));
         assert_eq!(tail, Duration::from_millis(1300));
+    }
+
+    #[test]
+    fn only_refusals_settle_a_failed_write() {
+        let refused = mysql::Error::MySqlError(mysql::MySqlError {
+            state: "HY000".into(),
+            message: "read-only".into(),
+            code: 1290,
+        });
+        assert!(matches!(after_sending(refused), Failed::NotCommitted(_)));
+        // Killed by a demotion hook after the statement was sent: unknown.
+        let killed = mysql::Error::MySqlError(mysql::MySqlError {
+            state: "70100".into(),
+            message: "Connection was killed".into(),
+            code: 1927,
+        });
+        assert!(matches!(after_sending(killed), Failed::Ambiguous(_)));
+        let io = mysql::Error::IoError(std::io::ErrorKind::ConnectionReset.into());
+        assert!(matches!(after_sending(io), Failed::Ambiguous(_)));
     }
 
     #[test]

@@ -245,7 +245,7 @@ pub mod lease {
 
 /// Grant `vip`: addresses held by this node.
 pub mod vip {
-    pub use crate::wit::vip::holds;
+    pub use crate::wit::vip::{clients, holds};
 }
 
 /// Grant `state`: the node's small key/value store.

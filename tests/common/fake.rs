@@ -212,6 +212,10 @@ impl Vip for HeldVips {
     fn holds(&mut self, address: &str) -> Result<bool, String> {
         Ok(self.0.contains(address))
     }
+
+    fn clients(&mut self, _address: &str) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// A failover flag with a scripted answer.

@@ -41,6 +41,8 @@ pub fn mmvip_binary() -> PathBuf {
 pub struct Site {
     pub dir: tempfile::TempDir,
     pub config_extra: String,
+    /// Top-level keys other than paths (`log = [...]`).
+    pub top_extra: String,
     pub socket: PathBuf,
     /// Top-level path keys (`cache_dir`, `log_file`, ...) set to other places.
     pub paths: Vec<(String, PathBuf)>,
@@ -54,6 +56,7 @@ impl Site {
         let site = Site {
             dir,
             config_extra: String::new(),
+            top_extra: String::new(),
             socket,
             paths: Vec::new(),
         };
@@ -88,6 +91,14 @@ impl Site {
         self
     }
 
+    /// Adds a top-level line (before any table).
+    pub fn with_top(mut self, line: &str) -> Site {
+        self.top_extra.push_str(line);
+        self.top_extra.push('\n');
+        self.write_config();
+        self
+    }
+
     /// Appends TOML (plugin tables, `[mariadb]` keys go through `mariadb_extra`).
     pub fn with_config(mut self, extra: &str) -> Site {
         self.config_extra.push_str(extra);
@@ -112,6 +123,7 @@ impl Site {
                 .map_or_else(|| root.join(default), |(_, p)| p.clone());
             text.push_str(&format!("{key} = \"{}\"\n", path.display()));
         }
+        text.push_str(&self.top_extra);
         text.push_str(&format!(
             "\n[mariadb]\nsocket = \"{}\"\ntimeout_ms = 500\n{}",
             self.socket.display(),
@@ -219,7 +231,7 @@ pub fn run_in_process(
     let dir = private_tempdir();
     let log_path = dir.path().join("test.log");
     let log = Log::open(
-        &log_path,
+        &mmvip::log::Targets::file(&log_path),
         LogContext {
             plugin: crate_name.into(),
             ..LogContext::default()

@@ -246,7 +246,10 @@ mod tests {
     fn state_dir() -> (tempfile::TempDir, TrustedDir, Log) {
         let temp = tempfile::tempdir().unwrap();
         let dir = crate::trust::open_dir(&temp.path().join("state"), "state_dir", true).unwrap();
-        let log = Log::open(&temp.path().join("log"), LogContext::default());
+        let log = Log::open(
+            &crate::log::Targets::file(&temp.path().join("log")),
+            LogContext::default(),
+        );
         (temp, dir, log)
     }
 

@@ -11,9 +11,10 @@ use crate::runtime::HookState;
 
 pub const CAPABILITY: Capability = Capability { grant: "vip", link };
 
-/// The back-end: whether this node holds an address.
+/// The back-end: whether this node holds an address, and who is connected to it.
 pub trait Vip: Send {
     fn holds(&mut self, address: &str) -> Result<bool, String>;
+    fn clients(&mut self, address: &str) -> Result<Vec<String>, String>;
 }
 
 /// This node's own addresses.
@@ -37,11 +38,29 @@ impl wit::Host for Cap<'_> {
     fn holds(&mut self, address: String) -> wasmtime::Result<Result<bool, String>> {
         Ok(self.0.holds(&address))
     }
+
+    fn clients(&mut self, address: String) -> wasmtime::Result<Result<Vec<String>, String>> {
+        Ok(self.0.clients(&address))
+    }
 }
 
 struct LocalAddresses;
 
 impl Vip for LocalAddresses {
+    fn clients(&mut self, address: &str) -> Result<Vec<String>, String> {
+        let wanted: IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{address}` is not an IP address"))?;
+        let table = match wanted {
+            IpAddr::V4(_) => "/proc/net/tcp",
+            IpAddr::V6(_) => "/proc/net/tcp6",
+        };
+        let text =
+            std::fs::read_to_string(table).map_err(|e| format!("cannot read {table}: {e}"))?;
+        Ok(tcp_clients(&text, wanted))
+    }
+
     fn holds(&mut self, address: &str) -> Result<bool, String> {
         let wanted: IpAddr = address
             .trim()
@@ -60,6 +79,49 @@ impl Vip for LocalAddresses {
             }
         }
     }
+}
+
+/// `/proc/net/tcp{,6}` states of a connection a client may still use: established,
+/// or closed by the client while the server side (a session) is still open.
+const OPEN_STATES: [&str; 2] = ["01", "08"];
+
+/// The remote ends of open connections whose local address is `local`.
+fn tcp_clients(table: &str, local: IpAddr) -> Vec<String> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (ours, theirs, state) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
+            if !OPEN_STATES.contains(state) || parse_endpoint(ours)?.0 != local {
+                return None;
+            }
+            let (ip, port) = parse_endpoint(theirs)?;
+            Some(format!("{ip}:{port}"))
+        })
+        .collect()
+}
+
+/// `0100007F:0CEA` (the address as the kernel's native-endian words, the port in
+/// big-endian hex) as 127.0.0.1 and 3306.
+fn parse_endpoint(text: &str) -> Option<(IpAddr, u16)> {
+    let (address, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for word in address.as_bytes().chunks(8) {
+        let word = u32::from_str_radix(std::str::from_utf8(word).ok()?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+            // MariaDB shows an IPv4 client of a dual-stack socket as plain IPv4.
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some((ip, port))
 }
 
 /// Addresses the kernel routes as `host LOCAL`: those configured on an interface.
@@ -89,6 +151,32 @@ fn local_ipv6(table: &str) -> impl Iterator<Item = IpAddr> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_are_the_open_connections_accepted_on_the_address() {
+        // 10.77.1.99:3306 ← 10.77.1.100:51234 established, ← .100:51236 closed by
+        // the client; a connection to 10.77.1.1:3306 and the listener are not.
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue\n\
+   0: 00000000:0CEA 00000000:0000 0A 00000000:00000000\n\
+   1: 63014D0A:0CEA 64014D0A:C822 01 00000000:00000000\n\
+   2: 63014D0A:0CEA 64014D0A:C824 08 00000000:00000000\n\
+   3: 63014D0A:0CEA 64014D0A:C826 06 00000000:00000000\n\
+   4: 01014D0A:0CEA 64014D0A:C828 01 00000000:00000000\n";
+        assert_eq!(
+            tcp_clients(table, "10.77.1.99".parse().unwrap()),
+            ["10.77.1.100:51234", "10.77.1.100:51236"]
+        );
+    }
+
+    #[test]
+    fn ipv6_endpoints_and_mapped_ipv4_clients() {
+        // [::1]:3306 ← [::ffff:10.77.1.100]:51234 (kernel words, native endian).
+        let table = "header\n   0: 00000000000000000000000001000000:0CEA 0000000000000000FFFF000064014D0A:C822 01 x\n";
+        assert_eq!(
+            tcp_clients(table, "::1".parse().unwrap()),
+            ["10.77.1.100:51234"]
+        );
+    }
 
     const TRIE: &str = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 10.77.1.0\n        /24 link UNICAST\n     |-- 10.77.1.99\n        /32 host LOCAL\nLocal:\n     |-- 10.77.1.1\n        /32 host LOCAL\n     |-- 10.77.1.255\n        /32 link BROADCAST\n";
 

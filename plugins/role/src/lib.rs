@@ -197,13 +197,19 @@ pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome
     }
     let leaving = target.map(|t| t.name.as_str());
     if let Some(kept) = still_held_rw(node, call.instances(), leaving) {
+        let mut summary = format!("still holds the rw VIP of {kept}: staying writable");
         if let Some(target) = target {
             release_lease(node, &target.name);
+            // Sessions that came in through the departing VIP belong to clients now
+            // sent to the peer; left open (a transaction holding row locks) they
+            // would stall replication of the peer's writes.
+            let spared = Spared::learn(node, &options.settings);
+            summary.push_str(&format!(
+                "; {}",
+                kill_through_vip(node, &options.settings, &spared, &target.vip)?
+            ));
         }
-        return finish(
-            format!("still holds the rw VIP of {kept}: staying writable"),
-            &problems,
-        );
+        return finish(summary, &problems);
     }
     let settings = &options.settings;
     let spared = Spared::learn(node, settings);
@@ -436,6 +442,44 @@ fn verify(node: &mut impl Node, variable: &str, value: &str) -> Result<(), HookE
             other.unwrap_or("NULL")
         ))),
     }
+}
+
+/// Kills the (unspared) sessions of clients connected through `vip`.
+fn kill_through_vip(
+    node: &mut impl Node,
+    settings: &Settings,
+    spared: &Spared,
+    vip: &str,
+) -> Result<String, HookError> {
+    if !settings.kill {
+        return Ok("kill = false: sessions through its VIP left open".into());
+    }
+    let clients = node
+        .vip_clients(vip)
+        .map_err(|why| failed(format!("cannot list the clients of VIP {vip}: {why}")))?;
+    let connections = node
+        .connections()
+        .map_err(|e| failed(format!("cannot list connections: {e}")))?;
+    let mut killed = Vec::new();
+    for connection in connections
+        .iter()
+        .filter(|c| !spared.spares(c) && clients.contains(&c.host))
+    {
+        match node.kill_connection(connection.id) {
+            Ok(true) => killed.push(connection.id.to_string()),
+            Ok(false) => {}
+            Err(e) => return Err(failed(format!("killing session {}: {e}", connection.id))),
+        }
+    }
+    Ok(format!(
+        "killed {} sessions that came in through VIP {vip}{}",
+        killed.len(),
+        if killed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", killed.join(", "))
+        }
+    ))
 }
 
 /// Kills client connections once the node is read-only: every one not spared with

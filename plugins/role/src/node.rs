@@ -37,6 +37,8 @@ pub trait Node {
     fn acquire_lease(&mut self, instance: &str, timeout: Duration) -> LeaseAnswer;
     fn release_lease(&mut self, instance: &str) -> LeaseAnswer;
     fn holds_vip(&mut self, address: &str) -> Result<bool, String>;
+    /// The remote `host:port` of clients still connected through `address`.
+    fn vip_clients(&mut self, address: &str) -> Result<Vec<String>, String>;
     /// Keeps a fact in the node's state; a refusal is logged, never fatal.
     fn remember(&mut self, key: &str, value: &str);
     fn warn(&mut self, message: &str);
@@ -121,6 +123,10 @@ impl Node for Capabilities {
 
     fn holds_vip(&mut self, address: &str) -> Result<bool, String> {
         vip::holds(address)
+    }
+
+    fn vip_clients(&mut self, address: &str) -> Result<Vec<String>, String> {
+        vip::clients(address)
     }
 
     fn remember(&mut self, key: &str, value: &str) {

@@ -21,6 +21,8 @@ struct Scripted {
     connections: Vec<ClientConnection>,
     events: Vec<EventInfo>,
     vips: BTreeSet<String>,
+    /// Remote `host:port` of clients connected through each VIP.
+    vip_clients: BTreeMap<String, Vec<String>>,
     state: BTreeMap<String, String>,
     /// What the peer answers, in turn (the last answer repeats).
     peer: Vec<Result<PeerStatus, SqlError>>,
@@ -46,6 +48,7 @@ impl Scripted {
             connections: Vec::new(),
             events: Vec::new(),
             vips: ["10.0.1.100".to_string()].into(),
+            vip_clients: BTreeMap::new(),
             state: BTreeMap::new(),
             peer: vec![Err(SqlError::Unreachable("10.0.0.2:3306: refused".into()))],
             privileged: Vec::new(),
@@ -93,6 +96,13 @@ fn connection(id: u64, user: &str, command: &str) -> ClientConnection {
         command: command.into(),
         is_self: false,
         in_transaction: false,
+    }
+}
+
+fn with_host(connection: ClientConnection, host: &str) -> ClientConnection {
+    ClientConnection {
+        host: host.into(),
+        ..connection
     }
 }
 
@@ -197,6 +207,10 @@ impl Node for Scripted {
 
     fn holds_vip(&mut self, address: &str) -> Result<bool, String> {
         Ok(self.vips.contains(address))
+    }
+
+    fn vip_clients(&mut self, address: &str) -> Result<Vec<String>, String> {
+        Ok(self.vip_clients.get(address).cloned().unwrap_or_default())
     }
 
     fn remember(&mut self, key: &str, value: &str) {
@@ -363,9 +377,18 @@ fn demotion_keeps_another_held_rw_vip_writable_and_refuses_a_master_transition()
     let mut node = Scripted::new();
     node.variables.insert("read_only".into(), "0".into());
     node.vips = ["10.0.1.101".to_string()].into();
+    node.connections = vec![
+        with_host(connection(1, "app", "Query"), "10.0.1.7:40001"),
+        with_host(connection(2, "app", "Sleep"), "10.0.1.8:40002"),
+        with_host(connection(3, "monitor", "Sleep"), "10.0.1.7:40003"),
+    ];
+    node.vip_clients.insert(
+        "10.0.1.100".into(),
+        vec!["10.0.1.7:40001".into(), "10.0.1.7:40003".into()],
+    );
     let summary = demote_on(
         &mut node,
-        &call(&["--instance=VI_1"], "{}"),
+        &call(&["--instance=VI_1"], r#"{"spare_users": ["monitor"]}"#),
         VrrpState::Fault,
     )
     .unwrap();
@@ -374,6 +397,10 @@ fn demotion_keeps_another_held_rw_vip_writable_and_refuses_a_master_transition()
         "{summary}"
     );
     assert!(!node.read_only());
+    // Only the unspared session that came in through VI_1's VIP goes; the one
+    // through VI_2's VIP stays.
+    assert_eq!(node.calls, ["RELEASE VI_1", "KILL 1"]);
+    assert!(summary.contains("killed 1 sessions"), "{summary}");
 
     let master = Call::new(&[], "{}", Duration::from_secs(30)).with_event(
         event(VrrpState::Master),
@@ -570,6 +597,9 @@ impl Node for LeavingVip<'_> {
     fn holds_vip(&mut self, address: &str) -> Result<bool, String> {
         *self.checks_left += 1;
         Ok(*self.checks_left == 1 && self.node.vips.contains(address))
+    }
+    fn vip_clients(&mut self, address: &str) -> Result<Vec<String>, String> {
+        self.node.vip_clients(address)
     }
     fn remember(&mut self, key: &str, value: &str) {
         self.node.remember(key, value)
