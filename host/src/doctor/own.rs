@@ -36,7 +36,9 @@ fn trust(config: &Config, checks: &mut Vec<Check>) {
     );
     checks.push(created_dir(&config.cache_dir, "cache_dir"));
     checks.push(created_dir(&config.state_dir, "state_dir"));
-    checks.push(log_file(&config.log_file));
+    if let Some(path) = &config.log.file {
+        checks.push(log_file(path));
+    }
     let mut secrets = vec![
         (
             "trust.mariadb_password_file",
