@@ -59,6 +59,9 @@ enum Command {
         /// JSON instead of text: an array of {check, ok, detail, fix}.
         #[arg(long)]
         json: bool,
+        /// Also check the peer's server settings (over [peer]).
+        #[arg(long)]
+        peer: bool,
         /// keepalived's config file.
         #[arg(long, value_name = "FILE", default_value = crate::doctor::DEFAULT_KEEPALIVED_CONF)]
         keepalived_conf: PathBuf,
@@ -111,8 +114,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>, exit: Exit) -> Ended {
         }
         Command::Doctor {
             json,
+            peer,
             keepalived_conf,
-        } => doctor(&config, &config_path, &keepalived_conf, json),
+        } => doctor(&config, &config_path, &keepalived_conf, peer, json),
         Command::Guard => {
             let log = command_log(&config, "guard");
             match crate::guard::run(&config, &config_path, log.clone()) {
@@ -328,9 +332,15 @@ fn list_plugins(config: &Config) -> Ended {
     worst.map_or(Ended::Done, Ended::Failed)
 }
 
-fn doctor(config: &Config, config_path: &Path, keepalived_conf: &Path, json: bool) -> Ended {
+fn doctor(
+    config: &Config,
+    config_path: &Path,
+    keepalived_conf: &Path,
+    check_peer: bool,
+    json: bool,
+) -> Ended {
     let log = command_log(config, "doctor");
-    let checks = crate::doctor::run(config, config_path, keepalived_conf, &log);
+    let checks = crate::doctor::run(config, config_path, keepalived_conf, check_peer, &log);
     if json {
         println!(
             "{:#}",

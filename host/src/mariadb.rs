@@ -334,12 +334,13 @@ pub fn parse_version(text: &str) -> (u32, u32, u32) {
     )
 }
 
-/// The privileges that let an account write while `read_only` is ON on a server of
-/// `version`, as `information_schema.USER_PRIVILEGES` names them. READ ONLY ADMIN
-/// exists from 10.5.2 (10.11 lists it as READ_ONLY ADMIN); until MDEV-29596 (11.0.1)
-/// SUPER implies it.
+/// The privileges that let an account write while `read_only` is ON (and set it) on a
+/// server of `version`, as `information_schema.USER_PRIVILEGES` names them. READ ONLY
+/// ADMIN exists from 10.5.2 (10.11 lists it as READ_ONLY ADMIN); before 10.11
+/// (MDEV-29596) SUPER implies it. Seen on 10.11.19: a SUPER-only account gets error
+/// 1290 writing to a read-only server.
 pub fn read_only_bypass_privileges(version: (u32, u32, u32)) -> &'static [&'static str] {
-    if version < (11, 0, 1) {
+    if version < (10, 11, 0) {
         &["READ ONLY ADMIN", "READ_ONLY ADMIN", "SUPER"]
     } else {
         &["READ ONLY ADMIN", "READ_ONLY ADMIN"]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Check, Facts};
 use crate::caps::sql::{SqlError, describe};
 use crate::log::Level;
-use crate::mariadb::Session;
+use crate::mariadb::{Session, read_only_bypass_privileges};
 
 /// Hosts an account can only be used from on this node itself: not a client's way
 /// in through the VIP.
@@ -88,11 +88,12 @@ fn needs(version: (u32, u32, u32)) -> Vec<(&'static str, Vec<&'static str>)> {
     let mut needs = vec![
         (
             "set read_only",
-            if version < (11, 0, 1) {
-                vec!["READ_ONLY ADMIN", "READ ONLY ADMIN", "SUPER"]
-            } else {
-                vec!["READ_ONLY ADMIN", "READ ONLY ADMIN"]
-            },
+            // READ_ONLY ADMIN first: the name 10.11 grants it by, shown in the fix.
+            [
+                &["READ_ONLY ADMIN"][..],
+                read_only_bypass_privileges(version),
+            ]
+            .concat(),
         ),
         (
             "kill sessions",
@@ -270,7 +271,7 @@ fn bypassing_accounts(
     session: &mut Session,
     version: (u32, u32, u32),
 ) -> Result<BTreeMap<(String, String), BTreeSet<Bypass>>, SqlError> {
-    let bypass = crate::mariadb::read_only_bypass_privileges(version);
+    let bypass = read_only_bypass_privileges(version);
     let mut found: BTreeMap<(String, String), BTreeSet<Bypass>> = BTreeMap::new();
     for row in session.rows(
         Level::Debug,
@@ -359,10 +360,10 @@ mod tests {
     }
 
     #[test]
-    fn super_stops_counting_for_read_only_in_11_0_1() {
+    fn super_stops_counting_for_read_only_in_10_11() {
         let set = |version| needs(version)[0].1.clone();
-        assert!(set((10, 11, 9)).contains(&"SUPER"));
-        assert!(!set((11, 0, 1)).contains(&"SUPER"));
+        assert!(set((10, 6, 20)).contains(&"SUPER"));
+        assert!(!set((10, 11, 0)).contains(&"SUPER"));
         assert_eq!(needs((10, 11, 9))[3].1[0], "SLAVE MONITOR");
         assert_eq!(needs((10, 4, 30))[1].1, ["SUPER"]);
     }

@@ -72,8 +72,14 @@ impl Check {
     }
 }
 
-/// Runs every check.
-pub fn run(config: &Config, config_path: &Path, keepalived_conf: &Path, log: &Log) -> Vec<Check> {
+/// Runs every check; with `check_peer`, the peer's server settings too.
+pub fn run(
+    config: &Config,
+    config_path: &Path,
+    keepalived_conf: &Path,
+    check_peer: bool,
+    log: &Log,
+) -> Vec<Check> {
     let mut checks = vec![Check::pass(
         "config",
         format!("config {} loads", config_path.display()),
@@ -83,16 +89,22 @@ pub fn run(config: &Config, config_path: &Path, keepalived_conf: &Path, log: &Lo
     // The peer is asked after this node: the cross-node checks rely on that order.
     let (mut peer, reached) = peer::reach(config, log);
     if let Some((session, facts)) = local.as_mut() {
-        server::check(facts, &mut checks);
+        server::check(facts, server::Side::Local, &mut checks);
         checks.push(options::read_only_at_start(facts));
         replication::check(session, facts, peer.as_mut(), &mut checks);
         checks.push(reached);
         if let Some(peer) = peer.as_mut() {
+            if check_peer {
+                server::check(&peer.facts, server::Side::Peer, &mut checks);
+            }
             peer::compare(config, session, facts, peer, &mut checks);
         }
         accounts::check(session, facts, &mut checks);
     } else {
         checks.push(reached);
+        if check_peer && let Some(peer) = peer.as_ref() {
+            server::check(&peer.facts, server::Side::Peer, &mut checks);
+        }
     }
     keepalived::check(config, keepalived_conf, &plugins, &mut checks);
     checks

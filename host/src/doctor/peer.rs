@@ -12,7 +12,7 @@ use crate::mariadb::{Endpoint, Session};
 pub(super) struct Peer {
     pub address: String,
     pub session: Session,
-    facts: Facts,
+    pub facts: Facts,
 }
 
 const UNREACHABLE_FIX: &str = "check [peer] addresses, the account (CREATE USER 'mmvip_peer'@'<this node>' with no privileges, made with sql_log_bin = 0 on both nodes), its password_file and the network — when master cannot ask the peer it promotes on what this node received, which may lack what the peer acknowledged, and doctor cannot compare the nodes";
