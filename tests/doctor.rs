@@ -859,3 +859,89 @@ fn a_missing_config_is_a_usage_error() {
         stderr(&output)
     );
 }
+
+#[test]
+fn with_the_guard_instances_track_its_files_at_weight_0_and_its_process() {
+    let link = Link::new();
+    let site = Site::new();
+    let secret = site.path("guard-secret");
+    write_secret(&secret, "a shared secret for both guards");
+    let track_dir = site.path("track");
+    let site = site.with_config(&format!(
+        "[instances.VI_1]\nvip = \"{VIP}\"\n[guard]\nnode = \"db1\"\nlisten = [\"127.0.0.1:7007\"]\npeer = [\"127.0.0.2:7007\"]\nsecret_file = \"{}\"\ntrack_dir = \"{}\"\n",
+        secret.display(),
+        track_dir.display()
+    ));
+    site.install_builtins();
+    // The guard's process as keepalived matches it: with arguments, the command line
+    // word for word (here the binary under test stands where the unit's would).
+    let track = |weight: &str, process: &str| {
+        format!(
+            "vrrp_track_file mmvip_health {{\n    file \"{0}/health\"\n    weight 0\n}}\nvrrp_track_file mmvip_failover {{\n    file \"{0}/failover\"\n    {weight}\n}}\nvrrp_track_file mmvip_VI_1 {{\n    file \"{0}/VI_1\"\n    weight 0\n}}\nvrrp_track_process mmvip_guard {{\n    {process}\n    weight 0\n}}\n",
+            track_dir.display(),
+        )
+    };
+    let process = format!("process {} guard", mmvip_binary().display());
+    let conf = write_keepalived(&site, &link.0, &[("VI_1", VIP)]);
+    let instance = site.path("keepalived.d").join("VI_1.conf");
+    let tracked = std::fs::read_to_string(&instance).unwrap().replace(
+        "    notify_master",
+        "    track_file {\n        mmvip_health\n        mmvip_failover\n        mmvip_VI_1\n    }\n    track_process {\n        mmvip_guard\n    }\n    notify_master",
+    );
+    std::fs::write(&instance, &tracked).unwrap();
+    // Defined before the instance that uses them (includes are read in name order).
+    let guard_blocks = site.path("keepalived.d").join("00-guard.conf");
+    std::fs::write(&guard_blocks, track("weight 0", &process)).unwrap();
+    let (_, checks) = doctor_json(&site, &conf, &[]);
+    assert_passed(
+        &checks,
+        "keepalived.VI_1.tracking",
+        &["tracks the guard's files", "and its process"],
+    );
+    assert_passed(&checks, "keepalived.config_test", &[]);
+    // The guard is not running here.
+    assert_failed(&checks, "guard", &["systemctl enable --now mmvip-guard"]);
+
+    // A track file with keepalived's default weight only lowers the priority.
+    std::fs::write(&guard_blocks, track("", &process)).unwrap();
+    let (_, checks) = doctor_json(&site, &conf, &[]);
+    assert_failed(
+        &checks,
+        "keepalived.VI_1.tracking",
+        &[&format!(
+            "tracks {}/failover without weight 0",
+            track_dir.display()
+        )],
+    );
+    // A process line keepalived would never match to the guard: the name alone is
+    // compared with the first word of the command line once arguments are involved,
+    // and `parameters` is no keyword of keepalived 2.2.
+    std::fs::write(
+        &guard_blocks,
+        track(
+            "weight 0",
+            "process mmvip\n    param_match initial\n    parameters guard",
+        ),
+    )
+    .unwrap();
+    let (_, checks) = doctor_json(&site, &conf, &[]);
+    assert_failed(
+        &checks,
+        "keepalived.VI_1.tracking",
+        &["does not track the process `mmvip guard`"],
+    );
+    assert_failed(
+        &checks,
+        "keepalived.config_test",
+        &["Unknown keyword 'parameters'"],
+    );
+    // Nor tracking the guard's process at all.
+    std::fs::write(&guard_blocks, track("weight 0", &process)).unwrap();
+    std::fs::write(&instance, tracked.replace("        mmvip_guard\n", "")).unwrap();
+    let (_, checks) = doctor_json(&site, &conf, &[]);
+    assert_failed(
+        &checks,
+        "keepalived.VI_1.tracking",
+        &["does not track the process `mmvip guard`"],
+    );
+}

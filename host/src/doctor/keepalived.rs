@@ -103,7 +103,7 @@ pub(super) fn check(
         checks.push(unicast(name, vrrp));
         checks.push(notify(name, vrrp, config.instances.len()));
         checks.push(match &config.guard {
-            Some(guard) => guard_tracking(name, vrrp, &parsed, &guard.track_dir),
+            Some(guard) => guard_tracking(name, vrrp, &parsed, &guard.track_dir, &config.state_dir),
             None => script_tracking(name, vrrp, &parsed, plugins),
         });
     }
@@ -376,7 +376,13 @@ fn notify(name: &str, vrrp: &Statement, instances: usize) -> Check {
 
 /// With the guard: the instance tracks the guard's files (weight 0: a 1 is FAULT) and
 /// its process.
-fn guard_tracking(name: &str, vrrp: &Statement, parsed: &Parsed, track_dir: &Path) -> Check {
+fn guard_tracking(
+    name: &str,
+    vrrp: &Statement,
+    parsed: &Parsed,
+    track_dir: &Path,
+    state_dir: &Path,
+) -> Check {
     let check = format!("keepalived.{name}.tracking");
     let mut problems = Vec::new();
     for file in [HEALTH_TRACK, FAILOVER_TRACK, name] {
@@ -403,23 +409,38 @@ fn guard_tracking(name: &str, vrrp: &Statement, parsed: &Parsed, track_dir: &Pat
             }
         }
     }
-    let tracks_guard = vrrp
+    let definitions: Vec<(&Statement, &Statement)> = vrrp
         .children()
         .filter(|s| s.keyword() == "track_process")
         .flat_map(Statement::children)
-        .any(|item| {
-            parsed
+        .filter_map(|item| {
+            let definition = parsed
                 .top("vrrp_track_process")
-                .filter(|d| d.words.get(1) == Some(&item.words[0]))
-                .any(|d| {
-                    let process = d.child("process").and_then(|p| p.words.get(1));
-                    let parameters = d.child("parameters").map(|p| p.words[1..].join(" "));
-                    process.is_some_and(|p| p == "mmvip" || p.ends_with("/mmvip"))
-                        && parameters.is_some_and(|p| p.split_whitespace().any(|w| w == "guard"))
-                })
-        });
-    if !tracks_guard {
-        problems.push("does not track the process `mmvip guard`".into());
+                .find(|d| d.words.get(1) == Some(&item.words[0]))?;
+            Some((item, definition))
+        })
+        .collect();
+    let running = running_guard(state_dir);
+    let guard_tracked = definitions.iter().find(|(_, definition)| {
+        ProcessMatch::of(definition).is_some_and(|m| match &running {
+            None => m.names_the_guard(),
+            Some((comm, argv)) => m.matches(comm, argv),
+        })
+    });
+    match (guard_tracked, &running) {
+        (None, None) => {
+            problems.push("does not track the process `mmvip guard` (in vrrp_track_process: `process /usr/sbin/mmvip guard`, its path and arguments as the guard's unit starts it)".into());
+        }
+        (None, Some((_, argv))) => problems.push(format!(
+            "tracks no process that matches the running guard (`{}`): keepalived compares a process line with arguments to the command line word for word, the path included",
+            argv.join(" ")
+        )),
+        (Some((item, definition)), _) => {
+            if weight(item).or_else(|| definition.child("weight").and_then(weight_of)) != Some(0)
+            {
+                problems.push("tracks the guard's process without weight 0".into());
+            }
+        }
     }
     if problems.is_empty() {
         Check::pass(
@@ -434,6 +455,79 @@ fn guard_tracking(name: &str, vrrp: &Statement, parsed: &Parsed, track_dir: &Pat
             format!("vrrp_instance {name} {}", problems.join("; ")),
             "add the vrrp_track_file and vrrp_track_process blocks of README \"The guard\" (weight 0) and list them in the instance's track_file and track_process — otherwise keepalived does not act on what the guard sees, and the VIP stays on a node the guard fenced",
         )
+    }
+}
+
+/// This config's running guard (the process on its control socket): its comm and
+/// command line, as keepalived reads them from /proc.
+fn running_guard(state_dir: &Path) -> Option<(String, Vec<String>)> {
+    let pid = crate::guard::control::serving_pid(state_dir).ok()?;
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let comm = std::fs::read_to_string(proc.join("comm")).ok()?;
+    let cmdline = std::fs::read(proc.join("cmdline")).ok()?;
+    let argv = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    Some((comm.trim_end().to_string(), argv))
+}
+
+/// A `vrrp_track_process` as keepalived 2.2 matches it: with arguments on its
+/// `process` line (or `full_command`, or `param_match`) the name is compared with the
+/// command line's first word and the arguments per `param_match` (exact unless it
+/// says `partial` or `initial`); otherwise the name is compared with the process's comm.
+struct ProcessMatch {
+    name: String,
+    params: Vec<String>,
+    full_command: bool,
+    param_match: Option<String>,
+}
+
+impl ProcessMatch {
+    fn of(definition: &Statement) -> Option<ProcessMatch> {
+        let process = definition.child("process")?;
+        let param_match = definition.child("param_match").map(|s| {
+            s.words
+                .get(1)
+                .cloned()
+                .unwrap_or_else(|| "exact".to_string())
+        });
+        let params = process.words.get(2..).unwrap_or_default().to_vec();
+        Some(ProcessMatch {
+            name: process.words.get(1)?.clone(),
+            full_command: !params.is_empty()
+                || param_match.is_some()
+                || definition.child("full_command").is_some(),
+            params,
+            param_match,
+        })
+    }
+
+    fn matches(&self, comm: &str, argv: &[String]) -> bool {
+        if !self.full_command {
+            return self.name == comm;
+        }
+        if argv.first() != Some(&self.name) {
+            return false;
+        }
+        // keepalived compares the NUL-separated arguments as bytes.
+        let joined =
+            |words: &[String]| -> String { words.iter().map(|w| format!("{w}\0")).collect() };
+        let (actual, wanted) = (joined(&argv[1..]), joined(&self.params));
+        match self.param_match.as_deref() {
+            None if self.params.is_empty() => true,
+            Some("partial") => actual.starts_with(&wanted),
+            Some("initial") => actual.starts_with(wanted.trim_end_matches('\0')),
+            _ => actual == wanted,
+        }
+    }
+
+    /// Whether it can only match an `mmvip … guard` process (none is running to try).
+    fn names_the_guard(&self) -> bool {
+        self.full_command
+            && (self.name == "mmvip" || self.name.ends_with("/mmvip"))
+            && self.params.iter().any(|p| p == "guard")
     }
 }
 
@@ -807,6 +901,35 @@ mod tests {
             ("health", Some(500))
         );
         assert!(parsed[1].mmvip_command().is_none());
+    }
+
+    #[test]
+    fn track_process_matches_as_keepalived_does() {
+        let definition = |text: &str| {
+            let parsed = parse(&format!("vrrp_track_process g {{\n{text}\n}}\n"));
+            ProcessMatch::of(&parsed[0]).unwrap()
+        };
+        let argv = |line: &str| -> Vec<String> { line.split(' ').map(str::to_string).collect() };
+        let unit = argv("/usr/sbin/mmvip guard");
+        // Arguments: the whole command line, the path included.
+        let exact = definition("process /usr/sbin/mmvip guard");
+        assert!(exact.matches("mmvip", &unit));
+        assert!(!exact.matches("mmvip", &argv("/usr/sbin/mmvip --config /x guard")));
+        assert!(!definition("process mmvip guard").matches("mmvip", &unit));
+        assert!(exact.names_the_guard());
+        // The README's first form: `parameters` is no keyword of keepalived 2.2.
+        let unknown = definition("process mmvip\nparam_match initial\nparameters guard");
+        assert!(!unknown.matches("mmvip", &unit));
+        assert!(!unknown.names_the_guard());
+        let partial = definition("process /usr/sbin/mmvip --config\nparam_match partial");
+        assert!(partial.matches("mmvip", &argv("/usr/sbin/mmvip --config /x guard")));
+        assert!(!partial.matches("mmvip", &unit));
+        let initial = definition("process /usr/sbin/mmvip gua\nparam_match initial");
+        assert!(initial.matches("mmvip", &unit));
+        // Only the name: the comm, which every hook run shares.
+        let comm = definition("process mmvip");
+        assert!(comm.matches("mmvip", &argv("/usr/sbin/mmvip health")));
+        assert!(!comm.names_the_guard());
     }
 
     #[test]
