@@ -16,6 +16,7 @@
 pub mod config;
 pub mod control;
 mod lease;
+mod systemd;
 mod track;
 mod watch;
 mod wire;
@@ -88,6 +89,13 @@ pub struct Guard {
     stepping_away: AtomicBool,
     /// The peer's guard did not answer the last round (logged when it changes).
     peer_silent: AtomicBool,
+    /// systemd's notification socket and watchdog, when run by systemd.
+    notifier: systemd::Notifier,
+    /// When the rule loop last turned (the watchdog is fed only while it does).
+    rule_turned: Mutex<Instant>,
+    /// Since when this node's rounds have found the peer's guard silent (none since
+    /// it was last heard: an answer, or a signed request of its own).
+    peer_silent_since: Mutex<Option<Instant>>,
 }
 
 /// Runs the guard of this node until the process ends.
@@ -158,6 +166,9 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         switching: Mutex::new(()),
         stepping_away: AtomicBool::new(false),
         peer_silent: AtomicBool::new(false),
+        peer_silent_since: Mutex::new(None),
+        notifier: systemd::Notifier::from_env(),
+        rule_turned: Mutex::new(Instant::now()),
     });
     guard.start()
 }
@@ -238,16 +249,47 @@ impl Guard {
         // A raised failover flag is handled once: a writer switches over, and if it
         // cannot, or this node is not the writer, keepalived is told to move the VIP.
         let mut flag_raises_handled = 0;
+        let turn_at_least = self
+            .notifier
+            .watchdog_interval()
+            .map_or(self.guard.lease / 4, |every| {
+                every.min(self.guard.lease / 4)
+            });
+        if let Some(every) = self.notifier.watchdog_interval() {
+            let guard = Arc::clone(&self);
+            std::thread::spawn(move || guard.feed_watchdog(every));
+        }
+        self.notifier.ready();
         loop {
             // Taken first: whatever changes while this round runs ends the wait.
             let seen = self.watched.seen();
             let next_expiry = self.keep_the_rule();
+            *self
+                .rule_turned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
             if seen.failover_flag && seen.flag_raises != flag_raises_handled {
                 flag_raises_handled = seen.flag_raises;
                 self.switch_over_for_flag();
             }
             self.watched
-                .wait_change(seen.version, next_expiry.min(self.guard.lease / 4));
+                .wait_change(seen.version, next_expiry.min(turn_at_least));
+        }
+    }
+
+    /// Tells systemd the guard is alive while its rule loop turns (or a switch-over,
+    /// bounded by its own timeouts, holds the loop): a stopped or stuck guard is
+    /// killed before its lease can pass to the peer.
+    fn feed_watchdog(&self, every: Duration) {
+        loop {
+            std::thread::sleep(every);
+            let turned = *self
+                .rule_turned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if turned.elapsed() < 2 * every || self.switching.try_lock().is_err() {
+                self.notifier.watchdog();
+            }
         }
     }
 
@@ -318,8 +360,14 @@ impl Guard {
                 probes.join().expect("the probes do not panic"),
             )
         });
-        let reaches_probes = matches!(peer, Answer::Silent(_)) && probes;
         let silent = matches!(peer, Answer::Silent(_));
+        let quiet_for = if silent {
+            self.peer_silent_for()
+        } else {
+            self.heard_peer();
+            Duration::ZERO
+        };
+        let reaches_probes = silent && probes;
         if self.peer_silent.swap(silent, Ordering::SeqCst) != silent {
             let message = match &peer {
                 Answer::Silent(why) => format!("the peer's guard is silent ({why})"),
@@ -332,14 +380,39 @@ impl Guard {
             has_witness: witness_answer.is_some(),
             alone_when_peer_silent: self.guard.without_peer == WithoutPeer::KeepWriting,
         };
-        let outcome = lease::count(
-            &rules,
-            sent,
-            &own,
-            &peer,
-            witness_answer.as_ref(),
-            reaches_probes,
-        );
+        let keeping = self
+            .leases()
+            .held
+            .get(instance)
+            .is_some_and(|until| *until > Instant::now());
+        let outcome = match &peer {
+            // A peer guard that misses a round may be slow, not gone, and may hold the
+            // lease: taking it alone waits until this node's own rounds have found it
+            // silent for longer than any lease it could hold. Counted from this node's
+            // first silent round, not from when it last heard the peer: a node that was
+            // frozen itself heard nothing meanwhile.
+            Answer::Silent(why)
+                if rules.alone_when_peer_silent
+                    && !rules.has_witness
+                    && reaches_probes
+                    && !keeping
+                    && quiet_for < hold =>
+            {
+                Outcome::Lost(format!(
+                    "the peer's guard is silent ({why}) for {} ms: taking the lease without it needs {} ms of silence",
+                    quiet_for.as_millis(),
+                    hold.as_millis()
+                ))
+            }
+            _ => lease::count(
+                &rules,
+                sent,
+                &own,
+                &peer,
+                witness_answer.as_ref(),
+                reaches_probes,
+            ),
+        };
         let mut leases = self.leases();
         match &outcome {
             Outcome::Held(until) => {
@@ -433,6 +506,22 @@ impl Guard {
     }
 
     /// Whether any probe answers (this node is not cut off from everything).
+    fn heard_peer(&self) {
+        *self
+            .peer_silent_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Notes a silent round; how long the peer has been silent to this node's rounds.
+    fn peer_silent_for(&self) -> Duration {
+        self.peer_silent_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+    }
+
     fn reaches_probes(&self) -> bool {
         self.guard
             .probes
@@ -487,6 +576,7 @@ impl Guard {
             );
             return;
         };
+        self.heard_peer();
         let reply = self.answer_peer(&words);
         use std::io::Write as _;
         let _ = (&*stream).write_all(self.secret.sign(&reply).as_bytes());
