@@ -840,6 +840,13 @@ fn mmvip_itself_paths_plugins_and_cache() {
     );
     assert_failed(&checks, "mariadb", &["password_file"]);
 
+    // No plugin at all.
+    for entry in std::fs::read_dir(site.path("plugins")).unwrap().flatten() {
+        std::fs::remove_file(entry.path()).unwrap();
+    }
+    let (_, checks) = doctor_json(&site, &conf, &[]);
+    assert_failed(&checks, "plugins", &["no plugin in", "install the plugins"]);
+
     // A plugin directory others can change.
     std::fs::set_permissions(site.path("plugins"), std::fs::Permissions::from_mode(0o777)).unwrap();
     let (_, checks) = doctor_json(&site, &conf, &[]);

@@ -190,7 +190,6 @@ const VARIABLES: &[&str] = &[
     "datadir",
     "gtid_binlog_state",
     "gtid_binlog_pos",
-    "gtid_current_pos",
 ];
 
 /// What a server says of itself, read in one statement.

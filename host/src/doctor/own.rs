@@ -122,6 +122,14 @@ fn plugins(config: &Config, checks: &mut Vec<Check>) -> BTreeMap<String, PluginS
             return loaded;
         }
     };
+    if names.is_empty() {
+        checks.push(Check::fail(
+            "plugins",
+            format!("no plugin in {}", config.plugin_dir.display()),
+            "install the plugins (README: Install on a node) — every keepalived hook line runs one, and a missing plugin exits 2",
+        ));
+        return loaded;
+    }
     let engine = match runtime::engine() {
         Ok(engine) => engine,
         Err(e) => {
