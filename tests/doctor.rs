@@ -344,12 +344,16 @@ fn settings_set_wrong_at_runtime_each_fail_with_their_fix() {
     assert_failed(
         &checks,
         "sync_binlog",
-        &["is 0", "sync_binlog = 1", "crash"],
+        &["is 0", "sync_binlog = 1", "the OS decides", "same GTIDs"],
     );
     assert_failed(
         &checks,
         "innodb_flush_log_at_trx_commit",
-        &["is 2", "innodb_flush_log_at_trx_commit = 1", "crash"],
+        &[
+            "is 2",
+            "innodb_flush_log_at_trx_commit = 1",
+            "host crash or power loss",
+        ],
     );
     assert_failed(
         &checks,

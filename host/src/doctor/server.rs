@@ -64,19 +64,37 @@ pub(super) fn check(facts: &Facts, side: Side, checks: &mut Vec<Check>) {
     ));
     checks.push(match facts.number("sync_binlog") {
         Some(1) => side.pass("sync_binlog", 1),
-        _ => side.fail(
-            "sync_binlog",
-            facts.text("sync_binlog"),
-            "SET GLOBAL sync_binlog = 1 and set it under [mariadbd] — otherwise a host crash can take transactions already acknowledged to clients (and perhaps sent to the peer) out of this node's binary log: they are lost, or after the restart this node writes different transactions under the same GTIDs and replication stops on the conflict",
-        ),
+        value => {
+            let loss = match value {
+                Some(0) => "the OS decides when the binary log reaches disk, so a host crash can cut off any amount of its end".to_string(),
+                Some(n) => format!("the binary log is synced every {n} commit groups, so a host crash can cut off up to {} of them", n - 1),
+                None => "a host crash can cut off the end of the binary log".to_string(),
+            };
+            side.fail(
+                "sync_binlog",
+                facts.text("sync_binlog"),
+                format!(
+                    "SET GLOBAL sync_binlog = 1 and set it under [mariadbd] — {loss}: transactions already acknowledged to clients, perhaps already on the peer, vanish from this node, and after the restart it writes other transactions under the same GTIDs, so replication stops on the conflict"
+                ),
+            )
+        }
     });
     checks.push(match facts.number("innodb_flush_log_at_trx_commit") {
         Some(1) => side.pass("innodb_flush_log_at_trx_commit", 1),
-        _ => side.fail(
-            "innodb_flush_log_at_trx_commit",
-            facts.text("innodb_flush_log_at_trx_commit"),
-            "SET GLOBAL innodb_flush_log_at_trx_commit = 1 and set it under [mariadbd] — with 0 or 2 a host crash loses up to a second of acknowledged commits from InnoDB that the binary log (and so the peer) may already have: after the restart this node's data lacks transactions its GTID position claims, and the nodes differ without an error",
-        ),
+        value => {
+            let loss = match value {
+                Some(0) => "with 0 even a crash of mariadbd alone loses up to about a second of commits",
+                Some(2) => "with 2 a host crash or power loss (not a crash of mariadbd alone) loses up to about a second of commits",
+                _ => "a crash can lose acknowledged commits",
+            };
+            side.fail(
+                "innodb_flush_log_at_trx_commit",
+                facts.text("innodb_flush_log_at_trx_commit"),
+                format!(
+                    "SET GLOBAL innodb_flush_log_at_trx_commit = 1 and set it under [mariadbd] — {loss} from InnoDB that the binary log (and so the peer) may already have: after the restart this node's data lacks transactions its GTID position claims, and the nodes differ without an error"
+                ),
+            )
+        }
     });
     checks.push(match facts.number("slave_net_timeout") {
         Some(seconds) if seconds <= DETECTION_LIMIT_S => {
