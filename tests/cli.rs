@@ -382,3 +382,63 @@ fn compile_reports_a_broken_plugin_and_fails() {
         common::BUILTINS.len()
     );
 }
+
+/// Whatever words keepalived (or a typo) puts on the command line, `mmvip` ends
+/// with a status it documents (0, 1, 2; never a panic's 101 or a signal) and at most
+/// one line on stderr.
+#[test]
+fn any_command_line_ends_in_a_documented_status_and_one_line() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    use proptest::prelude::*;
+    use proptest::test_runner::TestRunner;
+
+    let site = Site::new().with_config("[plugins.chaos]\ntimeout_ms = 400\n");
+    site.install("chaos", "guest-chaos");
+    let word = prop_oneof![
+        prop::sample::select(
+            &[
+                "chaos",
+                "health",
+                "compile",
+                "plugins",
+                "help",
+                "--help",
+                "-h",
+                "--version",
+                "--",
+                "-",
+                "--config",
+                "--timeout-ms",
+                "--timeout-ms=0",
+                "--timeout-ms=18446744073709551615",
+                "INSTANCE",
+                "GROUP",
+                "VI_1",
+                "MASTER",
+                "101",
+                "ok:fine",
+                "fail:no",
+                "../../etc/passwd",
+                "/nonexistent/mmvip.toml",
+                "",
+            ][..]
+        )
+        .prop_map(OsString::from),
+        any::<String>().prop_map(|s| OsString::from(s.replace('\0', ""))),
+        prop::collection::vec(1..=255u8, 0..12).prop_map(OsString::from_vec),
+    ];
+    let mut runner = TestRunner::new(common::proptest_config(64));
+    let result = runner.run(&prop::collection::vec(word, 0..6), |words| {
+        let output = site.command(&[]).args(&words).output().unwrap();
+        let told = stderr(&output);
+        let status = output.status.code();
+        prop_assert!(matches!(status, Some(0..=2)), "{:?}: {}", status, told);
+        prop_assert!(told.lines().count() <= 1, "{}", told);
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}

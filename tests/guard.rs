@@ -527,3 +527,42 @@ fn under_systemd_the_guard_says_ready_and_feeds_the_watchdog_only_while_it_runs(
     let resumed = heard(watchdog);
     assert!(resumed.contains(&"WATCHDOG=1".to_string()), "{resumed:?}");
 }
+
+/// The heartbeat link cut: VRRP makes the reader MASTER too. It cannot get the lease,
+/// steps aside (FAULT) and stays aside while the writer holds the lease, instead of
+/// taking the VIP back every few seconds; once the writer gives it back, it is done.
+#[test]
+fn a_node_refused_the_lease_steps_aside_while_the_writer_holds_it() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
+    let node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+
+    let aside = || {
+        std::fs::read_to_string(node2.site.path("track/VI_1"))
+            .unwrap_or_default()
+            .trim()
+            == "1"
+    };
+    node2.hold_vip(true);
+    wait_for("node2 stepping aside", Duration::from_secs(2), aside);
+    // keepalived, told FAULT, removes the VIP.
+    node2.hold_vip(false);
+    // Well past one step aside (3 s): still aside, node1 still the writer.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(aside(), "{}", node2.guard_log());
+    assert!(!pair.node1.read_only());
+    assert!(pair.node2.read_only());
+
+    // The writer gives the lease back: node2's next look ends the step aside.
+    node1.hold_vip(false);
+    let output = node1.hook(&["backup", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    wait_for("node2's step aside over", Duration::from_secs(5), || {
+        !aside()
+    });
+    assert!(node2.guard_log().contains("no longer stepping aside"));
+}

@@ -769,4 +769,221 @@ mod tests {
         let err = parse("[mariadb]\nsettable_variables = [\"x; DROP\"]\n").unwrap_err();
         assert!(err.message().contains("not a variable name"), "{err}");
     }
+
+    mod properties {
+        use std::time::Instant;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// `text` as a TOML basic string, control characters escaped.
+        fn toml_string(text: &str) -> String {
+            let mut quoted = String::from("\"");
+            for c in text.chars() {
+                match c {
+                    '"' | '\\' => {
+                        quoted.push('\\');
+                        quoted.push(c);
+                    }
+                    c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", c as u32)),
+                    c => quoted.push(c),
+                }
+            }
+            quoted.push('"');
+            quoted
+        }
+
+        /// Text a key may hold: the spellings the config knows, and hostile text.
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                2 => any::<String>(),
+                1 => "[a-z0-9:._\\[\\]-]{0,24}",
+                6 => prop::sample::select(&[
+                    "10.0.1.100", "127.0.0.1:7000", "127.0.0.1", "[::1]:3306", "db2:3306",
+                    "rw", "ro", "read_only", "keep-writing", "read-only", "stop-mariadb",
+                    "none", "file", "journal", "syslog", "log", "sql-read", "node1",
+                    "/run/mmvip/secret", "", "a\u{0}b", "é",
+                ][..]).prop_map(String::from),
+            ]
+        }
+
+        /// A value for `key`: mostly of its kind, sometimes anything.
+        fn value(key: &str) -> BoxedStrategy<String> {
+            let number = key.ends_with("_ms") || key == "memory_mib";
+            let list = [
+                "log",
+                "settable_variables",
+                "addresses",
+                "listen",
+                "peer",
+                "probes",
+                "grants",
+            ]
+            .contains(&key);
+            let fitting = if number {
+                prop_oneof![
+                    any::<i64>().prop_map(|n| n.to_string()),
+                    (0..5000i64).prop_map(|n| n.to_string()),
+                ]
+                .boxed()
+            } else if list {
+                prop::collection::vec(text(), 0..3)
+                    .prop_map(|list| {
+                        let items: Vec<String> = list.iter().map(|t| toml_string(t)).collect();
+                        format!("[{}]", items.join(", "))
+                    })
+                    .boxed()
+            } else {
+                text().prop_map(|t| toml_string(&t)).boxed()
+            };
+            let anything = prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                text().prop_map(|t| toml_string(&t)),
+                Just("true".to_string()),
+                Just("1.5".to_string()),
+                Just("[1, \"a\"]".to_string()),
+                Just("{}".to_string()),
+            ];
+            prop_oneof![30 => fitting, 1 => anything].boxed()
+        }
+
+        const TOP: &[&str] = &[
+            "plugin_dir",
+            "cache_dir",
+            "log_file",
+            "log",
+            "journal_socket",
+            "syslog_socket",
+            "failover_file",
+            "state_dir",
+        ];
+        const MARIADB: &[&str] = &[
+            "socket",
+            "user",
+            "password_file",
+            "timeout_ms",
+            "settable_variables",
+        ];
+        const PEER: &[&str] = &["user", "password_file", "timeout_ms"];
+        const GUARD: &[&str] = &[
+            "node",
+            "lease_ms",
+            "margin_ms",
+            "probes",
+            "without_peer",
+            "last_resort",
+            "ping_interval_ms",
+            "track_dir",
+        ];
+        const WITNESS: &[&str] = &["user", "database", "password_file"];
+        const INSTANCE: &[&str] = &["role"];
+        const PLUGIN: &[&str] = &["file", "grants", "timeout_ms", "memory_mib", "anything"];
+
+        /// One table: its header, its required keys, and some of its other keys.
+        fn table(
+            header: String,
+            required: &'static [&'static str],
+            optional: &'static [&'static str],
+        ) -> impl Strategy<Value = String> {
+            prop::sample::subsequence(optional, 0..=optional.len())
+                .prop_flat_map(move |mut keys| {
+                    keys.extend_from_slice(required);
+                    let values: Vec<BoxedStrategy<String>> =
+                        keys.iter().map(|k| value(k)).collect();
+                    (Just(keys), values)
+                })
+                .prop_map(move |(keys, values)| {
+                    let mut text = if header.is_empty() {
+                        String::new()
+                    } else {
+                        format!("[{header}]\n")
+                    };
+                    for (key, value) in keys.iter().zip(values) {
+                        text.push_str(&format!("{key} = {value}\n"));
+                    }
+                    text
+                })
+        }
+
+        fn config_text() -> impl Strategy<Value = String> {
+            let name = |usual: &'static str| {
+                prop_oneof![
+                    3 => Just(usual.to_string()),
+                    1 => any::<String>().prop_map(|n| toml_string(&n)),
+                ]
+            };
+            (
+                table(String::new(), &[], TOP),
+                prop::option::of(table("mariadb".into(), &[], MARIADB)),
+                prop::option::of(table("peer".into(), &["addresses"], PEER)),
+                prop::option::weighted(
+                    0.3,
+                    (
+                        table("guard".into(), &["listen", "peer", "secret_file"], GUARD),
+                        prop::option::weighted(
+                            0.3,
+                            table("guard.witness".into(), &["address"], WITNESS),
+                        ),
+                    )
+                        .prop_map(|(guard, witness)| guard + &witness.unwrap_or_default()),
+                ),
+                prop::option::of(
+                    name("VI_1")
+                        .prop_flat_map(|n| table(format!("instances.{n}"), &["vip"], INSTANCE)),
+                ),
+                prop::option::of(
+                    name("health").prop_flat_map(|n| table(format!("plugins.{n}"), &[], PLUGIN)),
+                ),
+            )
+                .prop_map(|(top, mariadb, peer, guard, instance, plugin)| {
+                    [Some(top), mariadb, peer, guard, instance, plugin]
+                        .into_iter()
+                        .flatten()
+                        .collect::<String>()
+                })
+        }
+
+        fn check(text: &str) -> std::result::Result<(), TestCaseError> {
+            let path = Path::new("/etc/mmvip/mmvip.toml");
+            match Config::parse(path, text) {
+                Ok(config) => {
+                    // What was accepted is usable: its bounds can be added to a clock.
+                    let now = Instant::now();
+                    let mut bounds = vec![config.mariadb.timeout];
+                    bounds.extend(config.peer.as_ref().map(|p| p.timeout));
+                    bounds.extend(config.plugins.values().filter_map(|p| p.timeout));
+                    if let Some(guard) = &config.guard {
+                        bounds.extend([guard.lease + guard.margin, guard.ping_interval]);
+                    }
+                    for bound in bounds {
+                        prop_assert!(now.checked_add(bound * 4).is_some(), "{:?}", bound);
+                    }
+                }
+                Err(error) => {
+                    prop_assert!(matches!(error, Error::Usage(_)));
+                    prop_assert!(
+                        error.message().starts_with("/etc/mmvip/mmvip.toml"),
+                        "{}",
+                        error
+                    );
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(1000))]
+
+            #[test]
+            fn any_config_text_parses_or_says_where_it_is_wrong(text in config_text()) {
+                check(&text)?;
+            }
+
+            #[test]
+            fn any_bytes_as_config_text_are_an_error_not_a_panic(text in any::<String>()) {
+                check(&text)?;
+            }
+        }
+    }
 }

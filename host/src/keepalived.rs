@@ -100,4 +100,76 @@ mod tests {
         let err = split_transition(&words("INSTANCE VI_1 BACKUP high")).unwrap_err();
         assert!(err.message().contains("priority `high`"));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn word() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("INSTANCE".to_string()),
+                Just("GROUP".to_string()),
+                Just("MASTER".to_string()),
+                Just("BACKUP".to_string()),
+                Just("DELETED".to_string()),
+                "-?[0-9]{1,7}",
+                Just(String::new()),
+                any::<String>(),
+            ]
+        }
+
+        fn state() -> impl Strategy<Value = VrrpState> {
+            prop_oneof![
+                Just(VrrpState::Master),
+                Just(VrrpState::Backup),
+                Just(VrrpState::Fault),
+                Just(VrrpState::Stop),
+                Just(VrrpState::Deleted),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(2000))]
+
+            #[test]
+            fn any_words_split_or_say_what_is_malformed(args in prop::collection::vec(word(), 0..8)) {
+                match split_transition(&args) {
+                    Ok((own, Some(_))) => {
+                        prop_assert_eq!(own.len() + 4, args.len());
+                        prop_assert_eq!(&own[..], &args[..own.len()]);
+                    }
+                    Ok((own, None)) => prop_assert_eq!(own, args),
+                    Err(error) => {
+                        prop_assert!(matches!(error, Error::Usage(_)));
+                        prop_assert!(error.message().starts_with("malformed keepalived notify arguments"));
+                    }
+                }
+            }
+
+            #[test]
+            fn a_transition_keepalived_appends_comes_back_as_written(
+                own in prop::collection::vec(word(), 0..4),
+                group in any::<bool>(),
+                name in any::<String>(),
+                state in state(),
+                priority in any::<u16>(),
+            ) {
+                let mut args = own.clone();
+                args.extend([
+                    if group { "GROUP" } else { "INSTANCE" }.to_string(),
+                    name.clone(),
+                    state_word(state).to_string(),
+                    priority.to_string(),
+                ]);
+                let (rest, transition) = split_transition(&args).unwrap();
+                let transition = transition.unwrap();
+                prop_assert_eq!(rest, own);
+                prop_assert_eq!(transition.group, group);
+                prop_assert_eq!(transition.name, name);
+                prop_assert_eq!(transition.state, state);
+                prop_assert_eq!(transition.priority, priority);
+            }
+        }
+    }
 }

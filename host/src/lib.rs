@@ -20,3 +20,15 @@ pub mod plugin;
 pub mod runtime;
 pub mod status;
 pub mod trust;
+
+/// The property tests' settings: a short run in the normal test suite,
+/// `PROPTEST_CASES=N` for a long one; a failing case is kept as a plain unit test.
+#[cfg(test)]
+pub(crate) fn proptest_config(short_run_cases: u32) -> proptest::test_runner::Config {
+    let mut config = proptest::test_runner::Config::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = short_run_cases;
+    }
+    config.failure_persistence = None;
+    config
+}

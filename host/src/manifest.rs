@@ -220,4 +220,61 @@ mod tests {
         );
         assert!(check_version("p", "mmvip:hooks/log").is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn manifest_text() -> impl Strategy<Value = Vec<u8>> {
+            let line = prop_oneof![
+                Just("kind = \"check\"".to_string()),
+                Just("kind = \"notify\"".to_string()),
+                any::<String>().prop_map(|a| format!("about = {a:?}")),
+                Just("grants = [\"log\", \"state\"]".to_string()),
+                any::<String>().prop_map(|g| format!("grants = [{g:?}]")),
+                any::<i64>().prop_map(|n| format!("timeout_ms = {n}")),
+                any::<String>(),
+            ];
+            prop_oneof![
+                prop::collection::vec(line, 0..6).prop_map(|lines| lines.join("\n").into_bytes()),
+                prop::collection::vec(any::<u8>(), 0..5000),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(1000))]
+
+            #[test]
+            fn any_manifest_parses_or_names_the_plugin(data in manifest_text()) {
+                match parse(&data, "p") {
+                    Ok(manifest) => prop_assert!(!manifest.timeout.is_zero()),
+                    Err(error) => prop_assert!(error.message().starts_with("plugin `p`"), "{}", error),
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(200))]
+
+            #[test]
+            fn a_damaged_component_is_refused_with_a_reason(
+                flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+                cut in any::<prop::sample::Index>(),
+                truncate in any::<bool>(),
+            ) {
+                let mut wasm = std::fs::read(mmvip_artifacts::path("guest-panic")).unwrap();
+                for (at, byte) in flips {
+                    let at = at.index(wasm.len());
+                    wasm[at] = byte;
+                }
+                if truncate {
+                    wasm.truncate(cut.index(wasm.len()));
+                }
+                if let Err(error) = read(&wasm, "p") {
+                    prop_assert!(error.message().starts_with("plugin `p`"), "{}", error);
+                }
+            }
+        }
+    }
 }

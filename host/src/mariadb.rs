@@ -269,17 +269,7 @@ impl Session {
     /// between versions.
     pub fn records(&mut self, level: Level, statement: &str) -> Result<Vec<Record>, SqlError> {
         let rows = self.run(level, statement, |conn, sql| conn.query::<Row, _>(sql))?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let names: Vec<String> = row
-                    .columns_ref()
-                    .iter()
-                    .map(|c| c.name_str().into_owned())
-                    .collect();
-                Record(names.into_iter().zip(row_text(row)).collect())
-            })
-            .collect())
+        Ok(rows.into_iter().map(Record::from).collect())
     }
 
     /// `SHOW ALL SLAVES STATUS`, one entry per replication connection.
@@ -294,6 +284,17 @@ impl Session {
 
 /// One row of a `SHOW` statement, by column name.
 pub struct Record(Vec<(String, Option<String>)>);
+
+impl From<Row> for Record {
+    fn from(row: Row) -> Record {
+        let names: Vec<String> = row
+            .columns_ref()
+            .iter()
+            .map(|c| c.name_str().into_owned())
+            .collect();
+        Record(names.into_iter().zip(row_text(row)).collect())
+    }
+}
 
 impl Record {
     /// The column's text; `None` for NULL or a column this server does not have.
@@ -852,6 +853,90 @@ mod tests {
             "0x41", "0b1", "x'41'", "b'01'", "X'41'", "1.5", "-1", "", "'a'", "1e3",
         ] {
             assert!(check_plain_value(bad).is_err(), "{bad}");
+        }
+    }
+
+    mod properties {
+        use std::sync::Arc;
+
+        use mysql_common::constants::ColumnType;
+        use mysql_common::packets::Column;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const COLUMNS: [&str; 9] = [
+            "Connection_name",
+            "Master_User",
+            "Slave_IO_Running",
+            "Slave_SQL_Running",
+            "Gtid_IO_Pos",
+            "Last_IO_Error",
+            "Last_SQL_Error",
+            "Seconds_Behind_Master",
+            "Unknown_Column",
+        ];
+
+        /// A cell as the server (or something posing as it) may send it.
+        fn cell() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::NULL),
+                Just(Value::Bytes(b"Yes".to_vec())),
+                Just(Value::Bytes(b"Connecting".to_vec())),
+                prop::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
+                any::<String>().prop_map(|s| Value::Bytes(s.into_bytes())),
+                any::<i64>().prop_map(Value::Int),
+                any::<u64>().prop_map(Value::UInt),
+                any::<f64>().prop_map(Value::Double),
+                (
+                    any::<u16>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u32>()
+                )
+                    .prop_map(|(y, mo, d, h, mi, s, us)| Value::Date(y, mo, d, h, mi, s, us)),
+                (
+                    any::<bool>(),
+                    any::<u32>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u32>()
+                )
+                    .prop_map(|(n, d, h, m, s, us)| Value::Time(n, d, h, m, s, us)),
+            ]
+        }
+
+        fn row() -> impl Strategy<Value = Row> {
+            prop::collection::vec((prop::sample::select(&COLUMNS[..]), cell()), 0..12).prop_map(
+                |cells| {
+                    let columns: Arc<[Column]> = cells
+                        .iter()
+                        .map(|(name, _)| {
+                            Column::new(ColumnType::MYSQL_TYPE_VAR_STRING)
+                                .with_name(name.as_bytes())
+                        })
+                        .collect();
+                    mysql_common::row::new_row(cells.into_iter().map(|(_, v)| v).collect(), columns)
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(2000))]
+
+            #[test]
+            fn any_replica_status_row_reads_without_a_panic(row in row()) {
+                let record = Record::from(row);
+                let status = replica_status(&record);
+                let io = record.get("Slave_IO_Running");
+                prop_assert_eq!(status.io_state == IoState::Running, io == Some("Yes"));
+                let sql = record.get("Slave_SQL_Running");
+                prop_assert_eq!(status.sql_state == SqlState::Running, sql == Some("Yes"));
+            }
         }
     }
 }

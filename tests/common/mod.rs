@@ -277,3 +277,14 @@ pub fn private_tempdir() -> tempfile::TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     dir
 }
+
+/// The property tests' settings: `cases` in the normal run, `PROPTEST_CASES=N` for a
+/// long one; a failing case is kept as a plain test rather than in a file.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let mut config = proptest::test_runner::Config::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = cases;
+    }
+    config.failure_persistence = None;
+    config
+}

@@ -82,13 +82,29 @@ impl GuardSocket {
         let left = self.deadline.saturating_duration_since(Instant::now());
         let timeout = (wait + Duration::from_millis(500)).min(left);
         match crate::guard::control::ask(&self.state_dir, request, timeout) {
-            Ok(line) => match line.split_once(' ').unwrap_or((&line, "")) {
-                ("HELD", left) => Answer::Held(left.parse().unwrap_or(0)),
-                ("RELEASED", _) => Answer::Held(0),
-                (_, why) => Answer::Refused(why.to_string()),
-            },
+            Ok(line) => answer_of(&line),
             Err(why) => Answer::Refused(why),
         }
+    }
+}
+
+/// The guard's answer line. Anything but a well-formed `HELD` or `RELEASED` is a
+/// refusal: a garbled grant must not make a node writable.
+fn answer_of(line: &str) -> Answer {
+    match line.split_once(' ').unwrap_or((line, "")) {
+        ("HELD", left) => match left.parse() {
+            Ok(left) => Answer::Held(left),
+            Err(_) => Answer::Refused(format!(
+                "unreadable answer from the guard: `{}`",
+                crate::log::cut(&crate::log::one_line(line), 100)
+            )),
+        },
+        ("RELEASED", "") => Answer::Held(0),
+        ("REFUSED", why) => Answer::Refused(why.to_string()),
+        _ => Answer::Refused(format!(
+            "unreadable answer from the guard: `{}`",
+            crate::log::cut(&crate::log::one_line(line), 100)
+        )),
     }
 }
 
@@ -102,5 +118,61 @@ impl Lease for GuardSocket {
 
     fn release(&mut self, instance: &str) -> Answer {
         self.ask(&format!("RELEASE {instance}"), Duration::from_secs(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn the_guards_answers_read_as_they_are_meant() {
+        assert!(matches!(answer_of("HELD 1900"), Answer::Held(1900)));
+        assert!(matches!(answer_of("RELEASED"), Answer::Held(0)));
+        assert!(
+            matches!(answer_of("REFUSED the peer holds it"), Answer::Refused(why) if why == "the peer holds it")
+        );
+    }
+
+    /// `HELD` with a garbled number read as a lease held for 0 ms: a grant.
+    #[test]
+    fn a_garbled_grant_is_a_refusal() {
+        for line in [
+            "HELD",
+            "HELD soon",
+            "HELD -5",
+            "HELD 99999999999",
+            "HELD\u{0}",
+        ] {
+            assert!(
+                matches!(answer_of(line), Answer::Refused(why) if why.contains("unreadable answer")),
+                "{line}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(2000))]
+
+        #[test]
+        fn only_a_well_formed_grant_is_held(
+            line in prop_oneof![
+                "(HELD|RELEASED|REFUSED)( [0-9]{0,12})?",
+                any::<String>(),
+                any::<String>().prop_map(|s| format!("HELD {s}")),
+            ],
+        ) {
+            match answer_of(&line) {
+                Answer::Held(left) => prop_assert!(
+                    line.strip_prefix("HELD ").and_then(|n| n.parse().ok()) == Some(left)
+                        || (["RELEASED", "RELEASED "].contains(&line.as_str()) && left == 0),
+                    "{}", line
+                ),
+                Answer::Refused(why) => prop_assert!(!why.contains('\n') || line.contains('\n')),
+                Answer::NotUsed => prop_assert!(false, "{}", line),
+            }
+        }
     }
 }

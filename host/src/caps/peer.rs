@@ -128,3 +128,35 @@ fn parse_status(address: String, rows: Vec<Vec<Option<String>>>) -> Result<PeerS
         address,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cell() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            Just(None),
+            Just(Some("1".to_string())),
+            Just(Some("0-1-10,1-2-5".to_string())),
+            "[0-9]{1,12}".prop_map(Some),
+            any::<String>().prop_map(Some),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(2000))]
+
+        #[test]
+        fn any_answer_of_the_peer_is_a_status_or_a_refusal_naming_it(
+            rows in prop::collection::vec(prop::collection::vec(cell(), 0..7), 0..3),
+        ) {
+            match parse_status("10.0.0.2:3306".into(), rows) {
+                Ok(status) => prop_assert_eq!(status.address, "10.0.0.2:3306"),
+                Err(SqlError::Refused(why)) => prop_assert!(why.contains("the peer at 10.0.0.2:3306"), "{}", why),
+                Err(other) => prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+}

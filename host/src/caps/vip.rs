@@ -205,4 +205,80 @@ mod tests {
         assert_eq!(LocalAddresses.holds("192.0.2.77"), Ok(false));
         assert!(LocalAddresses.holds("not-an-ip").is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// An endpoint as the kernel writes it in `/proc/net/tcp{,6}`.
+        fn kernel_endpoint(ip: IpAddr, port: u16) -> String {
+            let octets = match ip {
+                IpAddr::V4(v4) => v4.octets().to_vec(),
+                IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            let words: String = octets
+                .chunks(4)
+                .map(|w| format!("{:08X}", u32::from_ne_bytes(w.try_into().unwrap())))
+                .collect();
+            format!("{words}:{port:04X}")
+        }
+
+        fn ip() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                any::<std::net::Ipv4Addr>().prop_map(IpAddr::V4),
+                any::<std::net::Ipv6Addr>().prop_map(IpAddr::V6),
+            ]
+        }
+
+        fn table_line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (
+                    ip(),
+                    any::<u16>(),
+                    ip(),
+                    any::<u16>(),
+                    prop_oneof![
+                        Just("01".to_string()),
+                        Just("08".to_string()),
+                        "[0-9A-F]{2}"
+                    ]
+                )
+                    .prop_map(|(a, ap, b, bp, st)| format!(
+                        "   0: {} {} {st} 00000000:00000000",
+                        kernel_endpoint(a, ap),
+                        kernel_endpoint(b, bp)
+                    )),
+                "[ 0-9A-Fa-f:x+-]{0,80}",
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(2000))]
+
+            #[test]
+            fn endpoints_round_trip(ip in ip(), port in any::<u16>()) {
+                let expected = match ip {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                    v4 => v4,
+                };
+                prop_assert_eq!(parse_endpoint(&kernel_endpoint(ip, port)), Some((expected, port)));
+            }
+
+            #[test]
+            fn any_table_gives_the_open_clients_of_the_address(
+                lines in prop::collection::vec(table_line(), 0..8),
+                local in ip(),
+            ) {
+                let table = format!("  sl  local_address rem_address   st\n{}", lines.join("\n"));
+                for client in tcp_clients(&table, local) {
+                    let (ip, port) = client.rsplit_once(':').unwrap();
+                    prop_assert!(ip.parse::<IpAddr>().is_ok() && port.parse::<u16>().is_ok(), "{}", client);
+                }
+                let _ = local_ipv4(&table).count();
+                let _ = local_ipv6(&table).count();
+            }
+        }
+    }
 }

@@ -505,7 +505,6 @@ impl Guard {
         )
     }
 
-    /// Whether any probe answers (this node is not cut off from everything).
     fn heard_peer(&self) {
         *self
             .peer_silent_since
@@ -522,6 +521,7 @@ impl Guard {
             .elapsed()
     }
 
+    /// Whether any probe answers (this node is not cut off from everything).
     fn reaches_probes(&self) -> bool {
         self.guard
             .probes
@@ -615,6 +615,24 @@ impl Guard {
                     ),
                 }
             }
+            // Whether this node holds the lease: a peer that stepped aside stays
+            // aside while it does, instead of taking the VIP back every few seconds.
+            ["HOLDS", instance, _from, nonce] => {
+                let now = Instant::now();
+                match self
+                    .leases()
+                    .held
+                    .get(*instance)
+                    .filter(|until| **until > now)
+                {
+                    Some(until) => format!(
+                        "DENY {instance} {nonce} {} {}",
+                        self.guard.node,
+                        (*until - now).as_millis()
+                    ),
+                    None => format!("OK {nonce}"),
+                }
+            }
             ["RELEASE", instance, from, nonce] => {
                 self.leases().ballots.release(instance, from);
                 format!("OK {nonce}")
@@ -661,6 +679,7 @@ impl Guard {
     /// aside when another node holds the lease. Runs on its own thread: a round can
     /// wait on a silent peer, and the rule must not.
     fn renew(&self) {
+        self.review_steps_aside();
         let seen = self.watched.seen();
         for (name, vip) in &self.instances {
             let wants = Self::holds_vip(*vip)
@@ -703,14 +722,6 @@ impl Guard {
                     allowed = true;
                     next = next.min(usable - lead);
                 }
-            }
-            if let Some(since) = leases.stepped_aside.get(name)
-                && since.elapsed() >= STEP_ASIDE
-                && !vip_held
-            {
-                drop(leases);
-                self.leases().stepped_aside.remove(name);
-                track::write(&self.track(name), false, &self.log);
             }
         }
         match &seen.database {
@@ -758,6 +769,45 @@ impl Guard {
             "writable without holding a write lease".into()
         } else {
             "writable, holding a lease but not the VIP of its instance".into()
+        }
+    }
+
+    /// Ends a step aside once it has lasted [`STEP_ASIDE`], unless the peer still
+    /// holds the instance's lease: then VRRP would only make this node MASTER again,
+    /// take the VIP (and the clients, by gratuitous ARP) and step aside once more.
+    fn review_steps_aside(&self) {
+        let due: Vec<String> = self
+            .leases()
+            .stepped_aside
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= STEP_ASIDE)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
+            if let Answer::Refused(_) = self.ask_peer(&asked) {
+                self.leases()
+                    .stepped_aside
+                    .insert(name.clone(), Instant::now());
+                continue;
+            }
+            let vip_held = self
+                .instances
+                .iter()
+                .any(|(instance, vip)| *instance == name && Self::holds_vip(*vip));
+            if !vip_held {
+                self.leases().stepped_aside.remove(&name);
+                self.log.write(
+                    Level::Info,
+                    &[(
+                        "msg",
+                        &format!(
+                            "{name}: the peer holds no lease for it: no longer stepping aside"
+                        ),
+                    )],
+                );
+                track::write(&self.track(&name), false, &self.log);
+            }
         }
     }
 
@@ -1364,4 +1414,45 @@ fn peer_reaches(
 /// A text on one line (for a protocol line).
 fn one_word_safe(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("GRANT".to_string()),
+            Just("DENY".to_string()),
+            Just("OK".to_string()),
+            Just("n1".to_string()),
+            "[0-9]{0,25}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(2000))]
+
+        #[test]
+        fn only_an_answer_with_the_requests_nonce_counts(
+            words in prop::collection::vec(word(), 0..6),
+        ) {
+            match parse_answer("VOTE VI_1 node1 n1", &words) {
+                Answer::Granted => {
+                    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                    prop_assert!(matches!(words.as_slice(), ["GRANT", _, "n1", _] | ["OK", "n1"]));
+                }
+                Answer::Refused(refusal) => {
+                    prop_assert_eq!(words.len(), 5);
+                    prop_assert_eq!(&words[0], "DENY");
+                    prop_assert_eq!(&words[2], "n1");
+                    prop_assert_eq!(&refusal.holder, &words[3]);
+                }
+                Answer::Silent(_) => {}
+            }
+        }
+    }
 }

@@ -143,4 +143,89 @@ mod tests {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }
+
+    mod properties {
+        use std::net::TcpListener;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn secret() -> Secret {
+            Secret::new(b"0123456789abcdef-shared".to_vec()).unwrap()
+        }
+
+        /// A line as it may arrive: a signed one, one with a changed byte, garbage.
+        fn line() -> impl Strategy<Value = String> {
+            let words = prop::collection::vec("[A-Za-z0-9_.:-]{1,12}", 1..6);
+            prop_oneof![
+                words.clone().prop_map(|w| secret().sign(&w.join(" "))),
+                (words, any::<prop::sample::Index>(), any::<char>()).prop_map(|(w, at, c)| {
+                    let mut chars: Vec<char> = secret().sign(&w.join(" ")).chars().collect();
+                    let at = at.index(chars.len());
+                    chars[at] = c;
+                    chars.into_iter().collect()
+                }),
+                // Cut short anywhere, the MAC included.
+                (
+                    prop::collection::vec("[A-Za-z0-9_.:-]{1,12}", 1..6),
+                    any::<prop::sample::Index>()
+                )
+                    .prop_map(|(w, at)| {
+                        let signed = secret().sign(&w.join(" "));
+                        signed[..at.index(signed.len())].to_string()
+                    }),
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(2000))]
+
+            #[test]
+            fn only_lines_signed_with_the_secret_verify(
+                words in prop::collection::vec("[A-Za-z0-9_.:-]{1,12}", 1..6),
+                forged in line(),
+            ) {
+                let message = words.join(" ");
+                let signed = secret().sign(&message);
+                prop_assert_eq!(secret().verify(&signed), Some(words.iter().map(String::as_str).collect()));
+                if let Some(verified) = secret().verify(&forged) {
+                    // Whatever verifies is exactly what was signed.
+                    let signed_again = secret().sign(&verified.join(" "));
+                    prop_assert_eq!(signed_again.trim_end(), forged.trim_end());
+                }
+            }
+        }
+
+        proptest! {
+            // Each case opens a loopback connection.
+            #![proptest_config(crate::proptest_config(200))]
+
+            #[test]
+            fn a_read_line_is_one_bounded_line_or_an_error(
+                bytes in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..1200),
+                    line().prop_map(String::into_bytes),
+                    (1..4000usize).prop_map(|n| vec![b'A'; n]),
+                ],
+            ) {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                let (server, _) = listener.accept().unwrap();
+                server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                client.write_all(&bytes).unwrap();
+                drop(client);
+                match read_line(&server) {
+                    Ok(line) => {
+                        prop_assert!(line.len() <= MAX_LINE);
+                        prop_assert!(line.ends_with('\n'));
+                        prop_assert_eq!(line.matches('\n').count(), 1);
+                        prop_assert!(bytes.starts_with(line.as_bytes()));
+                    }
+                    Err(why) => prop_assert!(!why.is_empty()),
+                }
+            }
+        }
+    }
 }

@@ -45,6 +45,8 @@ const LAST_TRY: Duration = Duration::from_millis(400);
 /// notification for a stale one.
 const VIP_GONE_WAIT: Duration = Duration::from_millis(300);
 const VIP_POLL: Duration = Duration::from_millis(20);
+/// How long a demotion that keeps another rw VIP waits for that instance's lease.
+const KEPT_LEASE_WAIT: Duration = Duration::from_secs(1);
 /// `read_only=OFF` waits for nothing; this only bounds a server that does not answer.
 const SET_OFF_WITHIN: Duration = Duration::from_secs(1);
 
@@ -196,7 +198,7 @@ pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome
         // keepalived removes an instance's VIP before it runs the demotion hooks: a
         // VIP that stays is one keepalived took back since (the notification is
         // stale), and its holder must stay writable.
-        if still_held_after(node, &target.vip, VIP_GONE_WAIT) {
+        if still_held_after(node, &target.vip, VIP_GONE_WAIT) && keeps_lease(node, &target.name) {
             return finish(
                 format!(
                     "{} {state}: VIP {} is still on this node (a stale notification: keepalived took it back); staying writable",
@@ -207,7 +209,9 @@ pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome
         }
     }
     let leaving = target.map(|t| t.name.as_str());
-    if let Some(kept) = still_held_rw(node, call.instances(), leaving) {
+    if let Some(kept) = still_held_rw(node, call.instances(), leaving)
+        && keeps_lease(node, kept)
+    {
         let mut summary = format!("still holds the rw VIP of {kept}: staying writable");
         if let Some(target) = target {
             release_lease(node, &target.name);
@@ -415,6 +419,21 @@ fn require_vip(node: &mut impl Node, target: &VrrpInstance) -> Result<(), HookEr
             "cannot tell whether VIP {} is held: {why}; staying read-only",
             target.vip
         ))),
+    }
+}
+
+/// Whether this node holds (or, with a guard, can renew) the write lease of `kept`:
+/// its VIP alone does not make the node a writer (its promotion may have been
+/// refused the lease or not have run yet, or the guard lost the lease since).
+fn keeps_lease(node: &mut impl Node, kept: &str) -> bool {
+    match node.acquire_lease(kept, KEPT_LEASE_WAIT) {
+        LeaseAnswer::Held(_) | LeaseAnswer::NotUsed => true,
+        LeaseAnswer::Refused(why) => {
+            node.warn(&format!(
+                "still holds the rw VIP of {kept} but not its write lease ({why}): going read-only"
+            ));
+            false
+        }
     }
 }
 

@@ -131,7 +131,11 @@ impl Options {
 pub fn redact(arg: &str) -> String {
     let lower = arg.to_ascii_lowercase();
     if lower.starts_with("-p") && !lower.starts_with("--") || lower.contains("pass") {
-        let cut = arg.find('=').map_or(2.min(arg.len()), |i| i + 1);
+        let mut cut = arg.find('=').map_or(2.min(arg.len()), |i| i + 1);
+        // Never inside a character: less is shown rather than a panic.
+        while !arg.is_char_boundary(cut) {
+            cut -= 1;
+        }
         format!("{}…", &arg[..cut])
     } else {
         arg.to_string()
