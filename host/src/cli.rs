@@ -1,7 +1,7 @@
 //! The command line: `mmvip [--config FILE] <plugin> [ARGS...]`, `compile`, `plugins`.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -53,6 +53,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check everything a failover depends on: this mmvip, the local MariaDB and
+    /// replication, the peer, the accounts, keepalived's config; one line per check.
+    Doctor {
+        /// JSON instead of text: an array of {check, ok, detail, fix}.
+        #[arg(long)]
+        json: bool,
+        /// Also check the peer's server settings (over [peer]).
+        #[arg(long)]
+        peer: bool,
+        /// keepalived's config file.
+        #[arg(long, value_name = "FILE", default_value = crate::doctor::DEFAULT_KEEPALIVED_CONF)]
+        keepalived_conf: PathBuf,
+    },
     /// Allow promotion again after flap damping held it back: forgets this node's
     /// recorded role changes (an operator has looked at why it flapped).
     Ack,
@@ -103,6 +116,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>, exit: Exit) -> Ended {
             }
             Ended::Done
         }
+        Command::Doctor {
+            json,
+            peer,
+            keepalived_conf,
+        } => doctor(&config, &config_path, &keepalived_conf, peer, json),
         Command::Guard => {
             let log = command_log(&config, "guard");
             match crate::guard::run(&config, &config_path, log.clone()) {
@@ -316,6 +334,37 @@ fn list_plugins(config: &Config) -> Ended {
         }
     }
     worst.map_or(Ended::Done, Ended::Failed)
+}
+
+fn doctor(
+    config: &Config,
+    config_path: &Path,
+    keepalived_conf: &Path,
+    check_peer: bool,
+    json: bool,
+) -> Ended {
+    let log = command_log(config, "doctor");
+    let checks = crate::doctor::run(config, config_path, keepalived_conf, check_peer, &log);
+    if json {
+        println!(
+            "{:#}",
+            serde_json::to_value(&checks).expect("checks serialize to JSON")
+        );
+    } else {
+        print!("{}", crate::doctor::render(&checks));
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        Ended::Done
+    } else {
+        refuse(
+            Some(&log),
+            Error::failed(format!(
+                "doctor: {failed} of {} checks failed",
+                checks.len()
+            )),
+        )
+    }
 }
 
 /// The state keys the role hooks keep for flap damping (see the role plugin's
