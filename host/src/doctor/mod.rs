@@ -84,7 +84,7 @@ pub fn run(
         "config",
         format!("config {} loads", config_path.display()),
     )];
-    let plugins = own::check(config, &mut checks);
+    let plugins = own::check(config, log, &mut checks);
     let mut local = local_server(config, log, &mut checks);
     // The peer is asked after this node: the cross-node checks rely on that order.
     let (mut peer, reached) = peer::reach(config, log);

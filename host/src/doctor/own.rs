@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Check;
 use crate::config::{Config, PluginSpec};
-use crate::log::one_line;
+use crate::log::{Log, one_line};
 use crate::plugin;
 use crate::runtime;
 
@@ -15,13 +15,38 @@ const TRUST_FIX: &str = "make the path and every directory above it owned by roo
 const SECRET_FIX: &str = "make it a file owned by root with mode 0600 or 0400, in directories only root can change — mmvip refuses a secret others could read or replace";
 
 /// Runs the checks of mmvip itself; returns the specs of the plugins that load.
-pub(super) fn check(config: &Config, checks: &mut Vec<Check>) -> BTreeMap<String, PluginSpec> {
+pub(super) fn check(
+    config: &Config,
+    log: &Log,
+    checks: &mut Vec<Check>,
+) -> BTreeMap<String, PluginSpec> {
     trust(config, checks);
     let plugins = plugins(config, checks);
     if config.guard.is_some() {
         checks.push(guard(config));
     }
+    checks.push(flap_damping(config, log));
     plugins
+}
+
+/// Whether the role hooks' flap damping holds this node's promotion back.
+fn flap_damping(config: &Config, log: &Log) -> Check {
+    let dir = crate::trust::open_dir(&config.state_dir, "state_dir", false).ok();
+    let state = crate::caps::state::StateStore::load(dir, log);
+    let changes = state
+        .get(crate::cli::ROLE_CHANGES_KEY)
+        .map_or(0, |times| times.split_whitespace().count());
+    match state.get(crate::cli::DAMPED_KEY) {
+        Some(why) => Check::fail(
+            "flap_damping",
+            format!("promotion is held back by flap damping ({why})"),
+            "find why the pair keeps failing over (the log's role changes, the other checks here), then run `mmvip ack` on this node",
+        ),
+        None => Check::pass(
+            "flap_damping",
+            format!("flap damping holds nothing back ({changes} role changes recorded)"),
+        ),
+    }
 }
 
 fn trust(config: &Config, checks: &mut Vec<Check>) {
