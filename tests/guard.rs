@@ -41,7 +41,8 @@ fn the_lease_goes_to_one_node_at_a_time_and_a_release_hands_it_over_at_once() {
     );
     // Renewed by its guard: still node1's after several leases.
     std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
-    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+    let answer = node2.ask("ACQUIRE VI_1 300");
+    assert!(answer.starts_with("REFUSED"), "{answer}");
     assert!(
         node1.ask("STATUS").contains("VI_1=held:"),
         "{}",
@@ -231,7 +232,8 @@ fn with_a_witness_the_lease_survives_a_silent_peer_and_a_silent_witness() {
         "{}",
         node1.ask("STATUS")
     );
-    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+    let answer = node2.ask("ACQUIRE VI_1 300");
+    assert!(answer.starts_with("REFUSED"), "{answer}");
 }
 
 /// keepalived's part in a switch-over, played by the test: when the writer's failover
@@ -383,7 +385,8 @@ fn clocks_a_day_apart_and_a_grantor_whose_clock_jumps_a_lease_change_nothing() {
     // Renewed across leases, counted on clocks a day apart; a rival is refused.
     std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
     assert!(!pair.node1.read_only(), "{}", node1.guard_log());
-    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+    let answer = node2.ask("ACQUIRE VI_1 300");
+    assert!(answer.starts_with("REFUSED"), "{answer}");
 
     // The grantor's guard stops for two leases: to it, time jumps. The holder keeps
     // its lease (its peer silent, a probe answering), and the grantor, resumed with
@@ -391,7 +394,8 @@ fn clocks_a_day_apart_and_a_grantor_whose_clock_jumps_a_lease_change_nothing() {
     node2.signal_guard(rustix::process::Signal::STOP);
     std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
     node2.signal_guard(rustix::process::Signal::CONT);
-    assert!(node2.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+    let answer = node2.ask("ACQUIRE VI_1 300");
+    assert!(answer.starts_with("REFUSED"), "{answer}");
     std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
     assert!(!pair.node1.read_only(), "{}", node1.guard_log());
     assert!(
@@ -399,6 +403,23 @@ fn clocks_a_day_apart_and_a_grantor_whose_clock_jumps_a_lease_change_nothing() {
         "{}",
         node1.guard_log()
     );
+
+    // Again, but the holder's guard stops answering as the grantor resumes, until
+    // the grantor's vote has lapsed: the grantor heard nothing while it was stopped
+    // itself, and one silent round is not a dead peer, so it does not take the lease
+    // alone (the holder, resumed past its lease, fences itself).
+    node2.signal_guard(rustix::process::Signal::STOP);
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    node1.signal_guard(rustix::process::Signal::STOP);
+    node2.signal_guard(rustix::process::Signal::CONT);
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    let answer = node2.ask("ACQUIRE VI_1 300");
+    node1.signal_guard(rustix::process::Signal::CONT);
+    assert!(answer.starts_with("REFUSED"), "{answer}");
+    assert!(answer.contains("ms of silence"), "{answer}");
+    wait_for("node1 fenced as it resumed", Duration::from_secs(5), || {
+        pair.node1.read_only()
+    });
 
     // A release hands the lease over at once.
     node1.hold_vip(false);
@@ -462,4 +483,86 @@ fn status_shows_the_vip_the_servers_the_lease_and_the_last_runs() {
         json["guard"]["leases"]["VI_1"]["held_ms"].is_null(),
         "{json:#}"
     );
+}
+
+#[test]
+fn under_systemd_the_guard_says_ready_and_feeds_the_watchdog_only_while_it_runs() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let mut node1 = Node::new(&topology, 0, &pair.node1, None);
+    let notify_path = node1.site.path("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let watchdog = Duration::from_millis(800);
+    node1.start_guard_under_systemd(&notify_path, watchdog);
+    // What systemd receives within `window`.
+    let heard = |window: Duration| -> Vec<String> {
+        let until = Instant::now() + window;
+        let mut messages = Vec::new();
+        let mut buffer = [0u8; 256];
+        while Instant::now() < until {
+            if let Ok(n) = systemd.recv(&mut buffer) {
+                messages.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+            }
+        }
+        messages
+    };
+    let first = heard(watchdog * 2);
+    assert_eq!(
+        first.first().map(String::as_str),
+        Some("READY=1"),
+        "{first:?}"
+    );
+    let pings = first.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(pings >= 3, "{first:?}");
+
+    // Stopped, the guard goes quiet: systemd's watchdog would kill it.
+    node1.signal_guard(rustix::process::Signal::STOP);
+    let _in_flight = heard(Duration::from_millis(100));
+    let stopped = heard(watchdog * 2);
+    node1.signal_guard(rustix::process::Signal::CONT);
+    assert!(stopped.is_empty(), "{stopped:?}");
+    let resumed = heard(watchdog);
+    assert!(resumed.contains(&"WATCHDOG=1".to_string()), "{resumed:?}");
+}
+
+/// The heartbeat link cut: VRRP makes the reader MASTER too. It cannot get the lease,
+/// steps aside (FAULT) and stays aside while the writer holds the lease, instead of
+/// taking the VIP back every few seconds; once the writer gives it back, it is done.
+#[test]
+fn a_node_refused_the_lease_steps_aside_while_the_writer_holds_it() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
+    let node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+
+    let aside = || {
+        std::fs::read_to_string(node2.site.path("track/VI_1"))
+            .unwrap_or_default()
+            .trim()
+            == "1"
+    };
+    node2.hold_vip(true);
+    wait_for("node2 stepping aside", Duration::from_secs(2), aside);
+    // keepalived, told FAULT, removes the VIP.
+    node2.hold_vip(false);
+    // Well past one step aside (3 s): still aside, node1 still the writer.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(aside(), "{}", node2.guard_log());
+    assert!(!pair.node1.read_only());
+    assert!(pair.node2.read_only());
+
+    // The writer gives the lease back: node2's next look ends the step aside.
+    node1.hold_vip(false);
+    let output = node1.hook(&["backup", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    wait_for("node2's step aside over", Duration::from_secs(5), || {
+        !aside()
+    });
+    assert!(node2.guard_log().contains("no longer stepping aside"));
 }

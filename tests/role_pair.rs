@@ -501,3 +501,45 @@ fn missing_privileges_are_reported_and_change_nothing() {
     assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
     assert!(pair.node1.read_only());
 }
+
+#[test]
+fn a_flapping_node_stops_promoting_until_the_operator_acks() {
+    let pair = Pair::start();
+    let node = Node::new(&pair.node1, "");
+    // Two round trips: four role changes, the default flap_limit.
+    for _ in 0..2 {
+        node.netns.hold(VIP1);
+        assert_ok(&node.run(&["master", "--instance=VI_1"]));
+        node.netns.release(VIP1);
+        assert_ok(&node.run(&["backup", "--instance=VI_1"]));
+    }
+    node.netns.hold(VIP1);
+    let refused = node.run(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&refused), 1);
+    assert!(
+        stderr(&refused).contains("flap damping: 4 role changes"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(pair.node1.read_only());
+    let status = node.site.mmvip(&["status"]);
+    let text = common::stdout(&status);
+    assert!(
+        text.contains("PROMOTION HELD BACK"),
+        "{text}{}",
+        stderr(&status)
+    );
+
+    let ack = node.site.mmvip(&["ack"]);
+    assert_ok(&ack);
+    let said = String::from_utf8_lossy(&ack.stdout);
+    assert!(
+        said.contains("acknowledged: promotion allowed again; forgot 4 recorded role changes"),
+        "{said}"
+    );
+    assert!(node.site.log_text().contains("plugin=ack"));
+    assert_ok(&node.run(&["master", "--instance=VI_1"]));
+    assert!(!pair.node1.read_only());
+    let status = node.site.mmvip(&["status"]);
+    assert!(!String::from_utf8_lossy(&status.stdout).contains("HELD BACK"));
+}

@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +53,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Allow promotion again after flap damping held it back: forgets this node's
+    /// recorded role changes (an operator has looked at why it flapped).
+    Ack,
     /// Run one hook: `mmvip <plugin> [ARGS...]`; the exit status is its verdict.
     #[command(external_subcommand)]
     Hook(Vec<OsString>),
@@ -90,6 +93,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, exit: Exit) -> Ended {
         Command::Compile => compile_all(&config),
         Command::Plugins => list_plugins(&config),
         Command::Switchover => switchover(&config),
+        Command::Ack => ack(&config),
         Command::Status { json } => {
             let status = crate::status::gather(&config, &command_log(&config, "status"));
             if json {
@@ -314,6 +318,57 @@ fn list_plugins(config: &Config) -> Ended {
     worst.map_or(Ended::Done, Ended::Failed)
 }
 
+/// The state keys the role hooks keep for flap damping (see the role plugin's
+/// `damping` module): the times of the node's role changes, and why promotion is
+/// held back while it is.
+pub const ROLE_CHANGES_KEY: &str = "role_changes";
+pub const DAMPED_KEY: &str = "damped";
+
+fn ack(config: &Config) -> Ended {
+    let log = command_log(config, "ack");
+    let forgotten = || -> crate::error::Result<(usize, Option<String>)> {
+        let dir = crate::trust::open_dir(&config.state_dir, "state_dir", false)?;
+        // Role hooks rewrite the state file under this lock.
+        let _lock = crate::lock::acquire(&dir, Instant::now() + Duration::from_secs(10))?;
+        let mut store = crate::caps::state::StateStore::load(Some(dir), &log);
+        let changes = store
+            .get(ROLE_CHANGES_KEY)
+            .map_or(0, |times| times.split_whitespace().count());
+        let damped = store.get(DAMPED_KEY);
+        for key in [ROLE_CHANGES_KEY, DAMPED_KEY] {
+            store
+                .set(key.into(), None)
+                .map_err(|why| Error::failed(format!("state: {why}")))?;
+        }
+        if !store.commit(&log) {
+            return Err(Error::failed(
+                "the state file could not be written (see the log): nothing acknowledged",
+            ));
+        }
+        Ok((changes, damped))
+    };
+    match forgotten() {
+        Ok((changes, damped)) => {
+            let report = match damped {
+                Some(why) => format!(
+                    "acknowledged: promotion allowed again; forgot {changes} recorded role changes (was: {why})"
+                ),
+                None => format!("nothing was held back; forgot {changes} recorded role changes"),
+            };
+            log.write(Level::Warn, &[("verdict", "pass"), ("msg", &report)]);
+            println!("{report}");
+            Ended::Done
+        }
+        Err(error) => refuse(Some(&log), error),
+    }
+}
+
+/// Why flap damping holds this node's promotion back, if it does.
+fn held_back(config: &Config, log: &Log) -> Option<String> {
+    let dir = crate::trust::open_dir(&config.state_dir, "state_dir", false).ok()?;
+    crate::caps::state::StateStore::load(Some(dir), log).get(DAMPED_KEY)
+}
+
 fn switchover(config: &Config) -> Ended {
     let log = command_log(config, "switchover");
     if config.guard.is_none() {
@@ -322,6 +377,15 @@ fn switchover(config: &Config) -> Ended {
             Error::usage(
                 "switchover needs the guard ([guard] in the config); without it, raise the failover flag file",
             ),
+        );
+    }
+    if let Some(why) = held_back(config, &log) {
+        // Run here, the switch-over would move the VIP to a node that refuses it.
+        return refuse(
+            Some(&log),
+            Error::failed(format!(
+                "this node's promotion is held back ({why}): run `mmvip ack` first"
+            )),
         );
     }
     let answer = crate::guard::control::ask(

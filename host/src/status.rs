@@ -296,6 +296,11 @@ pub fn render(status: &Value) -> String {
             ));
         }
     }
+    if let Some(why) = status["decisions"][crate::cli::DAMPED_KEY].as_str() {
+        line(format!(
+            "PROMOTION HELD BACK ({why}); `mmvip ack` allows it again"
+        ));
+    }
     if let Some(decisions) = status["decisions"].as_object().filter(|d| !d.is_empty()) {
         line("last decisions:".into());
         for (key, value) in decisions {

@@ -431,6 +431,9 @@ timeout_ms    = 500
             instance.name, instance.vip
         );
     }
+    // The scenarios change roles on purpose, several times a minute: flap damping
+    // would hold the later ones back.
+    text.push_str("\n[plugins.master]\nflap_limit = 0\n");
     text
 }
 

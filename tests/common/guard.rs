@@ -3,7 +3,7 @@
 //! real `mmvip guard` in the node's namespace.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -176,6 +176,17 @@ impl Node {
     /// of the other node's when given (a time namespace: what it counts from differs,
     /// as on another machine).
     pub fn start_guard_with_clock_ahead(&mut self, seconds: Option<u64>) {
+        self.launch_guard(seconds, &[]);
+    }
+
+    /// Starts the guard (again) as systemd would with `Type=notify` and `WatchdogSec`.
+    pub fn start_guard_under_systemd(&mut self, notify_socket: &Path, watchdog: Duration) {
+        let usec = watchdog.as_micros().to_string();
+        let socket = notify_socket.to_str().unwrap();
+        self.launch_guard(None, &[("NOTIFY_SOCKET", socket), ("WATCHDOG_USEC", &usec)]);
+    }
+
+    fn launch_guard(&mut self, seconds: Option<u64>, env: &[(&str, &str)]) {
         self.guard = None;
         let socket = control::socket_path(&self.state_dir());
         let _ = std::fs::remove_file(&socket);
@@ -192,6 +203,7 @@ impl Node {
             .arg("--config")
             .arg(self.site.config_path())
             .arg("guard")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

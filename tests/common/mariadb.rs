@@ -230,11 +230,23 @@ impl Server {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// One value read as root. A read is retried on a fresh connection a few times:
+    /// a fence kills every session, and an observer's may be among them.
     pub fn value(&self, sql: &str) -> Option<String> {
-        self.root()
-            .query_first::<Option<String>, _>(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .flatten()
+        let mut tries = 0;
+        loop {
+            let read = self
+                .try_connect()
+                .and_then(|mut conn| conn.query_first::<Option<String>, _>(sql));
+            match read {
+                Ok(value) => return value.flatten(),
+                Err(e) if tries >= 3 => panic!("{sql}: {e}"),
+                Err(_) => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
     }
 
     pub fn read_only(&self) -> bool {

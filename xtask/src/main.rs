@@ -81,7 +81,8 @@ fn main() -> ExitCode {
             cargo(
                 &root,
                 &[
-                    "bench", "-p", "mmvip", "--bench", "hooks", "--bench", "guard",
+                    "bench", "-p", "mmvip", "--bench", "hooks", "--bench", "guard", "--bench",
+                    "load",
                 ],
             )
         }),

@@ -137,10 +137,11 @@ impl StateStore {
         self.values.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
-    /// Writes staged changes, if any; a failure is logged (the hook has already acted).
-    pub fn commit(&mut self, log: &Log) {
+    /// Writes staged changes, if any; a failure is logged (the hook has already acted)
+    /// and returns false.
+    pub fn commit(&mut self, log: &Log) -> bool {
         if !self.dirty {
-            return;
+            return true;
         }
         let Some(dir) = &self.dir else {
             log.write(
@@ -150,20 +151,26 @@ impl StateStore {
                     "state not saved: the state directory could not be opened",
                 )],
             );
-            return;
+            return false;
         };
         match write_values(dir, &self.values) {
-            Ok(()) => self.dirty = false,
-            Err(e) => log.write(
-                Level::Error,
-                &[(
-                    "msg",
-                    &format!(
-                        "cannot write state file {}: {e}",
-                        dir.path().join(STATE_FILE).display()
-                    ),
-                )],
-            ),
+            Ok(()) => {
+                self.dirty = false;
+                true
+            }
+            Err(e) => {
+                log.write(
+                    Level::Error,
+                    &[(
+                        "msg",
+                        &format!(
+                            "cannot write state file {}: {e}",
+                            dir.path().join(STATE_FILE).display()
+                        ),
+                    )],
+                );
+                false
+            }
         }
     }
 }

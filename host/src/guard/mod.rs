@@ -16,6 +16,7 @@
 pub mod config;
 pub mod control;
 mod lease;
+mod systemd;
 mod track;
 mod watch;
 mod wire;
@@ -88,6 +89,13 @@ pub struct Guard {
     stepping_away: AtomicBool,
     /// The peer's guard did not answer the last round (logged when it changes).
     peer_silent: AtomicBool,
+    /// systemd's notification socket and watchdog, when run by systemd.
+    notifier: systemd::Notifier,
+    /// When the rule loop last turned (the watchdog is fed only while it does).
+    rule_turned: Mutex<Instant>,
+    /// Since when this node's rounds have found the peer's guard silent (none since
+    /// it was last heard: an answer, or a signed request of its own).
+    peer_silent_since: Mutex<Option<Instant>>,
 }
 
 /// Runs the guard of this node until the process ends.
@@ -158,6 +166,9 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         switching: Mutex::new(()),
         stepping_away: AtomicBool::new(false),
         peer_silent: AtomicBool::new(false),
+        peer_silent_since: Mutex::new(None),
+        notifier: systemd::Notifier::from_env(),
+        rule_turned: Mutex::new(Instant::now()),
     });
     guard.start()
 }
@@ -238,16 +249,47 @@ impl Guard {
         // A raised failover flag is handled once: a writer switches over, and if it
         // cannot, or this node is not the writer, keepalived is told to move the VIP.
         let mut flag_raises_handled = 0;
+        let turn_at_least = self
+            .notifier
+            .watchdog_interval()
+            .map_or(self.guard.lease / 4, |every| {
+                every.min(self.guard.lease / 4)
+            });
+        if let Some(every) = self.notifier.watchdog_interval() {
+            let guard = Arc::clone(&self);
+            std::thread::spawn(move || guard.feed_watchdog(every));
+        }
+        self.notifier.ready();
         loop {
             // Taken first: whatever changes while this round runs ends the wait.
             let seen = self.watched.seen();
             let next_expiry = self.keep_the_rule();
+            *self
+                .rule_turned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
             if seen.failover_flag && seen.flag_raises != flag_raises_handled {
                 flag_raises_handled = seen.flag_raises;
                 self.switch_over_for_flag();
             }
             self.watched
-                .wait_change(seen.version, next_expiry.min(self.guard.lease / 4));
+                .wait_change(seen.version, next_expiry.min(turn_at_least));
+        }
+    }
+
+    /// Tells systemd the guard is alive while its rule loop turns (or a switch-over,
+    /// bounded by its own timeouts, holds the loop): a stopped or stuck guard is
+    /// killed before its lease can pass to the peer.
+    fn feed_watchdog(&self, every: Duration) {
+        loop {
+            std::thread::sleep(every);
+            let turned = *self
+                .rule_turned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if turned.elapsed() < 2 * every || self.switching.try_lock().is_err() {
+                self.notifier.watchdog();
+            }
         }
     }
 
@@ -318,8 +360,14 @@ impl Guard {
                 probes.join().expect("the probes do not panic"),
             )
         });
-        let reaches_probes = matches!(peer, Answer::Silent(_)) && probes;
         let silent = matches!(peer, Answer::Silent(_));
+        let quiet_for = if silent {
+            self.peer_silent_for()
+        } else {
+            self.heard_peer();
+            Duration::ZERO
+        };
+        let reaches_probes = silent && probes;
         if self.peer_silent.swap(silent, Ordering::SeqCst) != silent {
             let message = match &peer {
                 Answer::Silent(why) => format!("the peer's guard is silent ({why})"),
@@ -332,14 +380,39 @@ impl Guard {
             has_witness: witness_answer.is_some(),
             alone_when_peer_silent: self.guard.without_peer == WithoutPeer::KeepWriting,
         };
-        let outcome = lease::count(
-            &rules,
-            sent,
-            &own,
-            &peer,
-            witness_answer.as_ref(),
-            reaches_probes,
-        );
+        let keeping = self
+            .leases()
+            .held
+            .get(instance)
+            .is_some_and(|until| *until > Instant::now());
+        let outcome = match &peer {
+            // A peer guard that misses a round may be slow, not gone, and may hold the
+            // lease: taking it alone waits until this node's own rounds have found it
+            // silent for longer than any lease it could hold. Counted from this node's
+            // first silent round, not from when it last heard the peer: a node that was
+            // frozen itself heard nothing meanwhile.
+            Answer::Silent(why)
+                if rules.alone_when_peer_silent
+                    && !rules.has_witness
+                    && reaches_probes
+                    && !keeping
+                    && quiet_for < hold =>
+            {
+                Outcome::Lost(format!(
+                    "the peer's guard is silent ({why}) for {} ms: taking the lease without it needs {} ms of silence",
+                    quiet_for.as_millis(),
+                    hold.as_millis()
+                ))
+            }
+            _ => lease::count(
+                &rules,
+                sent,
+                &own,
+                &peer,
+                witness_answer.as_ref(),
+                reaches_probes,
+            ),
+        };
         let mut leases = self.leases();
         match &outcome {
             Outcome::Held(until) => {
@@ -432,6 +505,22 @@ impl Guard {
         )
     }
 
+    fn heard_peer(&self) {
+        *self
+            .peer_silent_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Notes a silent round; how long the peer has been silent to this node's rounds.
+    fn peer_silent_for(&self) -> Duration {
+        self.peer_silent_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+    }
+
     /// Whether any probe answers (this node is not cut off from everything).
     fn reaches_probes(&self) -> bool {
         self.guard
@@ -487,6 +576,7 @@ impl Guard {
             );
             return;
         };
+        self.heard_peer();
         let reply = self.answer_peer(&words);
         use std::io::Write as _;
         let _ = (&*stream).write_all(self.secret.sign(&reply).as_bytes());
@@ -523,6 +613,24 @@ impl Guard {
                         refusal.holder,
                         refusal.left.as_millis()
                     ),
+                }
+            }
+            // Whether this node holds the lease: a peer that stepped aside stays
+            // aside while it does, instead of taking the VIP back every few seconds.
+            ["HOLDS", instance, _from, nonce] => {
+                let now = Instant::now();
+                match self
+                    .leases()
+                    .held
+                    .get(*instance)
+                    .filter(|until| **until > now)
+                {
+                    Some(until) => format!(
+                        "DENY {instance} {nonce} {} {}",
+                        self.guard.node,
+                        (*until - now).as_millis()
+                    ),
+                    None => format!("OK {nonce}"),
                 }
             }
             ["RELEASE", instance, from, nonce] => {
@@ -571,6 +679,7 @@ impl Guard {
     /// aside when another node holds the lease. Runs on its own thread: a round can
     /// wait on a silent peer, and the rule must not.
     fn renew(&self) {
+        self.review_steps_aside();
         let seen = self.watched.seen();
         for (name, vip) in &self.instances {
             let wants = Self::holds_vip(*vip)
@@ -613,14 +722,6 @@ impl Guard {
                     allowed = true;
                     next = next.min(usable - lead);
                 }
-            }
-            if let Some(since) = leases.stepped_aside.get(name)
-                && since.elapsed() >= STEP_ASIDE
-                && !vip_held
-            {
-                drop(leases);
-                self.leases().stepped_aside.remove(name);
-                track::write(&self.track(name), false, &self.log);
             }
         }
         match &seen.database {
@@ -668,6 +769,45 @@ impl Guard {
             "writable without holding a write lease".into()
         } else {
             "writable, holding a lease but not the VIP of its instance".into()
+        }
+    }
+
+    /// Ends a step aside once it has lasted [`STEP_ASIDE`], unless the peer still
+    /// holds the instance's lease: then VRRP would only make this node MASTER again,
+    /// take the VIP (and the clients, by gratuitous ARP) and step aside once more.
+    fn review_steps_aside(&self) {
+        let due: Vec<String> = self
+            .leases()
+            .stepped_aside
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= STEP_ASIDE)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
+            if let Answer::Refused(_) = self.ask_peer(&asked) {
+                self.leases()
+                    .stepped_aside
+                    .insert(name.clone(), Instant::now());
+                continue;
+            }
+            let vip_held = self
+                .instances
+                .iter()
+                .any(|(instance, vip)| *instance == name && Self::holds_vip(*vip));
+            if !vip_held {
+                self.leases().stepped_aside.remove(&name);
+                self.log.write(
+                    Level::Info,
+                    &[(
+                        "msg",
+                        &format!(
+                            "{name}: the peer holds no lease for it: no longer stepping aside"
+                        ),
+                    )],
+                );
+                track::write(&self.track(&name), false, &self.log);
+            }
         }
     }
 

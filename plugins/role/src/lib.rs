@@ -10,6 +10,7 @@
 //! against a scripted node; the plugins run them on the host's capabilities.
 
 mod catchup;
+mod damping;
 mod events;
 mod gtid;
 mod node;
@@ -21,6 +22,7 @@ use mmvip_sdk::lease::Answer as LeaseAnswer;
 use mmvip_sdk::sql::ClientConnection;
 use mmvip_sdk::{Call, HookError, Outcome, VrrpInstance, VrrpState, failed, usage};
 
+pub use damping::{CHANGES_KEY, DAMPED_KEY};
 pub use node::{Capabilities, Node};
 pub use options::{CatchupPolicy, Options, Settings, parse_duration};
 
@@ -90,6 +92,12 @@ pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
     }
     let settings = &options.settings;
     require_vip(node, target)?;
+    // Only a change of role counts: a second rw instance on a writer changes none.
+    let changes_role = !is_writable(node, &settings.variable);
+    if changes_role && let Err(why) = damping::allows_promotion(node, settings) {
+        node.error(&why);
+        return Err(failed(format!("{why}; staying read-only")));
+    }
     let caught_up = if settings.wait {
         let budget = call.time_left().saturating_sub(AFTER_CATCHUP);
         let limit = settings.catchup_timeout.min(budget);
@@ -151,6 +159,9 @@ pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
         summary.push_str(&format!("; {}", events::enable_disabled_by_mmvip(node)?));
     }
     node.remember("writable", "yes");
+    if changes_role {
+        damping::record_change(node);
+    }
     Ok(summary)
 }
 
@@ -218,7 +229,7 @@ pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome
     let settings = &options.settings;
     let spared = Spared::learn(node, settings);
     let blockers = make_read_only(node, &settings.variable, &spared)?;
-    node.remember("writable", "no");
+    note_read_only(node);
     // Read-only now: the peer may take the lease at once instead of waiting it out.
     if let Some(target) = target {
         release_lease(node, &target.name);
@@ -250,13 +261,26 @@ fn fence(node: &mut impl Node, options: &Options, problems: &[String]) -> Outcom
     let settings = &options.settings;
     let spared = Spared::learn(node, settings);
     let blockers = make_read_only(node, &settings.variable, &spared)?;
-    node.remember("writable", "no");
+    note_read_only(node);
     let mut summary = "fenced: read-only".to_string();
     if !blockers.is_empty() {
         summary.push_str(&format!(" (killed {})", blockers.join(", ")));
     }
     summary.push_str(&format!("; {}", kill_clients(node, settings, &spared)?));
     finish(summary, problems)
+}
+
+/// Keeps that the node is read-only now; leaving writable is a role change.
+fn note_read_only(node: &mut impl Node) {
+    if node.recall("writable").as_deref() == Some("yes") {
+        damping::record_change(node);
+    }
+    node.remember("writable", "no");
+}
+
+/// Whether the server is writable now; an unreadable answer counts as not.
+fn is_writable(node: &mut impl Node, variable: &str) -> bool {
+    matches!(node.global_variable(variable), Ok(Some(v)) if v == "0" || v.eq_ignore_ascii_case(OFF))
 }
 
 fn release_lease(node: &mut impl Node, instance: &str) {

@@ -41,11 +41,15 @@ pub trait Node {
     fn vip_clients(&mut self, address: &str) -> Result<Vec<String>, String>;
     /// Keeps a fact in the node's state; a refusal is logged, never fatal.
     fn remember(&mut self, key: &str, value: &str);
+    fn recall(&mut self, key: &str) -> Option<String>;
+    fn forget(&mut self, key: &str);
     fn warn(&mut self, message: &str);
     fn error(&mut self, message: &str);
     /// The node's clock, and a pause on it (the tests' node keeps its own time).
     fn now(&self) -> Instant;
     fn pause(&mut self, duration: Duration);
+    /// Wall-clock seconds since the Unix epoch: for what must outlive the process.
+    fn unix_time(&self) -> u64;
 }
 
 /// The node as the host's capabilities show it.
@@ -135,6 +139,16 @@ impl Node for Capabilities {
         }
     }
 
+    fn recall(&mut self, key: &str) -> Option<String> {
+        state::get(key)
+    }
+
+    fn forget(&mut self, key: &str) {
+        if let Err(why) = state::set(key, None) {
+            log::warn(&format!("state not kept ({key} removed): {why}"));
+        }
+    }
+
     fn warn(&mut self, message: &str) {
         log::warn(message);
     }
@@ -149,5 +163,11 @@ impl Node for Capabilities {
 
     fn pause(&mut self, duration: Duration) {
         std::thread::sleep(duration);
+    }
+
+    fn unix_time(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
     }
 }

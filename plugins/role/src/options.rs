@@ -37,6 +37,11 @@ pub struct Settings {
     /// replicates as, which are spared anyway).
     #[serde(deserialize_with = "users")]
     pub replication_users: Vec<String>,
+    /// `master` refuses once this node changed roles this many times within
+    /// `flap_window` (0: never).
+    pub flap_limit: u32,
+    #[serde(deserialize_with = "duration")]
+    pub flap_window: Duration,
 }
 
 impl Default for Settings {
@@ -52,6 +57,8 @@ impl Default for Settings {
             lease_timeout: Duration::from_secs(6),
             spare_users: Vec::new(),
             replication_users: Vec::new(),
+            flap_limit: 4,
+            flap_window: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -146,7 +153,7 @@ fn flag(key: &str, value: &str) -> Result<bool, HookError> {
     parse_bool(value).ok_or_else(|| usage(format!("--{key} takes yes or no, not `{value}`")))
 }
 
-/// `30` (seconds), `"30s"`, `"1500ms"`.
+/// `30` (seconds), `"30s"`, `"1500ms"`, `"10m"`.
 fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -162,15 +169,17 @@ fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duratio
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    let number = |digits: &str| digits.trim().parse::<u64>().ok();
     let parsed = if let Some(ms) = text.strip_suffix("ms") {
-        ms.trim().parse().map(Duration::from_millis)
-    } else {
-        text.trim_end_matches('s')
-            .trim()
-            .parse()
+        number(ms).map(Duration::from_millis)
+    } else if let Some(minutes) = text.strip_suffix('m') {
+        number(minutes)
+            .and_then(|m| m.checked_mul(60))
             .map(Duration::from_secs)
+    } else {
+        number(text.strip_suffix('s').unwrap_or(text)).map(Duration::from_secs)
     };
-    parsed.map_err(|_| format!("`{text}` is not a duration such as 30s or 1500ms"))
+    parsed.ok_or_else(|| format!("`{text}` is not a duration such as 30s, 1500ms or 10m"))
 }
 
 /// A list of users, or the seed's comma-separated text.

@@ -36,6 +36,8 @@ struct Scripted {
     clock: Instant,
     /// What the guard answers for the lease.
     lease: LeaseAnswer,
+    /// The wall clock, in Unix seconds.
+    wall: u64,
     calls: Vec<String>,
 }
 
@@ -58,6 +60,7 @@ impl Scripted {
             blocked_by: BTreeSet::new(),
             clock: Instant::now(),
             lease: LeaseAnswer::NotUsed,
+            wall: 1_800_000_000,
             calls: Vec::new(),
         }
     }
@@ -168,6 +171,10 @@ impl Node for Scripted {
         self.clock += duration;
     }
 
+    fn unix_time(&self) -> u64 {
+        self.wall
+    }
+
     fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
         Ok(self.replicas.clone())
     }
@@ -218,6 +225,14 @@ impl Node for Scripted {
 
     fn remember(&mut self, key: &str, value: &str) {
         self.state.insert(key.into(), value.into());
+    }
+
+    fn recall(&mut self, key: &str) -> Option<String> {
+        self.state.get(key).cloned()
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.state.remove(key);
     }
 
     fn warn(&mut self, _message: &str) {}
@@ -607,6 +622,12 @@ impl Node for LeavingVip<'_> {
     fn remember(&mut self, key: &str, value: &str) {
         self.node.remember(key, value)
     }
+    fn recall(&mut self, key: &str) -> Option<String> {
+        self.node.recall(key)
+    }
+    fn forget(&mut self, key: &str) {
+        self.node.forget(key)
+    }
     fn warn(&mut self, message: &str) {
         self.node.warn(message)
     }
@@ -618,6 +639,9 @@ impl Node for LeavingVip<'_> {
     }
     fn pause(&mut self, duration: Duration) {
         self.node.pause(duration)
+    }
+    fn unix_time(&self) -> u64 {
+        self.node.unix_time()
     }
 }
 
@@ -738,4 +762,77 @@ fn a_fence_demotes_whatever_the_vips_say() {
     let summary = demote_on(&mut node, &call(&["--fence"], "{}"), VrrpState::Fault).unwrap();
     assert!(summary.starts_with("fenced: read-only"), "{summary}");
     assert!(node.read_only());
+}
+
+#[test]
+fn a_node_that_keeps_changing_roles_stops_promoting_until_acked_or_the_window_passes() {
+    let mut node = Scripted::new();
+    let promote = call(&["--instance=VI_1"], "{}");
+    let demote = call(&["--instance=VI_1"], "{}");
+    // Two round trips a minute apart: four role changes, the default limit.
+    for _ in 0..2 {
+        promote_on(&mut node, &promote).unwrap();
+        node.vips.clear();
+        demote_on(&mut node, &demote, VrrpState::Backup).unwrap();
+        node.vips.insert("10.0.1.100".into());
+        node.wall += 60;
+    }
+    assert_eq!(node.state[CHANGES_KEY].split(' ').count(), 4);
+    let err = promote_on(&mut node, &promote).unwrap_err().to_string();
+    assert!(node.read_only());
+    assert!(
+        err.contains("flap damping: 4 role changes in the last 10 min (flap_limit = 4)")
+            && err.contains("for 8 min more"),
+        "{err}"
+    );
+    assert!(node.state[DAMPED_KEY].contains("flap damping"));
+
+    // `mmvip ack` forgets the history: promotion goes ahead.
+    node.state.remove(CHANGES_KEY);
+    promote_on(&mut node, &promote).unwrap();
+    assert!(!node.read_only());
+    assert!(!node.state.contains_key(DAMPED_KEY));
+
+    // Or the window passes.
+    let mut node = Scripted::new();
+    node.state.insert(
+        CHANGES_KEY.into(),
+        format!("{0} {0} {0} {0}", node.wall - 600),
+    );
+    node.state.insert(DAMPED_KEY.into(), "since then".into());
+    promote_on(&mut node, &promote).unwrap();
+    assert!(!node.state.contains_key(DAMPED_KEY));
+}
+
+#[test]
+fn flap_damping_counts_role_changes_only_and_can_be_turned_off() {
+    let mut node = Scripted::new();
+    node.state
+        .insert(CHANGES_KEY.into(), format!("{0} {0} {0} {0}", node.wall));
+    // Already writable (a second rw instance): no role change, no refusal.
+    node.variables.insert("read_only".into(), "0".into());
+    node.vips.insert("10.0.1.101".into());
+    promote_on(&mut node, &call(&["--instance=VI_2"], "{}")).unwrap();
+    assert_eq!(node.state[CHANGES_KEY].split(' ').count(), 4);
+
+    let mut node = Scripted::new();
+    node.state
+        .insert(CHANGES_KEY.into(), format!("{0} {0} {0} {0}", node.wall));
+    promote_on(
+        &mut node,
+        &call(&["--instance=VI_1"], r#"{"flap_limit": 0}"#),
+    )
+    .unwrap();
+    assert!(!node.read_only());
+
+    // A demotion from writable is a change; one of a read-only node is not.
+    let mut node = Scripted::new();
+    node.vips.clear();
+    demote_on(
+        &mut node,
+        &call(&["--instance=VI_1"], "{}"),
+        VrrpState::Fault,
+    )
+    .unwrap();
+    assert!(!node.state.contains_key(CHANGES_KEY));
 }

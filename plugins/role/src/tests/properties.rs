@@ -373,6 +373,14 @@ impl Node for Model {
         self.node.remember(key, value)
     }
 
+    fn recall(&mut self, key: &str) -> Option<String> {
+        self.node.recall(key)
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.node.forget(key)
+    }
+
     fn warn(&mut self, _message: &str) {}
 
     fn error(&mut self, _message: &str) {}
@@ -384,6 +392,10 @@ impl Node for Model {
     fn pause(&mut self, duration: Duration) {
         self.tick();
         self.node.pause(duration)
+    }
+
+    fn unix_time(&self) -> u64 {
+        self.node.unix_time()
     }
 }
 
@@ -618,6 +630,9 @@ fn step() -> impl Strategy<Value = Step> {
 fn settings() -> impl Strategy<Value = &'static str> {
     prop_oneof![
         Just("{}"),
+        // Without flap damping (every promotion is tried) and with the most eager.
+        Just(r#"{"flap_limit": 0}"#),
+        Just(r#"{"flap_limit": 1}"#),
         Just(r#"{"wait": false}"#),
         Just(r#"{"on_catchup_timeout": "go-writable"}"#),
         Just(r#"{"kill": false, "handle_events": true}"#),
