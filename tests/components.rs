@@ -81,6 +81,15 @@ fn health_refuses_arguments_it_does_not_take() {
         message,
         "takes no arguments, got `--sokcet=/run/mysqld/mysqld.sock`"
     );
+    // The seed's health line passed the password on the command line: never repeated.
+    let (verdict, message) = health_with(
+        check_call(&["-uroot", "-ps3cret", "--password=s3cret"]),
+        bounds(2000),
+        Ok(()),
+        Duration::ZERO,
+    );
+    assert_eq!(verdict, Verdict::Usage);
+    assert_eq!(message, "takes no arguments, got `-uroot -p… --password=…`");
 }
 
 /// The epoch interrupt cannot reach a hook blocked in a host call; the run's overrun

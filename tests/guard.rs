@@ -407,7 +407,8 @@ fn clocks_a_day_apart_and_a_grantor_whose_clock_jumps_a_lease_change_nothing() {
     // Again, but the holder's guard stops answering as the grantor resumes, until
     // the grantor's vote has lapsed: the grantor heard nothing while it was stopped
     // itself, and one silent round is not a dead peer, so it does not take the lease
-    // alone (the holder, resumed past its lease, fences itself).
+    // alone. (The holder, resumed past its lease, fences itself or, nobody having
+    // taken the lease meanwhile, renews it first: either is one writer.)
     node2.signal_guard(rustix::process::Signal::STOP);
     std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
     node1.signal_guard(rustix::process::Signal::STOP);
@@ -417,9 +418,6 @@ fn clocks_a_day_apart_and_a_grantor_whose_clock_jumps_a_lease_change_nothing() {
     node1.signal_guard(rustix::process::Signal::CONT);
     assert!(answer.starts_with("REFUSED"), "{answer}");
     assert!(answer.contains("ms of silence"), "{answer}");
-    wait_for("node1 fenced as it resumed", Duration::from_secs(5), || {
-        pair.node1.read_only()
-    });
 
     // A release hands the lease over at once.
     node1.hold_vip(false);

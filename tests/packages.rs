@@ -268,8 +268,6 @@ fn deb_installs_runs_from_its_paths_upgrades_and_purges_cleanly() {
         BUILTINS.len(),
         "{compiled}"
     );
-    // The doctor helper's command, once merged: uncomment.
-    // run_ok(INSTALLED, &["doctor"]);
 
     // A real hook from the installed paths against a real server.
     let mut server = Server::start();
@@ -289,6 +287,43 @@ fn deb_installs_runs_from_its_paths_upgrades_and_purges_cleanly() {
     let output = health(&site);
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     assert_eq!(stdout(&output).trim(), "health: mariadb answered");
+
+    // doctor from the installed paths: mmvip's own checks pass (paths trusted, every
+    // plugin loads, the postinst's cache is fresh); this lone server without binlog or
+    // replication fails others, each with its fix, so the exit status is 1.
+    let output = Command::new(INSTALLED)
+        .arg("--config")
+        .arg(site.config_path())
+        .args(["doctor", "--json", "--keepalived-conf"])
+        .arg(format!("{EXAMPLES}/keepalived-one-vip.conf"))
+        .env_remove("MMVIP_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    let checks: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}", stdout(&output)));
+    let checks = checks.as_array().expect("doctor --json prints an array");
+    let passed = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("doctor has no check {name}: {checks:?}"))["ok"]
+            == true
+    };
+    assert!(passed("trust.plugin_dir"));
+    assert!(
+        passed("cache"),
+        "the postinst's cache is not fresh: {checks:?}"
+    );
+    for name in BUILTINS {
+        assert!(passed(&format!("plugin.{name}")), "{name}: {checks:?}");
+    }
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["ok"] == false && c["fix"].as_str().is_some_and(|f| !f.is_empty())),
+        "a lone server passed every check: {checks:?}"
+    );
     server.stop();
     assert_eq!(
         exit_code(&health(&site)),

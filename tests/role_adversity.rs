@@ -116,6 +116,24 @@ fn promotion_catches_up_to_what_the_live_peer_acknowledged() {
 }
 
 #[test]
+fn a_live_peer_that_refuses_the_account_stops_the_promotion() {
+    let pair = Pair::start();
+    let node2 = Node::new(&pair.node2, Some(&pair.node1), "");
+    // The peer is up but rejects mmvip's account: what it acknowledged is unknown.
+    std::fs::write(node2.site.path("peer-password"), "not-the-password").unwrap();
+    node2.netns.hold(VIP);
+    let output = node2.run(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    assert!(pair.node2.read_only());
+    assert!(
+        stderr(&output).contains("the peer answered with an error"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stderr(&output).contains("1045"), "{}", stderr(&output));
+}
+
+#[test]
 fn a_peer_that_stays_writable_stops_the_promotion() {
     let pair = Pair::start();
     pair.node1.exec("SET GLOBAL read_only = OFF");

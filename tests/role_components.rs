@@ -423,9 +423,10 @@ fn backup_keeps_the_node_writable_while_another_rw_vip_is_held() {
     );
     assert_eq!(out.verdict, Verdict::Pass);
     assert!(out.db.calls.is_empty());
+    // No session came in through VI_1's VIP (the fake node has no clients on it).
     assert_eq!(
         out.message,
-        "still holds the rw VIP of VI_2: staying writable"
+        "still holds the rw VIP of VI_2: staying writable; killed 0 sessions that came in through VIP 10.0.0.1"
     );
     // An ro VIP does not keep it writable.
     let out = run(

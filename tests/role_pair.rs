@@ -530,6 +530,12 @@ fn a_flapping_node_stops_promoting_until_the_operator_acks() {
         stderr(&status)
     );
 
+    let doctor = common::stdout(&node.site.mmvip(&["doctor"]));
+    assert!(
+        doctor.contains("✗ promotion is held back by flap damping"),
+        "{doctor}"
+    );
+
     let ack = node.site.mmvip(&["ack"]);
     assert_ok(&ack);
     let said = String::from_utf8_lossy(&ack.stdout);
@@ -542,4 +548,9 @@ fn a_flapping_node_stops_promoting_until_the_operator_acks() {
     assert!(!pair.node1.read_only());
     let status = node.site.mmvip(&["status"]);
     assert!(!String::from_utf8_lossy(&status.stdout).contains("HELD BACK"));
+    let doctor = common::stdout(&node.site.mmvip(&["doctor"]));
+    assert!(
+        doctor.contains("✓ flap damping holds nothing back (1 role changes recorded)"),
+        "{doctor}"
+    );
 }

@@ -149,6 +149,26 @@ fn a_cache_file_compiled_from_another_plugin_is_rebuilt_not_run() {
 }
 
 #[test]
+fn a_cache_file_compiled_by_another_engine_is_rebuilt_not_run() {
+    let site = failover_site();
+    assert_eq!(exit_code(&site.mmvip(&["compile"])), 0);
+    let file = cache_files(&site.path("cache")).pop().expect("cache file");
+    // The trailer: magic (8), the plugin's SHA-256 (32), the engine hash (8), CRC (4).
+    let mut bytes = std::fs::read(&file).unwrap();
+    let engine_hash = bytes.len() - 4 - 8;
+    bytes[engine_hash] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let output = site.mmvip(&["failover"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert!(
+        site.log_text().contains("compiled by a different engine"),
+        "{}",
+        site.log_text()
+    );
+    assert_ne!(std::fs::read(&file).unwrap(), bytes, "not rebuilt");
+}
+
+#[test]
 fn a_cache_file_anyone_else_could_have_written_is_rebuilt() {
     let site = failover_site();
     assert_eq!(exit_code(&site.mmvip(&["compile"])), 0);

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+/// Where `mmvip doctor` reads keepalived's config unless told otherwise.
+pub const DEFAULT_KEEPALIVED_CONF: &str = "/etc/keepalived/keepalived.conf";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "mmvip",
@@ -45,6 +48,19 @@ pub enum Command {
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Check everything a failover depends on: this mmvip, the local MariaDB and
+    /// replication, the peer, the accounts, keepalived's config; one line per check.
+    Doctor {
+        /// JSON instead of text: an array of {check, ok, detail, fix}.
+        #[arg(long)]
+        json: bool,
+        /// Also check the peer's server settings (over [peer]).
+        #[arg(long)]
+        peer: bool,
+        /// keepalived's config file.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_KEEPALIVED_CONF)]
+        keepalived_conf: PathBuf,
     },
     /// Allow promotion again after flap damping held it back: forgets this node's
     /// recorded role changes (an operator has looked at why it flapped).

@@ -183,7 +183,22 @@ pub fn load(
     Ok((component, Source::Compiled))
 }
 
-fn compile_in_memory(engine: &Engine, plugin: &PluginBytes, path: &Path) -> Result<Component> {
+/// The plugin's component as `mmvip compile` left it in `cache_dir` for this engine,
+/// or why there is none; only reads (nothing is compiled, created or written), for
+/// `mmvip doctor`.
+pub fn cached(
+    engine: &Engine,
+    plugin: &PluginBytes,
+    cache_dir: &Path,
+) -> std::result::Result<Component, String> {
+    let dir = trust::open_dir(cache_dir, "cache_dir", false).map_err(|e| e.to_string())?;
+    match read_cached(engine, &dir, &cache_file_name(engine, plugin), plugin)? {
+        Some(component) => Ok(component),
+        None => Err("not compiled for this mmvip".into()),
+    }
+}
+
+pub fn compile_in_memory(engine: &Engine, plugin: &PluginBytes, path: &Path) -> Result<Component> {
     Component::from_binary(engine, &plugin.wasm).map_err(|e| invalid_component(path, &e))
 }
 

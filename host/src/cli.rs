@@ -1,7 +1,7 @@
 //! The command line: `mmvip [--config FILE] <plugin> [ARGS...]`, `compile`, `plugins`.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -57,6 +57,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>, exit: Exit) -> Ended {
             }
             Ended::Done
         }
+        Command::Doctor {
+            json,
+            peer,
+            keepalived_conf,
+        } => doctor(&config, &config_path, &keepalived_conf, peer, json),
         Command::Guard => {
             let log = command_log(&config, "guard");
             match crate::guard::run(&config, &config_path, log.clone()) {
@@ -270,6 +275,37 @@ fn list_plugins(config: &Config) -> Ended {
         }
     }
     worst.map_or(Ended::Done, Ended::Failed)
+}
+
+fn doctor(
+    config: &Config,
+    config_path: &Path,
+    keepalived_conf: &Path,
+    check_peer: bool,
+    json: bool,
+) -> Ended {
+    let log = command_log(config, "doctor");
+    let checks = crate::doctor::run(config, config_path, keepalived_conf, check_peer, &log);
+    if json {
+        println!(
+            "{:#}",
+            serde_json::to_value(&checks).expect("checks serialize to JSON")
+        );
+    } else {
+        print!("{}", crate::doctor::render(&checks));
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        Ended::Done
+    } else {
+        refuse(
+            Some(&log),
+            Error::failed(format!(
+                "doctor: {failed} of {} checks failed",
+                checks.len()
+            )),
+        )
+    }
 }
 
 /// The state keys the role hooks keep for flap damping (see the role plugin's

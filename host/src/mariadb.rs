@@ -265,18 +265,50 @@ impl Session {
             .and_then(|row| row.into_iter().next().flatten()))
     }
 
+    /// Rows with their column names: for `SHOW` statements, whose columns differ
+    /// between versions.
+    pub fn records(&mut self, level: Level, statement: &str) -> Result<Vec<Record>, SqlError> {
+        let rows = self.run(level, statement, |conn, sql| conn.query::<Row, _>(sql))?;
+        Ok(rows.into_iter().map(Record::from).collect())
+    }
+
     /// `SHOW ALL SLAVES STATUS`, one entry per replication connection.
     pub fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError> {
-        let rows = self.run(Level::Debug, "SHOW ALL SLAVES STATUS", |conn, sql| {
-            conn.query::<Row, _>(sql)
-        })?;
-        Ok(rows.iter().map(replica_status).collect())
+        Ok(self
+            .records(Level::Debug, "SHOW ALL SLAVES STATUS")?
+            .iter()
+            .map(replica_status)
+            .collect())
     }
 }
 
-/// One row of `SHOW ALL SLAVES STATUS`.
-fn replica_status(row: &Row) -> ReplicaStatus {
-    let text = |column: &str| column_text(row, column).unwrap_or_default();
+/// One row of a `SHOW` statement, by column name.
+pub struct Record(Vec<(String, Option<String>)>);
+
+impl From<Row> for Record {
+    fn from(row: Row) -> Record {
+        let names: Vec<String> = row
+            .columns_ref()
+            .iter()
+            .map(|c| c.name_str().into_owned())
+            .collect();
+        Record(names.into_iter().zip(row_text(row)).collect())
+    }
+}
+
+impl Record {
+    /// The column's text; `None` for NULL or a column this server does not have.
+    pub fn get(&self, column: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == column)
+            .and_then(|(_, value)| value.as_deref())
+    }
+}
+
+/// A row of `SHOW ALL SLAVES STATUS` as plugins see it.
+pub fn replica_status(record: &Record) -> ReplicaStatus {
+    let text = |column: &str| record.get(column).unwrap_or_default().to_string();
     ReplicaStatus {
         connection_name: text("Connection_name"),
         master_user: text("Master_User"),
@@ -285,8 +317,34 @@ fn replica_status(row: &Row) -> ReplicaStatus {
         gtid_io_pos: text("Gtid_IO_Pos"),
         last_io_error: text("Last_IO_Error"),
         last_sql_error: text("Last_SQL_Error"),
-        seconds_behind_master: column_text(row, "Seconds_Behind_Master")
+        seconds_behind_master: record
+            .get("Seconds_Behind_Master")
             .and_then(|s| s.parse().ok()),
+    }
+}
+
+/// `VERSION()` (`10.11.19-MariaDB-0+deb12u1`) as `(major, minor, patch)`.
+pub fn parse_version(text: &str) -> (u32, u32, u32) {
+    let mut numbers = text
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse().unwrap_or(0));
+    (
+        numbers.next().unwrap_or(0),
+        numbers.next().unwrap_or(0),
+        numbers.next().unwrap_or(0),
+    )
+}
+
+/// The privileges that let an account write while `read_only` is ON (and set it) on a
+/// server of `version`, as `information_schema.USER_PRIVILEGES` names them. READ ONLY
+/// ADMIN exists from 10.5.2 (10.11 lists it as READ_ONLY ADMIN); before 10.11
+/// (MDEV-29596) SUPER implies it. Seen on 10.11.19: a SUPER-only account gets error
+/// 1290 writing to a read-only server.
+pub fn read_only_bypass_privileges(version: (u32, u32, u32)) -> &'static [&'static str] {
+    if version < (10, 11, 0) {
+        &["READ ONLY ADMIN", "READ_ONLY ADMIN", "SUPER"]
+    } else {
+        &["READ ONLY ADMIN", "READ_ONLY ADMIN"]
     }
 }
 
@@ -349,14 +407,7 @@ impl MariaDb {
             .session
             .value(Level::Debug, "SELECT VERSION()")?
             .unwrap_or_default();
-        let mut numbers = text
-            .split(|c: char| !c.is_ascii_digit())
-            .map(|n| n.parse().unwrap_or(0));
-        Ok((
-            numbers.next().unwrap_or(0),
-            numbers.next().unwrap_or(0),
-            numbers.next().unwrap_or(0),
-        ))
+        Ok(parse_version(&text))
     }
 }
 
@@ -417,15 +468,11 @@ impl SqlRead for MariaDb {
     }
 
     fn privileged_users(&mut self) -> Result<Vec<String>, SqlError> {
-        // READ ONLY ADMIN exists from 10.5.2; until MDEV-29596 (11.0.1) SUPER implies
-        // it, so SUPER holders write through read_only there as well.
-        let super_writes = self.version()? < (11, 0, 1);
-        // 10.11 lists the privilege as READ_ONLY ADMIN.
-        let privileges = if super_writes {
-            "'READ ONLY ADMIN', 'READ_ONLY ADMIN', 'SUPER'"
-        } else {
-            "'READ ONLY ADMIN', 'READ_ONLY ADMIN'"
-        };
+        let privileges = read_only_bypass_privileges(self.version()?)
+            .iter()
+            .map(|p| quote_string(p))
+            .collect::<Vec<_>>()
+            .join(", ");
         let rows = self.rows(
             Level::Debug,
             &format!(
@@ -784,14 +831,6 @@ fn row_text(row: Row) -> Vec<Option<String>> {
     row.unwrap().into_iter().map(value_text).collect()
 }
 
-fn column_text(row: &Row, column: &str) -> Option<String> {
-    let index = row
-        .columns_ref()
-        .iter()
-        .position(|c| c.name_str() == column)?;
-    row.as_ref(index).cloned().and_then(value_text)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -891,11 +930,12 @@ mod tests {
 
             #[test]
             fn any_replica_status_row_reads_without_a_panic(row in row()) {
-                let status = replica_status(&row);
-                let io = column_text(&row, "Slave_IO_Running");
-                prop_assert_eq!(status.io_state == IoState::Running, io.as_deref() == Some("Yes"));
-                let sql = column_text(&row, "Slave_SQL_Running");
-                prop_assert_eq!(status.sql_state == SqlState::Running, sql.as_deref() == Some("Yes"));
+                let record = Record::from(row);
+                let status = replica_status(&record);
+                let io = record.get("Slave_IO_Running");
+                prop_assert_eq!(status.io_state == IoState::Running, io == Some("Yes"));
+                let sql = record.get("Slave_SQL_Running");
+                prop_assert_eq!(status.sql_state == SqlState::Running, sql == Some("Yes"));
             }
         }
     }

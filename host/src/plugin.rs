@@ -63,6 +63,31 @@ impl Found {
             source,
         ))
     }
+
+    /// Like [`Found::load`], but the cache is only read: a plugin it does not hold
+    /// compiled for this engine is compiled in memory. Returns why the cache could
+    /// not serve it beside the plugin (for `mmvip doctor`, which changes nothing).
+    pub fn load_without_caching(
+        self,
+        engine: &Engine,
+        config: &Config,
+    ) -> Result<(Plugin, std::result::Result<(), String>)> {
+        let (component, cached) = match cache::cached(engine, &self.bytes, &config.cache_dir) {
+            Ok(component) => (component, Ok(())),
+            Err(why) => (
+                cache::compile_in_memory(engine, &self.bytes, &self.spec.path)?,
+                Err(why),
+            ),
+        };
+        let linked = link(engine, &component, &self.spec.name, &self.spec.grants)?;
+        Ok((
+            Plugin {
+                spec: self.spec,
+                linked,
+            },
+            cached,
+        ))
+    }
 }
 
 /// Refuses a component, fail closed, when it imports something it was not granted

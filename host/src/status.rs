@@ -336,3 +336,52 @@ fn server_line(server: &Value) -> String {
 fn or_nothing(position: Option<&str>) -> &str {
     position.filter(|p| !p.is_empty()).unwrap_or("nothing")
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn the_guards_status_line_reads_into_leases_and_health() {
+        let status = guard_status("STATUS VI_1=held:1450,vote:db1:2400 VI_2= healthy=true");
+        assert_eq!(status["leases"]["VI_1"]["held_ms"], 1450);
+        assert_eq!(status["leases"]["VI_1"]["vote"]["holder"], "db1");
+        assert_eq!(status["leases"]["VI_2"]["held_ms"], Value::Null);
+        assert_eq!(status["healthy"], true);
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(2000))]
+
+        /// Whatever the socket answers, `status` shows it without a panic, and a
+        /// number it cannot read is shown as unknown rather than as 0.
+        #[test]
+        fn any_guard_status_line_is_shown(
+            words in prop::collection::vec(prop_oneof![
+                "[A-Z_0-9]{1,5}=((held|vote):[a-z0-9:]{0,12},?){0,3}",
+                Just("healthy=true".to_string()),
+                any::<String>(),
+            ], 0..6),
+        ) {
+            let line = format!("STATUS {}", words.join(" "));
+            let status = guard_status(&line);
+            let leases = status["leases"].as_object().unwrap();
+            for (name, entry) in leases {
+                let Some(held) = entry["held_ms"].as_u64() else {
+                    prop_assert!(entry["held_ms"].is_null());
+                    continue;
+                };
+                // The instance's last word says so in a part it can read.
+                let word = line
+                    .split_whitespace()
+                    .rev()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .unwrap();
+                let said = word.split(',').filter_map(|part| part.strip_prefix("held:"));
+                prop_assert!(said.filter_map(|ms| ms.parse::<u64>().ok()).any(|ms| ms == held), "{}", line);
+            }
+        }
+    }
+}

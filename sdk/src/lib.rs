@@ -352,11 +352,28 @@ impl Call {
         if self.args.is_empty() {
             Ok(())
         } else {
+            let shown: Vec<String> = self.args.iter().map(|arg| redact(arg)).collect();
             Err(usage(format!(
                 "takes no arguments, got `{}`",
-                self.args.join(" ")
+                shown.join(" ")
             )))
         }
+    }
+}
+
+/// An argument as it may be shown: a value that could be a secret (`-pSECRET`,
+/// `--password=...`) is not repeated.
+pub fn redact(arg: &str) -> String {
+    let lower = arg.to_ascii_lowercase();
+    if lower.starts_with("-p") && !lower.starts_with("--") || lower.contains("pass") {
+        let mut cut = arg.find('=').map_or(2.min(arg.len()), |i| i + 1);
+        // Never inside a character: less is shown rather than a panic.
+        while !arg.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}…", &arg[..cut])
+    } else {
+        arg.to_string()
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Server {
     pub replication: Option<Replication>,
     /// Listening on `address:3306` inside network namespace `netns` (a witness).
     pub listen: Option<(String, String)>,
+    /// The option file mariadbd reads (`--defaults-file`) instead of none.
+    pub defaults_file: Option<PathBuf>,
     child: Option<Child>,
     stopped_pid: Option<Pid>,
 }
@@ -59,6 +61,15 @@ impl Server {
         Server::start_with_listen(None, Some((netns.to_string(), address.to_string())))
     }
 
+    /// A standalone server with networking off that reads `file` as its option file
+    /// (`--defaults-file`), as a packaged server reads /etc/mysql/my.cnf.
+    pub fn start_with_defaults_file(file: &Path) -> Server {
+        let mut server = Server::prepare(None, None);
+        server.defaults_file = Some(file.to_path_buf());
+        server.launch();
+        server
+    }
+
     fn start_with(replication: Option<Replication>) -> Server {
         Server::start_with_listen(replication, None)
     }
@@ -67,6 +78,13 @@ impl Server {
         replication: Option<Replication>,
         listen: Option<(String, String)>,
     ) -> Server {
+        let mut server = Server::prepare(replication, listen);
+        server.launch();
+        server
+    }
+
+    /// A bootstrapped datadir, not started yet.
+    fn prepare(replication: Option<Replication>, listen: Option<(String, String)>) -> Server {
         require_binaries();
         let dir = tempfile::tempdir().expect("temp dir");
         let datadir = dir.path().join("data");
@@ -102,16 +120,15 @@ impl Server {
             );
         }
         let socket = dir.path().join("mysqld.sock");
-        let mut server = Server {
+        Server {
             dir,
             socket,
             replication,
             listen,
+            defaults_file: None,
             child: None,
             stopped_pid: None,
-        };
-        server.launch();
-        server
+        }
     }
 
     fn launch(&mut self) {
@@ -124,8 +141,12 @@ impl Server {
             }
             None => Command::new(MARIADBD),
         };
+        match &self.defaults_file {
+            // Must be mariadbd's first argument.
+            Some(file) => command.arg(format!("--defaults-file={}", file.display())),
+            None => command.arg("--no-defaults"),
+        };
         command
-            .arg("--no-defaults")
             .arg(format!("--datadir={}", root.join("data").display()))
             .arg(format!("--socket={}", self.socket.display()))
             .arg(format!("--pid-file={}", root.join("mysqld.pid").display()))

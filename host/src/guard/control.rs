@@ -81,6 +81,16 @@ fn answer(stream: &UnixStream, guard: &Guard) {
     }
 }
 
+/// The pid of the process listening on the state directory's socket (from the
+/// socket's peer credentials): this config's running guard, for `mmvip doctor`.
+pub fn serving_pid(state_dir: &Path) -> std::result::Result<i32, String> {
+    let path = socket_path(state_dir);
+    let stream = UnixStream::connect(&path)
+        .map_err(|e| format!("the guard is not running ({}: {e})", path.display()))?;
+    let credentials = rustix::net::sockopt::socket_peercred(&stream).map_err(|e| e.to_string())?;
+    Ok(credentials.pid.as_raw_pid())
+}
+
 /// Asks the guard of this node; `None` when no guard listens.
 pub fn ask(
     state_dir: &Path,

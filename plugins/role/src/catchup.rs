@@ -164,6 +164,17 @@ fn peer_final_position(
                 ));
                 return Ok(None);
             }
+            // A peer that answers with an error is alive, and may have acknowledged
+            // writes this node never received: not knowing them is not "gone".
+            Err(error @ SqlError::Server { .. }) => {
+                return Err(Failure {
+                    why: format!(
+                        "the peer answered with an error ({error}): its final position is unknown while it is alive"
+                    ),
+                    timed_out: false,
+                });
+            }
+            // No [peer] in the config: the site chose to promote on what was received.
             Err(error) => {
                 node.warn(&format!(
                     "cannot ask the peer ({error}); its final position is unknown, applying what this node received"

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub use mmvip_sdk::redact;
 use mmvip_sdk::{Call, HookError, InstanceRole, VrrpInstance, parse_bool, usage};
 use serde::Deserialize;
 
@@ -123,22 +124,6 @@ impl Options {
             None if instances.len() == 1 => Ok(instances.first()),
             None => Ok(None),
         }
-    }
-}
-
-/// An argument as it may be shown: a value that could be a secret (`-pSECRET`,
-/// `--password=...`) is not repeated.
-pub fn redact(arg: &str) -> String {
-    let lower = arg.to_ascii_lowercase();
-    if lower.starts_with("-p") && !lower.starts_with("--") || lower.contains("pass") {
-        let mut cut = arg.find('=').map_or(2.min(arg.len()), |i| i + 1);
-        // Never inside a character: less is shown rather than a panic.
-        while !arg.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}…", &arg[..cut])
-    } else {
-        arg.to_string()
     }
 }
 

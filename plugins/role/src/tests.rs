@@ -836,3 +836,36 @@ fn flap_damping_counts_role_changes_only_and_can_be_turned_off() {
     .unwrap();
     assert!(!node.state.contains_key(CHANGES_KEY));
 }
+
+#[test]
+fn a_peer_that_answers_with_an_error_is_alive_and_promotion_follows_the_policy() {
+    let denied = || {
+        Err(SqlError::Server {
+            code: 1045,
+            message: "Access denied for user 'mmvip_peer'".into(),
+        })
+    };
+    let mut node = Scripted::new();
+    node.peer = vec![denied()];
+    let err = promote_on(&mut node, &call(&["--instance=VI_1"], "{}"))
+        .unwrap_err()
+        .to_string();
+    assert!(node.read_only());
+    assert!(
+        err.contains("the peer answered with an error") && err.contains("staying read-only"),
+        "{err}"
+    );
+
+    let mut node = Scripted::new();
+    node.peer = vec![denied()];
+    let summary = promote_on(
+        &mut node,
+        &call(
+            &["--instance=VI_1"],
+            r#"{"on_catchup_timeout": "go-writable"}"#,
+        ),
+    )
+    .unwrap();
+    assert!(!node.read_only());
+    assert!(summary.contains("writable by policy"), "{summary}");
+}

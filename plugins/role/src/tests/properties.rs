@@ -22,7 +22,7 @@ use super::{Scripted, connection, peer, replica};
 use crate::{Node, demote_on, promote_on};
 
 /// Cases per property in the normal test run; `PROPTEST_CASES` overrides it.
-const SHORT_RUN_CASES: u32 = 400;
+const SHORT_RUN_CASES: u32 = 1000;
 
 pub(crate) fn config() -> ProptestConfig {
     let mut config = ProptestConfig::default();
