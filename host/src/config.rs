@@ -398,7 +398,7 @@ impl Config {
             guard,
             plugin_dir: raw
                 .plugin_dir
-                .unwrap_or_else(|| "/usr/local/lib/mmvip/plugins".into()),
+                .unwrap_or_else(|| "/usr/lib/mmvip/plugins".into()),
             cache_dir: raw.cache_dir.unwrap_or_else(|| "/var/cache/mmvip".into()),
             log,
             failover_file: raw
@@ -602,14 +602,11 @@ mod tests {
     #[test]
     fn defaults_apply_to_an_empty_config() {
         let config = parse("").unwrap();
-        assert_eq!(config.plugin_dir, Path::new("/usr/local/lib/mmvip/plugins"));
+        assert_eq!(config.plugin_dir, Path::new("/usr/lib/mmvip/plugins"));
         assert_eq!(config.mariadb.socket, Path::new("/run/mysqld/mysqld.sock"));
         assert_eq!(config.mariadb.timeout, Duration::from_millis(1000));
         let health = config.plugin("health").unwrap();
-        assert_eq!(
-            health.path,
-            Path::new("/usr/local/lib/mmvip/plugins/health.wasm")
-        );
+        assert_eq!(health.path, Path::new("/usr/lib/mmvip/plugins/health.wasm"));
         assert_eq!(health.load_bound(), LOAD_BOUND);
     }
 

@@ -1,6 +1,7 @@
 //! mmvip: a small native host that runs keepalived's hooks for a MariaDB
 //! master/master pair as sandboxed WebAssembly plugins.
 
+pub mod args;
 pub mod bindings;
 pub mod cache;
 pub mod caps;

@@ -97,6 +97,9 @@ impl Server {
         let install = Command::new(INSTALL_DB)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", datadir.display()))
+            // Its own temp dir: bootstraps in other PID namespaces (other test runs
+            // on the machine) get the same pid, so the same temp table names in /tmp.
+            .arg(format!("--tmpdir={}", dir.path().display()))
             .args([
                 "--user=root",
                 "--auth-root-authentication-method=socket",

@@ -66,6 +66,15 @@ impl Netns {
         ]);
     }
 
+    /// Adds an interface called `name` (one end of a veth pair; the other stays
+    /// inside too), for configs that name interfaces, such as keepalived's.
+    pub fn add_interface(&self, name: &str) {
+        let peer = format!("{name}-peer");
+        ip(&[
+            "-n", &self.name, "link", "add", name, "type", "veth", "peer", "name", &peer,
+        ]);
+    }
+
     /// Runs `mmvip --config CONFIG ARGS` inside the namespace.
     pub fn mmvip(&self, config: &Path, args: &[&str]) -> Output {
         self.command(config, args)

@@ -1,7 +1,9 @@
-//! Project tasks: `cargo xtask <build|test|bench|lab>`. Each builds what it needs
-//! first, so one command works on a checkout with nothing built yet. The plugins
-//! and test guests are built by the `mmvip-artifacts` crate's build script, which
-//! the lab and the tests depend on.
+//! Project tasks: `cargo xtask <build|package|test|bench|lab>`. Each builds what it
+//! needs first, so one command works on a checkout with nothing built yet. The
+//! plugins and test guests are built by the `mmvip-artifacts` crate's build script,
+//! which the lab and the tests depend on.
+
+mod package;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -25,7 +27,7 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)
@@ -70,13 +72,17 @@ fn main() -> ExitCode {
     let lab = root.join("target/release/mmvip-lab");
     let result = match task {
         "build" => build(&root),
-        "test" => build(&root).and_then(|()| {
-            let mut args = vec!["test", "--release"];
-            for package in TESTED_PACKAGES {
-                args.extend(["-p", package]);
-            }
-            cargo(&root, &args)
-        }),
+        "package" => build(&root).and_then(|()| package::build(&root)),
+        // The packages first: the suite installs and checks them (tests/packages.rs).
+        "test" => build(&root)
+            .and_then(|()| package::build(&root))
+            .and_then(|()| {
+                let mut args = vec!["test", "--release"];
+                for package in TESTED_PACKAGES {
+                    args.extend(["-p", package]);
+                }
+                cargo(&root, &args)
+            }),
         "bench" => build(&root).and_then(|()| {
             cargo(
                 &root,
@@ -98,16 +104,19 @@ fn main() -> ExitCode {
             )
         }),
         _ => {
-            eprintln!("usage: cargo xtask <build|test|bench|lab [ARGS...]>");
-            eprintln!("  build  the mmvip host, the lab and every plugin and test guest");
+            eprintln!("usage: cargo xtask <build|package|test|bench|lab [ARGS...]>");
+            eprintln!("  build    the mmvip host, the lab and every plugin and test guest");
             eprintln!(
-                "  test   build, then run the whole test suite, lab scenarios included (as root)"
+                "  package  build, then the .deb and the .rpm into target/package (needs cargo-deb, cargo-generate-rpm)"
             );
             eprintln!(
-                "  bench  build, then run the benchmarks (as root; starts throwaway MariaDB servers)"
+                "  test     build and package, then run the whole test suite, lab scenarios and packages included (as root)"
             );
             eprintln!(
-                "  lab    build, then run the failover lab (`lab up`, `lab down`, `lab run --help`)"
+                "  bench    build, then run the benchmarks (as root; starts throwaway MariaDB servers)"
+            );
+            eprintln!(
+                "  lab      build, then run the failover lab (`lab up`, `lab down`, `lab run --help`)"
             );
             return if task == "help" {
                 ExitCode::SUCCESS

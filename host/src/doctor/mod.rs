@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::log::{Level, Log};
 use crate::mariadb::{Endpoint, Session};
 
-pub const DEFAULT_KEEPALIVED_CONF: &str = "/etc/keepalived/keepalived.conf";
+pub use crate::args::DEFAULT_KEEPALIVED_CONF;
 /// How long one statement may take: doctor reports what it finds, so it waits longer
 /// than a hook would.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -151,7 +151,7 @@ fn plugins(config: &Config, checks: &mut Vec<Check>) -> BTreeMap<String, PluginS
         checks.push(Check::fail(
             "plugins",
             format!("no plugin in {}", config.plugin_dir.display()),
-            "install the plugins (README: Install on a node) — every keepalived hook line runs one, and a missing plugin exits 2",
+            "install the plugins (README: Install from a package) — every keepalived hook line runs one, and a missing plugin exits 2",
         ));
         return loaded;
     }
