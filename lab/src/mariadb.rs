@@ -87,6 +87,22 @@ read_only                = ON
 sync_binlog                    = 1
 innodb_flush_log_at_trx_commit = 1
 
+# A COMMIT killed in flight must not survive on this node alone (pitfall 10): the
+# writer waits, after the binlog fsync and before the engine commit (AFTER_SYNC), for
+# the peer to have the transaction in its relay log, so an acknowledged write is on
+# both nodes. After a crash, a server started as a replica (init_rpl_role = SLAVE:
+# every node starts read-only and is promoted only by its master hook) rolls back the
+# prepared transactions its peer never confirmed and truncates them from its binlog,
+# and accepts them back from the peer if the peer had them after all. No peer
+# connected: no wait; a peer that stops answering costs one commit the timeout, then
+# commits go on without it until it catches up.
+rpl_semi_sync_master_enabled       = ON
+rpl_semi_sync_slave_enabled        = ON
+rpl_semi_sync_master_wait_point    = AFTER_SYNC
+rpl_semi_sync_master_wait_no_slave = OFF
+rpl_semi_sync_master_timeout       = 1000
+init_rpl_role                      = SLAVE
+
 # Lab: notice a dead replication link within seconds rather than a minute.
 slave_net_timeout        = 4
 # Both lab nodes share one hostname: name the relay log rather than derive it.
@@ -451,6 +467,8 @@ mod tests {
             "read_only                = ON",
             "sync_binlog                    = 1",
             "innodb_flush_log_at_trx_commit = 1",
+            "rpl_semi_sync_master_wait_point    = AFTER_SYNC",
+            "init_rpl_role                      = SLAVE",
             "user                     = root",
             "bind-address             = 10.77.0.2,10.77.1.2,10.77.1.99",
             "socket                   = /tmp/lab/node2/run/mysqld.sock",
