@@ -313,23 +313,63 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
                 }
             }
         }
-        let answer: Result<Option<(i64, i64)>, mysql::Error> =
-            conn.as_mut().expect("opened above").query_first(&statement);
+        let limit = interval + timeout;
+        let mut answer = ask(conn.as_mut().expect("opened above"), &statement, limit);
+        if let Err(Lost::Connection(why)) = &answer {
+            // A demotion kills every session of an account that writes through
+            // read_only, this one included. Taken for a dead server, that made the
+            // node unhealthy, keepalived put it in FAULT, the fault hook killed the
+            // next session, and so on forever. So a lost session is only a failure
+            // when a new one cannot ask either; a shutdown refuses the new one.
+            answer = match open(&endpoint, limit) {
+                Ok(mut fresh) => {
+                    let again = ask(&mut fresh, &statement, limit);
+                    conn = Some(fresh);
+                    again
+                }
+                Err(reopen) => Err(Lost::Connection(format!("{why}; reconnecting: {reopen}"))),
+            };
+        }
         let database = match answer {
-            Ok(Some((read_only, 0))) => Database::Up {
-                read_only: read_only != 0,
-            },
-            Ok(_) => {
+            Ok(read_only) => Database::Up { read_only },
+            Err(Lost::Connection(why) | Lost::Hung(why)) => {
                 conn = None;
-                Database::Down("its statement was killed (shutting down?)".into())
-            }
-            Err(error) => {
-                conn = None;
-                Database::Down(describe(&error, interval + timeout))
+                Database::Down(why)
             }
         };
         watched.update(|seen| seen.database = database);
     }
+}
+
+/// Why the local MariaDB did not answer the guard's statement.
+enum Lost {
+    /// The session ended (killed, or the server is going away).
+    Connection(String),
+    /// No answer in time: a hang. Asking again would only wait again.
+    Hung(String),
+}
+
+/// Runs the guard's statement: `read_only`, or why there was no answer.
+fn ask(conn: &mut mysql::Conn, statement: &str, limit: Duration) -> Result<bool, Lost> {
+    let answer: Result<Option<(i64, i64)>, mysql::Error> = conn.query_first(statement);
+    match answer {
+        Ok(Some((read_only, 0))) => Ok(read_only != 0),
+        Ok(_) => Err(Lost::Connection(
+            "its statement was killed (shutting down?)".into(),
+        )),
+        Err(error) if timed_out(&error) => Err(Lost::Hung(describe(&error, limit))),
+        Err(error) => Err(Lost::Connection(describe(&error, limit))),
+    }
+}
+
+fn timed_out(error: &mysql::Error) -> bool {
+    matches!(
+        error,
+        mysql::Error::IoError(e) if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    )
 }
 
 fn open(endpoint: &Endpoint, timeout: Duration) -> Result<mysql::Conn, String> {
@@ -348,15 +388,9 @@ fn open(endpoint: &Endpoint, timeout: Duration) -> Result<mysql::Conn, String> {
 }
 
 fn describe(error: &mysql::Error, timeout: Duration) -> String {
-    match error {
-        mysql::Error::IoError(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            format!("no answer within {} ms (hung?)", timeout.as_millis())
-        }
-        other => crate::log::cut(&other.to_string(), 200).into_owned(),
+    if timed_out(error) {
+        format!("no answer within {} ms (hung?)", timeout.as_millis())
+    } else {
+        crate::log::cut(&error.to_string(), 200).into_owned()
     }
 }
