@@ -181,22 +181,26 @@ pub fn prepare(node: NodeId, paths: &NodePaths, template: &Path, vips: &[Ipv4Add
 
 /// Starts `mariadbd` in the node's namespace and waits until it answers.
 pub fn start(registry: &Registry, node: NodeId, paths: &NodePaths) -> Result<u32> {
-    let mut command = netns::command_in(&node.namespace(), MARIADBD);
+    start_in(registry, &node.namespace(), &node.name(), paths)
+}
+
+/// Starts `mariadbd` with `paths`' my.cnf in namespace `ns` and waits until it answers.
+fn start_in(registry: &Registry, ns: &str, name: &str, paths: &NodePaths) -> Result<u32> {
+    let mut command = netns::command_in(ns, MARIADBD);
     command.arg(format!("--defaults-file={}", paths.my_cnf().display()));
     let pid = registry.spawn(
-        &format!("mariadbd {}", node.name()),
+        &format!("mariadbd {name}"),
         &mut command,
         &paths.mariadb_console(),
     )?;
     crate::wait::until(
         Duration::from_secs(30),
         Duration::from_millis(25),
-        &format!("mariadbd on {} to answer", node.name()),
+        &format!("mariadbd on {name} to answer"),
         || {
             if !registry.is_running(pid) {
                 bail!(
-                    "mariadbd on {} exited at start: {}",
-                    node.name(),
+                    "mariadbd on {name} exited at start: {}",
                     last_lines(
                         &fs::read_to_string(paths.mariadb_log()).unwrap_or_default(),
                         3
@@ -206,6 +210,54 @@ pub fn start(registry: &Registry, node: NodeId, paths: &NodePaths) -> Result<u32
             Ok(connect(&paths.socket()).ok().map(drop))
         },
     )?;
+    Ok(pid)
+}
+
+/// The guard's witness account on the witness server.
+pub const WITNESS_USER: &str = "mmvip_witness";
+pub const WITNESS_PASSWORD: &str = "witness-lab-secret";
+
+/// The witness: a third, plain MariaDB (no binlog, no replication) that both nodes'
+/// guards reach on the public network, as an application host's server would be.
+/// Its datadir comes from the template; the README's witness account is created.
+pub fn start_witness(registry: &Registry, paths: &NodePaths, template: &Path) -> Result<u32> {
+    for dir in [paths.dir.clone(), paths.run_dir(), paths.tmp_dir()] {
+        fs::create_dir_all(&dir)?;
+        set_mode(&dir, 0o755)?;
+    }
+    copy_tree(template, &paths.datadir())?;
+    fs::write(
+        paths.my_cnf(),
+        format!(
+            "# The guard's witness of the mmvip failover lab.
+[mariadbd]
+user          = root
+datadir       = {datadir}
+socket        = {socket}
+pid-file      = {pid}
+log-error     = {log}
+tmpdir        = {tmp}
+port          = {PORT}
+bind-address  = {bind}
+skip-name-resolve
+{ENGINE_SETTINGS}",
+            datadir = paths.datadir().display(),
+            socket = paths.socket().display(),
+            pid = paths.pid_file().display(),
+            log = paths.mariadb_log().display(),
+            tmp = paths.tmp_dir().display(),
+            bind = crate::topology::WITNESS_IP,
+        ),
+    )?;
+    let pid = start_in(registry, crate::topology::WITNESS_NS, "witness", paths)?;
+    let mut conn = connect(&paths.socket())?;
+    conn.query_drop("CREATE DATABASE mmvip")?;
+    conn.query_drop(format!(
+        "CREATE USER '{WITNESS_USER}'@'10.77.1.%' IDENTIFIED BY '{WITNESS_PASSWORD}'"
+    ))?;
+    conn.query_drop(format!(
+        "GRANT SELECT, INSERT, UPDATE, CREATE ON mmvip.* TO '{WITNESS_USER}'@'10.77.1.%'"
+    ))?;
     Ok(pid)
 }
 
