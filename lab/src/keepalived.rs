@@ -436,8 +436,8 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
-        assert!(!text.contains("chk_mysql"), "{text}");
-        assert!(!text.contains("chk_failover"), "{text}");
+        assert!(!text.contains("vrrp_script chk_mysql"), "{text}");
+        assert!(!text.contains("        chk_failover"), "{text}");
     }
 
     #[test]

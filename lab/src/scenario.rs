@@ -558,8 +558,14 @@ pub fn judge(
     if row.rto_ms.is_none() && !split_brain {
         problems.push("no write acknowledged by the node taking over (rto_ms missing)".into());
     }
-    if !row.vip_moved {
-        problems.push("the VIP never moved".into());
+    // With only its witness gone the writer loses nothing: the VIP must stay.
+    let vip_should_move = scenario.fault != Fault::WitnessDown;
+    if row.vip_moved != vip_should_move {
+        problems.push(if vip_should_move {
+            "the VIP never moved".into()
+        } else {
+            "the VIP moved although only the witness was gone".into()
+        });
     }
     if row.failback_ms.is_none() {
         problems.push("no failback: the preferred node never served writes again".into());
@@ -849,6 +855,28 @@ mod tests {
 
     fn scenario(name: &str) -> Scenario {
         catalog().into_iter().find(|s| s.name == name).unwrap()
+    }
+
+    #[test]
+    fn guard_rows_fail_on_two_writers_and_a_lost_witness_moves_nothing() {
+        let clean = RowCheck::default();
+        let split = scenario("6-split-brain");
+        let mut two = good_row(&split);
+        two.rto_ms = None;
+        two.two_writer_ms = 4;
+        assert_eq!(judge(&two, &split, HookSet::Guard, &clean).0, Verdict::Fail);
+        let witness = scenario("11-witness-down");
+        let mut stayed = good_row(&witness);
+        stayed.rto_ms = None;
+        stayed.vip_moved = false;
+        assert_eq!(
+            judge(&stayed, &witness, HookSet::GuardWitness, &clean).0,
+            Verdict::Pass
+        );
+        stayed.vip_moved = true;
+        let (verdict, problems) = judge(&stayed, &witness, HookSet::GuardWitness, &clean);
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(problems[0].contains("only the witness"), "{problems:?}");
     }
 
     #[test]
