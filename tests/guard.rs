@@ -158,6 +158,70 @@ fn a_dead_keepalived_fences_the_writer_and_its_vip_goes() {
 }
 
 #[test]
+fn a_demotion_that_kills_the_guards_session_does_not_make_the_node_unhealthy() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
+    let _node2 = Node::new(&topology, 1, &pair.node2, None);
+    wait_for("node1's guard healthy", Duration::from_secs(5), || {
+        node1
+            .guard_log()
+            .contains("healthy: this node may be the writer")
+    });
+    // The fault hook kills every session of an account that writes through
+    // read_only, the guard's own root session too. Seen in the lab: the guard took
+    // that for a dead MariaDB, wrote health 1, keepalived went to FAULT, the fault
+    // hook killed the guard's next session, and the instance flapped forever.
+    let output = node1.hook(&["fault", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert!(
+        node1
+            .site
+            .log_text()
+            .contains("killed 1 client connections"),
+        "the fault hook did not kill the guard's session:\n{}",
+        node1.site.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(5 * common::guard::PING_INTERVAL_MS));
+    let health = std::fs::read_to_string(node1.site.path("track/health")).unwrap();
+    assert_eq!(health.trim(), "0", "{}", node1.guard_log());
+    assert!(
+        !node1.guard_log().contains("unhealthy"),
+        "{}",
+        node1.guard_log()
+    );
+}
+
+#[test]
+fn a_node_that_stepped_aside_and_then_got_the_lease_leaves_fault() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let mut node1 = Node::new(&topology, 0, &pair.node1, None);
+    let node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    assert!(node1.ask("ACQUIRE VI_1 2000").starts_with("HELD"));
+    // node1's guard is killed (-9): its lease stands until it runs out. keepalived
+    // makes node2 MASTER; its guard cannot get the lease and steps aside (FAULT)...
+    node1.guard = None;
+    node2.hold_vip(true);
+    let track = node2.site.path("track/VI_1");
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    wait_for("node2 stepping aside", Duration::from_secs(3), || {
+        read(&track).trim() == "1"
+    });
+    // ...while its master hook waits for the lease, and gets it once node1's ran out.
+    let answer = node2.ask("ACQUIRE VI_1 6000");
+    assert!(answer.starts_with("HELD"), "{answer}");
+    // Seen in the lab: the step aside was forgotten but its track file stayed 1, so
+    // keepalived kept node2 in FAULT for good and nobody took over.
+    wait_for(
+        "node2's track file back to 0",
+        Duration::from_millis(500),
+        || read(&track).trim() == "0",
+    );
+}
+
+#[test]
 fn a_holder_paused_past_its_lease_fences_as_it_resumes() {
     let pair = Pair::start();
     let topology = Topology::new();

@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::cleanup::set_mode;
-use crate::mariadb::{PEER_PASSWORD, PEER_USER, PORT};
+use crate::mariadb::{PEER_PASSWORD, PEER_USER, PORT, WITNESS_PASSWORD, WITNESS_USER};
 use crate::paths::NodePaths;
 use crate::topology::{Instance, NodeId};
 
@@ -25,6 +25,12 @@ pub enum HookSet {
     /// mmvip's checks and notify logger with the shell role-change hooks: exercises
     /// the plugins that exist before the role-change plugins do.
     MmvipChecks,
+    /// mmvip's role hooks with the resident guard (`mmvip guard`, write lease) on each
+    /// node, and keepalived event-driven as the README's guard section sets it up:
+    /// the guard's track files and process instead of polled checks.
+    Guard,
+    /// `Guard` with a witness: a third MariaDB both guards use as a voter.
+    GuardWitness,
 }
 
 impl HookSet {
@@ -33,13 +39,20 @@ impl HookSet {
             HookSet::Mmvip => "mmvip",
             HookSet::Shell => "shell",
             HookSet::MmvipChecks => "mmvip-checks",
+            HookSet::Guard => "guard",
+            HookSet::GuardWitness => "guard-witness",
         }
+    }
+
+    /// Runs the resident guard on each node.
+    pub fn guarded(self) -> bool {
+        matches!(self, HookSet::Guard | HookSet::GuardWitness)
     }
 
     /// The plugins this hook set needs installed.
     pub fn plugins(self) -> &'static [&'static str] {
         match self {
-            HookSet::Mmvip => &[
+            HookSet::Mmvip | HookSet::Guard | HookSet::GuardWitness => &[
                 "health", "failover", "notify", "master", "backup", "fault", "stop",
             ],
             HookSet::MmvipChecks => &["health", "failover", "notify"],
@@ -131,6 +144,22 @@ pub struct HookCommands {
     /// A wrapper in front of every role hook (the notify probe): it is given the
     /// state and instance, then the hook's own command line.
     pub role_wrapper: Option<String>,
+    /// The guard's track files and process, for event-driven keepalived (hook set
+    /// `guard`).
+    pub guard: Option<GuardTracking>,
+}
+
+/// What keepalived watches on a guarded node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardTracking {
+    /// `health`, `failover` and one file per instance; 1 = FAULT.
+    pub track_dir: PathBuf,
+    /// A check that fails when the guard is not running. Not the README's
+    /// `vrrp_track_process`: keepalived learns of processes from the kernel's proc
+    /// connector, which answers only in the initial network namespace ("Failed to
+    /// set/clear process event listen - errno 111" in a lab node, and the instance
+    /// stays in FAULT), so the lab polls the guard's pid once a second instead.
+    pub guard_check: String,
 }
 
 impl HookCommands {
@@ -184,6 +213,22 @@ impl HookCommands {
             roles_take_instance: true,
             notify: run("notify"),
             role_wrapper: None,
+            guard: None,
+        }
+    }
+
+    /// mmvip's hooks, with keepalived watching the guard instead of polling.
+    pub fn guarded(paths: &NodePaths) -> HookCommands {
+        HookCommands {
+            guard: Some(GuardTracking {
+                track_dir: paths.track_dir(),
+                guard_check: format!(
+                    "{} {}",
+                    paths.guard_check().display(),
+                    paths.guard_pid().display()
+                ),
+            }),
+            ..HookCommands::mmvip(paths)
         }
     }
 
@@ -213,6 +258,7 @@ impl HookCommands {
             roles_take_instance: false,
             notify: format!("{} {log}", script("keepalived_notify.sh")),
             role_wrapper: None,
+            guard: None,
         }
     }
 
@@ -263,7 +309,7 @@ pub fn install(
 ) -> Result<HookCommands> {
     fs::create_dir_all(paths.etc_dir())?;
     set_mode(&paths.etc_dir(), 0o755)?;
-    if hooks != HookSet::Mmvip {
+    if hooks != HookSet::Mmvip && !hooks.guarded() {
         install_shell(paths)?;
     }
     match hooks {
@@ -271,6 +317,15 @@ pub fn install(
         HookSet::Mmvip => {
             install_mmvip(paths, artifacts, hooks, Some((node, instances)))?;
             Ok(HookCommands::mmvip(paths))
+        }
+        HookSet::Guard | HookSet::GuardWitness => {
+            if instances.len() != 1 {
+                bail!("the guard lab has the single-VIP layout only");
+            }
+            install_mmvip(paths, artifacts, hooks, Some((node, instances)))?;
+            fs::write(paths.guard_check(), GUARD_CHECK)?;
+            set_mode(&paths.guard_check(), 0o755)?;
+            Ok(HookCommands::guarded(paths))
         }
         // The host accepts [instances] only together with the role-change plugins.
         HookSet::MmvipChecks => {
@@ -334,7 +389,18 @@ fn install_mmvip(
     if roles.is_some_and(|(_, instances)| instances.len() == 1) {
         write_secret(&paths.peer_password(), PEER_PASSWORD)?;
     }
-    fs::write(paths.mmvip_config(), render_mmvip_config(paths, roles))?;
+    let mut config = render_mmvip_config(paths, roles);
+    if let (true, Some((node, _))) = (hooks.guarded(), roles) {
+        write_secret(&paths.guard_secret(), GUARD_SECRET)?;
+        fs::create_dir_all(paths.track_dir())?;
+        set_mode(&paths.track_dir(), 0o755)?;
+        config.push_str(&render_guard_config(paths, node));
+        if hooks == HookSet::GuardWitness {
+            write_secret(&paths.witness_password(), WITNESS_PASSWORD)?;
+            config.push_str(&render_witness_config(paths));
+        }
+    }
+    fs::write(paths.mmvip_config(), config)?;
     set_mode(&paths.mmvip_config(), 0o644)?;
     let output = Command::new(paths.mmvip_bin())
         .arg("--config")
@@ -350,6 +416,69 @@ fn install_mmvip(
         );
     }
     Ok(())
+}
+
+/// Succeeds while the process whose pid is in the file named by `$1` runs.
+const GUARD_CHECK: &str = "#!/bin/sh\n# The guard is alive: its pid (written by the lab) names a running process.\nread -r pid < \"$1\" && kill -0 \"$pid\"\n";
+
+/// The secret both nodes' guards share (the same file content on both).
+const GUARD_SECRET: &str = "mmvip-lab guard secret shared by both nodes";
+/// Where each node's guard answers its peer's.
+pub const GUARD_PORT: u16 = 7007;
+
+/// `mmvip guard` as the lab starts it on a node.
+pub fn guard_command(paths: &NodePaths) -> Vec<String> {
+    vec![
+        paths.mmvip_bin().display().to_string(),
+        "--config".into(),
+        paths.mmvip_config().display().to_string(),
+        "guard".into(),
+    ]
+}
+
+/// The node's `[guard]`: the README's settings (lease 2 s, margin 1 s, ping every
+/// 200 ms) with the lab's addresses and per-node paths. The peer's guard is asked on
+/// the heartbeat network first, then the public one; the client's address is the
+/// probe that tells "cut off from everything" from "peer silent".
+pub fn render_guard_config(paths: &NodePaths, node: NodeId) -> String {
+    let peer = node.peer();
+    format!(
+        "
+[guard]
+node               = \"{name}\"
+listen             = [\"{private}:{GUARD_PORT}\", \"{public}:{GUARD_PORT}\"]
+peer               = [\"{peer_private}:{GUARD_PORT}\", \"{peer_public}:{GUARD_PORT}\"]
+secret_file        = \"{secret}\"
+probes             = [\"{probe}\"]
+track_dir          = \"{track}\"
+keepalived_pidfile = \"{vrrp_pid}\"
+mariadb_pidfile    = \"{mariadb_pid}\"
+",
+        name = node.name(),
+        private = node.private_ip(),
+        public = node.public_ip(),
+        peer_private = peer.private_ip(),
+        peer_public = peer.public_ip(),
+        secret = paths.guard_secret().display(),
+        probe = crate::topology::CLIENT_IP,
+        track = paths.track_dir().display(),
+        vrrp_pid = paths.vrrp_pid().display(),
+        mariadb_pid = paths.pid_file().display(),
+    )
+}
+
+/// `[guard.witness]`: the lab's witness server and the README's account.
+pub fn render_witness_config(paths: &NodePaths) -> String {
+    format!(
+        "
+[guard.witness]
+address       = \"{}:{PORT}\"
+user          = \"{WITNESS_USER}\"
+password_file = \"{}\"
+",
+        crate::topology::WITNESS_IP,
+        paths.witness_password().display(),
+    )
 }
 
 /// Writes `secret` to a new root-owned 0600 file: mmvip refuses a password file that
@@ -523,6 +652,23 @@ mod tests {
         assert!(!without.contains("[instances"));
         assert!(!without.contains("\n[peer]\n"));
         assert!(without.contains("failover_file = \"/tmp/mmvip-lab/node1/etc/failover\""));
+    }
+
+    #[test]
+    fn guard_config_names_both_networks_and_the_node_paths() {
+        let text = render_guard_config(&paths(), NodeId::One);
+        for needle in [
+            "node               = \"node1\"\n",
+            "listen             = [\"10.77.0.1:7007\", \"10.77.1.1:7007\"]\n",
+            "peer               = [\"10.77.0.2:7007\", \"10.77.1.2:7007\"]\n",
+            "secret_file        = \"/tmp/mmvip-lab/node1/mmvip/guard-secret\"\n",
+            "probes             = [\"10.77.1.100\"]\n",
+            "track_dir          = \"/tmp/mmvip-lab/node1/run/track\"\n",
+            "keepalived_pidfile = \"/tmp/mmvip-lab/node1/run/vrrp.pid\"\n",
+            "mariadb_pidfile    = \"/tmp/mmvip-lab/node1/run/mariadbd.pid\"\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 
 use crate::cleanup::{Registry, set_mode};
-use crate::hooks::{HookCommands, Role};
+use crate::hooks::{GuardTracking, HookCommands, Role};
 use crate::netns;
 use crate::paths::NodePaths;
 use crate::topology::{Instance, NodeId, PREFIX_LEN, PRIVATE_IF, PUBLIC_IF};
@@ -128,6 +128,98 @@ pub fn render(
     );
     let _ = writeln!(w, "    script_user root");
     let _ = writeln!(w, "}}");
+    if let Some(guard) = &hooks.guard {
+        render_guard_tracking(w, guard, instances);
+    } else {
+        render_checks(w, timers, hooks, tracking);
+    }
+    for instance in instances {
+        let _ = writeln!(w);
+        let _ = writeln!(w, "vrrp_instance {} {{", instance.name);
+        let _ = writeln!(w, "    state BACKUP");
+        let _ = writeln!(w, "    interface {PRIVATE_IF}");
+        let _ = writeln!(w, "    virtual_router_id {}", instance.vrid);
+        let priority = match hooks.guard {
+            // The README's event-driven priorities: the peer takes over after a skew
+            // time of (256 - 250) / 256 x advert_int instead of (256 - 100) / 256.
+            Some(_) => u16::from(instance.priority(node)) + GUARD_PRIORITY_RAISE,
+            None => u16::from(instance.priority(node)),
+        };
+        let _ = writeln!(w, "    priority {priority}");
+        let _ = writeln!(w, "    advert_int {}", advert_seconds(timers.advert_int_ms));
+        let _ = writeln!(w, "    unicast_src_ip {}", node.private_ip());
+        let _ = writeln!(w, "    unicast_peer {{");
+        let _ = writeln!(w, "        {}", node.peer().private_ip());
+        let _ = writeln!(w, "    }}");
+        let _ = writeln!(w, "    virtual_ipaddress {{");
+        let _ = writeln!(w, "        {}/{PREFIX_LEN} dev {PUBLIC_IF}", instance.vip);
+        let _ = writeln!(w, "    }}");
+        if hooks.guard.is_some() {
+            let _ = writeln!(w, "    track_file {{");
+            for file in ["health", "failover", instance.name.as_str()] {
+                let _ = writeln!(w, "        mmvip_{file}");
+            }
+            let _ = writeln!(w, "    }}");
+            let _ = writeln!(w, "    track_script {{");
+            let _ = writeln!(w, "        mmvip_guard");
+            let _ = writeln!(w, "    }}");
+        } else {
+            let _ = writeln!(w, "    track_script {{");
+            let _ = writeln!(w, "        chk_mysql");
+            let _ = writeln!(w, "        chk_failover");
+            let _ = writeln!(w, "    }}");
+        }
+        if tracking.is_some() {
+            let _ = writeln!(w, "    track_file {{");
+            let _ = writeln!(w, "        probe_fault weight 0");
+            let _ = writeln!(w, "    }}");
+        }
+        for role in Role::ALL {
+            let _ = writeln!(
+                w,
+                "    notify_{} \"{}\"",
+                role.word(),
+                hooks.role(role, instance, instances)
+            );
+        }
+        let _ = writeln!(w, "    notify \"{}\"", hooks.notify);
+        let _ = writeln!(w, "}}");
+    }
+    text
+}
+
+/// 101/100 become 251/250 with the guard.
+const GUARD_PRIORITY_RAISE: u16 = 150;
+
+/// The guard's track files and a check of the guard process, each weight 0: a 1 in
+/// a file, or no guard, is FAULT.
+fn render_guard_tracking(w: &mut String, guard: &GuardTracking, instances: &[Instance]) {
+    let mut files = vec!["health", "failover"];
+    files.extend(instances.iter().map(|i| i.name.as_str()));
+    for file in files {
+        let _ = writeln!(w);
+        let _ = writeln!(w, "vrrp_track_file mmvip_{file} {{");
+        let _ = writeln!(w, "    file \"{}\"", guard.track_dir.join(file).display());
+        let _ = writeln!(w, "    weight 0");
+        let _ = writeln!(w, "}}");
+    }
+    let _ = writeln!(w);
+    let _ = writeln!(w, "vrrp_script mmvip_guard {{");
+    let _ = writeln!(w, "    script \"{}\"", guard.guard_check);
+    let _ = writeln!(w, "    interval 1");
+    let _ = writeln!(w, "    fall 1");
+    let _ = writeln!(w, "    rise 1");
+    let _ = writeln!(w, "    weight 0");
+    let _ = writeln!(w, "}}");
+}
+
+/// The seed's polled checks (and the notify probe's extra FAULT file).
+fn render_checks(
+    w: &mut String,
+    timers: &Timers,
+    hooks: &HookCommands,
+    tracking: Option<&FaultTracking>,
+) {
     let _ = writeln!(w);
     let _ = writeln!(w, "vrrp_script chk_mysql {{");
     let _ = writeln!(w, "    script \"{}\"", hooks.check_mysql);
@@ -152,42 +244,6 @@ pub fn render(
         let _ = writeln!(w, "    file \"{}\"", tracking.fault_file.display());
         let _ = writeln!(w, "}}");
     }
-    for instance in instances {
-        let _ = writeln!(w);
-        let _ = writeln!(w, "vrrp_instance {} {{", instance.name);
-        let _ = writeln!(w, "    state BACKUP");
-        let _ = writeln!(w, "    interface {PRIVATE_IF}");
-        let _ = writeln!(w, "    virtual_router_id {}", instance.vrid);
-        let _ = writeln!(w, "    priority {}", instance.priority(node));
-        let _ = writeln!(w, "    advert_int {}", advert_seconds(timers.advert_int_ms));
-        let _ = writeln!(w, "    unicast_src_ip {}", node.private_ip());
-        let _ = writeln!(w, "    unicast_peer {{");
-        let _ = writeln!(w, "        {}", node.peer().private_ip());
-        let _ = writeln!(w, "    }}");
-        let _ = writeln!(w, "    virtual_ipaddress {{");
-        let _ = writeln!(w, "        {}/{PREFIX_LEN} dev {PUBLIC_IF}", instance.vip);
-        let _ = writeln!(w, "    }}");
-        let _ = writeln!(w, "    track_script {{");
-        let _ = writeln!(w, "        chk_mysql");
-        let _ = writeln!(w, "        chk_failover");
-        let _ = writeln!(w, "    }}");
-        if tracking.is_some() {
-            let _ = writeln!(w, "    track_file {{");
-            let _ = writeln!(w, "        probe_fault weight 0");
-            let _ = writeln!(w, "    }}");
-        }
-        for role in Role::ALL {
-            let _ = writeln!(
-                w,
-                "    notify_{} \"{}\"",
-                role.word(),
-                hooks.role(role, instance, instances)
-            );
-        }
-        let _ = writeln!(w, "    notify \"{}\"", hooks.notify);
-        let _ = writeln!(w, "}}");
-    }
-    text
 }
 
 /// Writes the config, has keepalived check it, and starts keepalived (VRRP only,
@@ -357,6 +413,31 @@ mod tests {
             "vrrp_track_file probe_fault {\n    file \"/tmp/mmvip-lab/node1/etc/probe-fault\"\n}\n"
         ));
         assert!(text.contains("    track_file {\n        probe_fault weight 0\n    }\n"));
+    }
+
+    #[test]
+    fn guard_config_tracks_the_guard_instead_of_polling() {
+        let paths = NodePaths::new(Path::new("/tmp/mmvip-lab"), NodeId::Two);
+        let text = render(
+            NodeId::Two,
+            &Layout::Single.instances(),
+            &Timers::default(),
+            &HookCommands::guarded(&paths),
+            None,
+        );
+        for needle in [
+            "vrrp_track_file mmvip_health {\n    file \"/tmp/mmvip-lab/node2/run/track/health\"\n    weight 0\n}\n",
+            "vrrp_track_file mmvip_failover {\n    file \"/tmp/mmvip-lab/node2/run/track/failover\"\n    weight 0\n}\n",
+            "vrrp_track_file mmvip_VI_1 {\n    file \"/tmp/mmvip-lab/node2/run/track/VI_1\"\n    weight 0\n}\n",
+            "vrrp_script mmvip_guard {\n    script \"/tmp/mmvip-lab/node2/etc/chk_guard.sh /tmp/mmvip-lab/node2/run/guard.pid\"\n    interval 1\n    fall 1\n    rise 1\n    weight 0\n}\n",
+            "    priority 250\n",
+            "    track_file {\n        mmvip_health\n        mmvip_failover\n        mmvip_VI_1\n    }\n    track_script {\n        mmvip_guard\n    }\n",
+            "    notify_master \"/tmp/mmvip-lab/node2/mmvip/bin/mmvip --config /tmp/mmvip-lab/node2/mmvip/mmvip.toml master --instance=VI_1\"\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(!text.contains("vrrp_script chk_mysql"), "{text}");
+        assert!(!text.contains("        chk_failover"), "{text}");
     }
 
     #[test]

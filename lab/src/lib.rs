@@ -66,6 +66,15 @@ pub struct RunOptions {
 pub fn plan(choice: HookChoice, numbers: &BTreeSet<u8>) -> Vec<(Scenario, HookSet)> {
     let mut plan = Vec::new();
     for scenario in scenario::select(numbers) {
+        let hooks = match choice {
+            HookChoice::One(hooks) => Some(hooks),
+            HookChoice::Both => None,
+        };
+        if scenario.fault.needs_witness() && hooks != Some(HookSet::GuardWitness)
+            || scenario.fault.needs_guard() && !hooks.is_some_and(HookSet::guarded)
+        {
+            continue;
+        }
         match choice {
             HookChoice::One(hooks) => plan.push((scenario, hooks)),
             HookChoice::Both => {
@@ -301,18 +310,21 @@ pub fn parse_timers(text: &str) -> Result<Vec<Timers>> {
 }
 
 /// Parses `1,4,6,7` or `all`.
+/// Scenarios 8-12 exercise the guard (9 and 10 run with a guard hook set only, 11
+/// and 12 with `guard-witness` only).
+const LAST_SCENARIO: u8 = 12;
+
 pub fn parse_scenarios(text: &str) -> Result<BTreeSet<u8>> {
     if text == "all" {
-        return Ok((1..=7).collect());
+        return Ok((1..=LAST_SCENARIO).collect());
     }
     text.split(',')
         .map(|part| {
-            let number: u8 = part
-                .trim()
-                .parse()
-                .with_context(|| format!("scenario `{part}`: expected a number 1-7"))?;
-            if !(1..=7).contains(&number) {
-                bail!("scenario {number}: there are scenarios 1 to 7");
+            let number: u8 = part.trim().parse().with_context(|| {
+                format!("scenario `{part}`: expected a number 1-{LAST_SCENARIO}")
+            })?;
+            if !(1..=LAST_SCENARIO).contains(&number) {
+                bail!("scenario {number}: there are scenarios 1 to {LAST_SCENARIO}");
             }
             Ok(number)
         })
@@ -347,13 +359,26 @@ mod tests {
     }
 
     #[test]
+    fn guard_only_scenarios_run_with_the_guard_only() {
+        let numbers = (8..=12).collect();
+        let names =
+            |choice| -> Vec<&str> { plan(choice, &numbers).iter().map(|(s, _)| s.name).collect() };
+        assert_eq!(names(HookChoice::Both), ["8-mariadb-freeze"]);
+        assert_eq!(
+            names(HookChoice::One(HookSet::Guard)),
+            ["8-mariadb-freeze", "9-guard-kill9", "10-mmvip-switchover"]
+        );
+        assert_eq!(names(HookChoice::One(HookSet::GuardWitness)).len(), 5);
+    }
+
+    #[test]
     fn scenario_lists_parse() {
         assert_eq!(
             parse_scenarios("1,4, 6,7").unwrap(),
             [1, 4, 6, 7].into_iter().collect()
         );
-        assert_eq!(parse_scenarios("all").unwrap().len(), 7);
-        assert!(parse_scenarios("8").is_err());
+        assert_eq!(parse_scenarios("all").unwrap().len(), 12);
+        assert!(parse_scenarios("13").is_err());
         assert!(parse_scenarios("x").is_err());
     }
 

@@ -99,6 +99,10 @@ enum HooksArg {
     Both,
     /// mmvip's health/failover/notify with the shell role-change hooks.
     MmvipChecks,
+    /// mmvip with the resident guard (write lease) and event-driven keepalived.
+    Guard,
+    /// The guard with a witness (a third MariaDB) as a voter.
+    GuardWitness,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -106,6 +110,8 @@ enum OneHooksArg {
     Mmvip,
     Shell,
     MmvipChecks,
+    Guard,
+    GuardWitness,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -216,6 +222,8 @@ fn run(
         HooksArg::Mmvip => HookChoice::One(HookSet::Mmvip),
         HooksArg::Shell => HookChoice::One(HookSet::Shell),
         HooksArg::MmvipChecks => HookChoice::One(HookSet::MmvipChecks),
+        HooksArg::Guard => HookChoice::One(HookSet::Guard),
+        HooksArg::GuardWitness => HookChoice::One(HookSet::GuardWitness),
         HooksArg::Both => HookChoice::Both,
     };
     let options = RunOptions {
@@ -274,6 +282,8 @@ fn up(
         OneHooksArg::Mmvip => HookSet::Mmvip,
         OneHooksArg::Shell => HookSet::Shell,
         OneHooksArg::MmvipChecks => HookSet::MmvipChecks,
+        OneHooksArg::Guard => HookSet::Guard,
+        OneHooksArg::GuardWitness => HookSet::GuardWitness,
     };
     let artifacts = mmvip_lab::artifacts(artifacts.mmvip, artifacts.plugins);
     match mmvip_lab::up(&root, &artifacts, layout, hooks, &timers) {

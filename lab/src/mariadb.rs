@@ -87,6 +87,22 @@ read_only                = ON
 sync_binlog                    = 1
 innodb_flush_log_at_trx_commit = 1
 
+# A COMMIT killed in flight must not survive on this node alone (pitfall 10): the
+# writer waits, after the binlog fsync and before the engine commit (AFTER_SYNC), for
+# the peer to have the transaction in its relay log, so an acknowledged write is on
+# both nodes. After a crash, a server started as a replica (init_rpl_role = SLAVE:
+# every node starts read-only and is promoted only by its master hook) rolls back the
+# prepared transactions its peer never confirmed and truncates them from its binlog,
+# and accepts them back from the peer if the peer had them after all. No peer
+# connected: no wait; a peer that stops answering costs one commit the timeout, then
+# commits go on without it until it catches up.
+rpl_semi_sync_master_enabled       = ON
+rpl_semi_sync_slave_enabled        = ON
+rpl_semi_sync_master_wait_point    = AFTER_SYNC
+rpl_semi_sync_master_wait_no_slave = OFF
+rpl_semi_sync_master_timeout       = 1000
+init_rpl_role                      = SLAVE
+
 # Lab: notice a dead replication link within seconds rather than a minute.
 slave_net_timeout        = 4
 # Both lab nodes share one hostname: name the relay log rather than derive it.
@@ -165,22 +181,26 @@ pub fn prepare(node: NodeId, paths: &NodePaths, template: &Path, vips: &[Ipv4Add
 
 /// Starts `mariadbd` in the node's namespace and waits until it answers.
 pub fn start(registry: &Registry, node: NodeId, paths: &NodePaths) -> Result<u32> {
-    let mut command = netns::command_in(&node.namespace(), MARIADBD);
+    start_in(registry, &node.namespace(), &node.name(), paths)
+}
+
+/// Starts `mariadbd` with `paths`' my.cnf in namespace `ns` and waits until it answers.
+fn start_in(registry: &Registry, ns: &str, name: &str, paths: &NodePaths) -> Result<u32> {
+    let mut command = netns::command_in(ns, MARIADBD);
     command.arg(format!("--defaults-file={}", paths.my_cnf().display()));
     let pid = registry.spawn(
-        &format!("mariadbd {}", node.name()),
+        &format!("mariadbd {name}"),
         &mut command,
         &paths.mariadb_console(),
     )?;
     crate::wait::until(
         Duration::from_secs(30),
         Duration::from_millis(25),
-        &format!("mariadbd on {} to answer", node.name()),
+        &format!("mariadbd on {name} to answer"),
         || {
             if !registry.is_running(pid) {
                 bail!(
-                    "mariadbd on {} exited at start: {}",
-                    node.name(),
+                    "mariadbd on {name} exited at start: {}",
                     last_lines(
                         &fs::read_to_string(paths.mariadb_log()).unwrap_or_default(),
                         3
@@ -190,6 +210,54 @@ pub fn start(registry: &Registry, node: NodeId, paths: &NodePaths) -> Result<u32
             Ok(connect(&paths.socket()).ok().map(drop))
         },
     )?;
+    Ok(pid)
+}
+
+/// The guard's witness account on the witness server.
+pub const WITNESS_USER: &str = "mmvip_witness";
+pub const WITNESS_PASSWORD: &str = "witness-lab-secret";
+
+/// The witness: a third, plain MariaDB (no binlog, no replication) that both nodes'
+/// guards reach on the public network, as an application host's server would be.
+/// Its datadir comes from the template; the README's witness account is created.
+pub fn start_witness(registry: &Registry, paths: &NodePaths, template: &Path) -> Result<u32> {
+    for dir in [paths.dir.clone(), paths.run_dir(), paths.tmp_dir()] {
+        fs::create_dir_all(&dir)?;
+        set_mode(&dir, 0o755)?;
+    }
+    copy_tree(template, &paths.datadir())?;
+    fs::write(
+        paths.my_cnf(),
+        format!(
+            "# The guard's witness of the mmvip failover lab.
+[mariadbd]
+user          = root
+datadir       = {datadir}
+socket        = {socket}
+pid-file      = {pid}
+log-error     = {log}
+tmpdir        = {tmp}
+port          = {PORT}
+bind-address  = {bind}
+skip-name-resolve
+{ENGINE_SETTINGS}",
+            datadir = paths.datadir().display(),
+            socket = paths.socket().display(),
+            pid = paths.pid_file().display(),
+            log = paths.mariadb_log().display(),
+            tmp = paths.tmp_dir().display(),
+            bind = crate::topology::WITNESS_IP,
+        ),
+    )?;
+    let pid = start_in(registry, crate::topology::WITNESS_NS, "witness", paths)?;
+    let mut conn = connect(&paths.socket())?;
+    conn.query_drop("CREATE DATABASE mmvip")?;
+    conn.query_drop(format!(
+        "CREATE USER '{WITNESS_USER}'@'10.77.1.%' IDENTIFIED BY '{WITNESS_PASSWORD}'"
+    ))?;
+    conn.query_drop(format!(
+        "GRANT SELECT, INSERT, UPDATE, CREATE ON mmvip.* TO '{WITNESS_USER}'@'10.77.1.%'"
+    ))?;
     Ok(pid)
 }
 
@@ -451,6 +519,8 @@ mod tests {
             "read_only                = ON",
             "sync_binlog                    = 1",
             "innodb_flush_log_at_trx_commit = 1",
+            "rpl_semi_sync_master_wait_point    = AFTER_SYNC",
+            "init_rpl_role                      = SLAVE",
             "user                     = root",
             "bind-address             = 10.77.0.2,10.77.1.2,10.77.1.99",
             "socket                   = /tmp/lab/node2/run/mysqld.sock",

@@ -108,4 +108,29 @@ impl NodePaths {
     pub fn peer_password(&self) -> PathBuf {
         self.mmvip_dir().join("peer-password")
     }
+
+    // the guard (`mmvip guard`, hook set `guard`)
+    /// The secret both guards share, root-owned 0600.
+    pub fn guard_secret(&self) -> PathBuf {
+        self.mmvip_dir().join("guard-secret")
+    }
+    /// keepalived's track files, written by the guard: `health`, `failover`, `VI_n`.
+    pub fn track_dir(&self) -> PathBuf {
+        self.run_dir().join("track")
+    }
+    /// The witness account's password, root-owned 0600.
+    pub fn witness_password(&self) -> PathBuf {
+        self.mmvip_dir().join("witness-password")
+    }
+    /// The running guard's pid, written by the lab when it starts one.
+    pub fn guard_pid(&self) -> PathBuf {
+        self.run_dir().join("guard.pid")
+    }
+    /// keepalived's check that the guard runs.
+    pub fn guard_check(&self) -> PathBuf {
+        self.etc_dir().join("chk_guard.sh")
+    }
+    pub fn guard_log(&self) -> PathBuf {
+        self.dir.join("guard.out")
+    }
 }

@@ -28,6 +28,7 @@ const SEQUENCE_INTERVAL: Duration = Duration::from_millis(10);
 const WARMUP_ACKS: usize = 20;
 const WARMUP_TIMEOUT: Duration = Duration::from_secs(15);
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(20);
+const SPLIT_BRAIN_CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Load on the new holder before healing; the split brain is held a bit longer so
 /// its two-writer window is plainly visible.
 const HOLD_AFTER_TAKEOVER: Duration = Duration::from_secs(2);
@@ -56,6 +57,38 @@ pub enum Fault {
     Crash,
     /// Detach the node's heartbeat port from the private bridge; heal: re-attach.
     SplitBrain,
+    /// SIGSTOP mariadbd (a hung server); heal: SIGCONT, or start it again if the
+    /// guard's last resort killed it meanwhile.
+    MariadbFreeze,
+    /// kill -9 the guard (hook set `guard` only); heal: start it.
+    GuardKill,
+    /// `mmvip switchover` on the writer (hook set `guard` only); heal: remove the
+    /// failover flag it raised.
+    Switchover,
+    /// The witness host's link down (hook set `guard-witness`); heal: up.
+    WitnessDown,
+    /// The witness down and the heartbeat link cut; heal: both back.
+    WitnessDownSplit,
+}
+
+impl Fault {
+    /// Faults that need the guard: without it there is nothing to kill or ask.
+    pub fn needs_guard(self) -> bool {
+        matches!(self, Fault::GuardKill | Fault::Switchover) || self.needs_witness()
+    }
+
+    pub fn needs_witness(self) -> bool {
+        matches!(self, Fault::WitnessDown | Fault::WitnessDownSplit)
+    }
+
+    /// Faults after which the writer lives on and nobody should take over: a
+    /// takeover is not required there (and a second writer is the failure).
+    pub fn writer_survives(self) -> bool {
+        matches!(
+            self,
+            Fault::SplitBrain | Fault::WitnessDown | Fault::WitnessDownSplit
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +121,16 @@ pub fn catalog() -> Vec<Scenario> {
         s(6, "6-split-brain", Layout::Single, Fault::SplitBrain),
         s(7, "7a-dual-switchover", Layout::Dual, Fault::FailoverFile),
         s(7, "7b-dual-kill9", Layout::Dual, Fault::MariadbKill),
+        s(8, "8-mariadb-freeze", Layout::Single, Fault::MariadbFreeze),
+        s(9, "9-guard-kill9", Layout::Single, Fault::GuardKill),
+        s(10, "10-mmvip-switchover", Layout::Single, Fault::Switchover),
+        s(11, "11-witness-down", Layout::Single, Fault::WitnessDown),
+        s(
+            12,
+            "12-witness-down-split-brain",
+            Layout::Single,
+            Fault::WitnessDownSplit,
+        ),
     ]
 }
 
@@ -178,15 +221,22 @@ fn drive(
     )?;
 
     let fault_at = Instant::now();
-    inflict(lab, scenario.fault, faulted)
+    let fault_report = inflict(lab, scenario.fault, faulted)
         .with_context(|| format!("inflict {:?}", scenario.fault))?;
-    let took_over = wait::until_or_timeout(TAKEOVER_TIMEOUT, Duration::from_millis(10), || {
+    // Under the guard the peer of a split brain should never claim the VIP: wait for
+    // that no longer than a few VRRP master-down intervals.
+    let takeover_timeout = if scenario.fault.writer_survives() && hooks.guarded() {
+        SPLIT_BRAIN_CLAIM_TIMEOUT
+    } else {
+        TAKEOVER_TIMEOUT
+    };
+    let took_over = wait::until_or_timeout(takeover_timeout, Duration::from_millis(10), || {
         if let Some(at) = writers[0].log().first_ack_by(server_id(takeover), fault_at) {
             return Ok(Some(at));
         }
         // In a split brain the client may stay with the old holder: the peer
         // claiming the VIP is the takeover.
-        let claimed = scenario.fault == Fault::SplitBrain
+        let claimed = scenario.fault.writer_survives()
             && sampler
                 .latest_vips()
                 .is_some_and(|s| s.at > fault_at && s.held[takeover.index()].contains(&vip));
@@ -196,7 +246,7 @@ fn drive(
         Some(at) => format!("takeover after {} ms", (at - fault_at).as_millis()),
         None => format!("no takeover within {} s", TAKEOVER_TIMEOUT.as_secs()),
     });
-    wait::sleep(if scenario.fault == Fault::SplitBrain {
+    wait::sleep(if scenario.fault.writer_survives() {
         HOLD_SPLIT_BRAIN
     } else {
         HOLD_AFTER_TAKEOVER
@@ -230,9 +280,13 @@ fn drive(
         heal_at,
         load_end,
     };
-    measure(
+    let mut row = measure(
         lab, scenario, hooks, timers, &logs, &samples, &window, converged, started,
-    )
+    )?;
+    if let Some(report) = fault_report {
+        row.notes.insert(0, format!("node1 mmvip {report}"));
+    }
+    Ok(row)
 }
 
 /// Per VIP: inserts, and a sequence stream of its own (in the two-VIP layout each
@@ -261,26 +315,49 @@ fn writer_specs(lab: &Lab) -> Vec<WriterSpec> {
     specs
 }
 
-fn inflict(lab: &mut Lab, fault: Fault, node: NodeId) -> Result<()> {
+/// Inflicts the fault; what it reported, if anything (`mmvip switchover`'s steps).
+fn inflict(lab: &mut Lab, fault: Fault, node: NodeId) -> Result<Option<String>> {
     match fault {
         Fault::FailoverFile => {
             let path = lab.failover_file(node);
             fs::write(&path, b"planned switch-over by mmvip-lab\n")
-                .with_context(|| format!("create {}", path.display()))
+                .with_context(|| format!("create {}", path.display()))?;
         }
-        Fault::KeepalivedStop => lab.stop_keepalived(node),
-        Fault::MariadbStop => lab.stop_mariadb(node),
-        Fault::MariadbKill => lab.kill_mariadb(node),
-        Fault::Crash => lab.crash_node(node),
-        Fault::SplitBrain => topology::detach_private(node),
+        Fault::KeepalivedStop => lab.stop_keepalived(node)?,
+        Fault::MariadbStop => lab.stop_mariadb(node)?,
+        Fault::MariadbKill => lab.kill_mariadb(node)?,
+        Fault::Crash => lab.crash_node(node)?,
+        Fault::SplitBrain => topology::detach_private(node)?,
+        Fault::MariadbFreeze => lab.freeze_mariadb(node, true)?,
+        Fault::GuardKill => lab.kill_guard(node)?,
+        Fault::Switchover => return lab.switchover(node).map(Some),
+        Fault::WitnessDown => topology::set_witness_link(false)?,
+        Fault::WitnessDownSplit => {
+            topology::set_witness_link(false)?;
+            topology::detach_private(node)?;
+        }
     }
+    Ok(None)
 }
 
 fn heal(lab: &mut Lab, fault: Fault, node: NodeId) -> Result<()> {
     match fault {
-        Fault::FailoverFile => {
+        Fault::FailoverFile | Fault::Switchover => {
             let path = lab.failover_file(node);
             fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))
+        }
+        Fault::MariadbFreeze => {
+            if lab.mariadb_running(node) {
+                lab.freeze_mariadb(node, false)
+            } else {
+                lab.start_mariadb(node)
+            }
+        }
+        Fault::GuardKill => lab.start_guard(node),
+        Fault::WitnessDown => topology::set_witness_link(true),
+        Fault::WitnessDownSplit => {
+            topology::attach_private(node)?;
+            topology::set_witness_link(true)
         }
         Fault::KeepalivedStop => lab.start_keepalived(node),
         Fault::MariadbStop | Fault::MariadbKill => lab.start_mariadb(node),
@@ -477,12 +554,18 @@ pub fn judge(
     rows: &RowCheck,
 ) -> (Verdict, Vec<String>) {
     let mut problems = Vec::new();
-    let split_brain = scenario.fault == Fault::SplitBrain;
+    let split_brain = scenario.fault.writer_survives();
     if row.rto_ms.is_none() && !split_brain {
         problems.push("no write acknowledged by the node taking over (rto_ms missing)".into());
     }
-    if !row.vip_moved {
-        problems.push("the VIP never moved".into());
+    // With only its witness gone the writer loses nothing: the VIP must stay.
+    let vip_should_move = scenario.fault != Fault::WitnessDown;
+    if row.vip_moved != vip_should_move {
+        problems.push(if vip_should_move {
+            "the VIP never moved".into()
+        } else {
+            "the VIP moved although only the witness was gone".into()
+        });
     }
     if row.failback_ms.is_none() {
         problems.push("no failback: the preferred node never served writes again".into());
@@ -510,7 +593,7 @@ pub fn judge(
         Verdict::Baseline
     } else if problems.is_empty() {
         Verdict::Pass
-    } else if split_brain && two_writers {
+    } else if split_brain && two_writers && !hooks.guarded() {
         Verdict::KnownFailure
     } else {
         Verdict::Fail
@@ -718,7 +801,7 @@ mod tests {
     #[test]
     fn catalog_covers_the_issue() {
         let numbers: BTreeSet<u8> = catalog().iter().map(|s| s.number).collect();
-        assert_eq!(numbers, (1..=7).collect());
+        assert_eq!(numbers, (1..=12).collect());
         let dual: Vec<&str> = catalog()
             .iter()
             .filter(|s| s.layout == Layout::Dual)
@@ -772,6 +855,28 @@ mod tests {
 
     fn scenario(name: &str) -> Scenario {
         catalog().into_iter().find(|s| s.name == name).unwrap()
+    }
+
+    #[test]
+    fn guard_rows_fail_on_two_writers_and_a_lost_witness_moves_nothing() {
+        let clean = RowCheck::default();
+        let split = scenario("6-split-brain");
+        let mut two = good_row(&split);
+        two.rto_ms = None;
+        two.two_writer_ms = 4;
+        assert_eq!(judge(&two, &split, HookSet::Guard, &clean).0, Verdict::Fail);
+        let witness = scenario("11-witness-down");
+        let mut stayed = good_row(&witness);
+        stayed.rto_ms = None;
+        stayed.vip_moved = false;
+        assert_eq!(
+            judge(&stayed, &witness, HookSet::GuardWitness, &clean).0,
+            Verdict::Pass
+        );
+        stayed.vip_moved = true;
+        let (verdict, problems) = judge(&stayed, &witness, HookSet::GuardWitness, &clean);
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(problems[0].contains("only the witness"), "{problems:?}");
     }
 
     #[test]

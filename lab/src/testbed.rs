@@ -17,6 +17,7 @@ use crate::cleanup::Registry;
 use crate::hooks::{self, Artifacts, HookSet};
 use crate::keepalived::{self, Timers};
 use crate::mariadb;
+use crate::netns;
 use crate::paths::NodePaths;
 use crate::probe;
 use crate::topology::{self, NodeId};
@@ -48,6 +49,8 @@ struct Node {
     keepalived_config: String,
     mariadbd: Option<u32>,
     keepalived: Option<u32>,
+    /// `mmvip guard` (hook set `guard`).
+    guard: Option<u32>,
 }
 
 pub struct Lab {
@@ -74,6 +77,7 @@ impl Lab {
             keepalived_config: String::new(),
             mariadbd: None,
             keepalived: None,
+            guard: None,
         });
         // From here on, Drop cleans up whatever got started.
         let mut lab = Lab {
@@ -132,6 +136,21 @@ impl Lab {
                 tracking.as_ref(),
             );
         }
+        if self.hooks == HookSet::GuardWitness {
+            let paths = self.witness_paths();
+            if paths.dir.exists() {
+                fs::remove_dir_all(&paths.dir)?;
+            }
+            mariadb::start_witness(&self.registry, &paths, &config.template)
+                .context("start the witness")?;
+        }
+        if self.hooks.guarded() {
+            // Before keepalived, as the unit orders it: keepalived tracks the guard
+            // process and its files from the start.
+            for node in NodeId::BOTH {
+                self.start_guard(node)?;
+            }
+        }
         // Started together, both nodes' first master-down timers expire in the same
         // instant: both claim the VIP, then one yields, and the notify hooks of those
         // two transitions run concurrently in either order (the shell baseline was
@@ -151,6 +170,13 @@ impl Lab {
         )?;
         self.start_keepalived(NodeId::Two)?;
         self.wait_healthy()
+    }
+
+    /// The witness server's files (hook set `guard-witness`).
+    pub fn witness_paths(&self) -> NodePaths {
+        NodePaths {
+            dir: self.registry.root().join("witness"),
+        }
     }
 
     pub fn paths(&self, node: NodeId) -> &NodePaths {
@@ -273,6 +299,13 @@ impl Lab {
     }
 
     pub fn start_mariadb(&mut self, node: NodeId) -> Result<()> {
+        // A server killed behind the lab's back (the guard's last resort) is gone.
+        if let Some(old) = self.nodes[node.index()].mariadbd.take()
+            && self.registry.is_running(old)
+        {
+            self.nodes[node.index()].mariadbd = Some(old);
+            bail!("mariadbd on {} is already running", node.name());
+        }
         let pid = mariadb::start(&self.registry, node, self.paths(node))?;
         self.nodes[node.index()].mariadbd = Some(pid);
         Ok(())
@@ -299,6 +332,84 @@ impl Lab {
         Ok(())
     }
 
+    /// Starts `mmvip guard` in the node's namespace and waits for its track files.
+    pub fn start_guard(&mut self, node: NodeId) -> Result<()> {
+        let paths = self.paths(node).clone();
+        let command_line = hooks::guard_command(&paths);
+        let mut command = netns::command_in(&node.namespace(), &command_line[0]);
+        command.args(&command_line[1..]);
+        let pid = self.registry.spawn(
+            &format!("mmvip guard {}", node.name()),
+            &mut command,
+            &paths.guard_log(),
+        )?;
+        self.nodes[node.index()].guard = Some(pid);
+        fs::write(paths.guard_pid(), format!("{pid}\n"))?;
+        let health = paths.track_dir().join("health");
+        wait::until(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            &format!("the guard on {} to write its track files", node.name()),
+            || {
+                if !self.registry.is_running(pid) {
+                    bail!(
+                        "mmvip guard on {} exited at start: {}",
+                        node.name(),
+                        mariadb::last_lines(
+                            &fs::read_to_string(paths.guard_log()).unwrap_or_default(),
+                            3
+                        )
+                    );
+                }
+                Ok(health.exists().then_some(()))
+            },
+        )?;
+        Ok(())
+    }
+
+    /// SIGKILL: the guard gets no chance to tidy up.
+    pub fn kill_guard(&mut self, node: NodeId) -> Result<()> {
+        self.end_process(node, Daemon::Guard, Signal::KILL, KILL_TIMEOUT)
+    }
+
+    /// Whether the node's mariadbd is still alive (the guard's last resort may kill a
+    /// server it cannot make read-only).
+    pub fn mariadb_running(&self, node: NodeId) -> bool {
+        self.nodes[node.index()]
+            .mariadbd
+            .is_some_and(|pid| self.registry.is_running(pid))
+    }
+
+    /// SIGSTOP or SIGCONT to the node's mariadbd: a hung server, then its return.
+    pub fn freeze_mariadb(&mut self, node: NodeId, frozen: bool) -> Result<()> {
+        let Some(pid) = self.nodes[node.index()].mariadbd else {
+            bail!("mariadbd on {} is not running", node.name());
+        };
+        self.registry
+            .signal(pid, if frozen { Signal::STOP } else { Signal::CONT })
+    }
+
+    /// `mmvip switchover` run on the node, as an operator would; its report line.
+    pub fn switchover(&self, node: NodeId) -> Result<String> {
+        let paths = self.paths(node);
+        let output = netns::command_in(&node.namespace(), &paths.mmvip_bin().display().to_string())
+            .arg("--config")
+            .arg(paths.mmvip_config())
+            .arg("switchover")
+            .output()
+            .context("run mmvip switchover")?;
+        let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if !output.status.success() {
+            bail!(
+                "mmvip switchover on {} failed: {}{}",
+                node.name(),
+                String::from_utf8_lossy(&output.stderr).trim(),
+                text
+            );
+        }
+        Ok(text)
+    }
+
     /// SIGTERM: keepalived leaves cleanly (priority-0 advert, VIPs removed).
     pub fn stop_keepalived(&mut self, node: NodeId) -> Result<()> {
         self.end_process(node, Daemon::Keepalived, Signal::TERM, KILL_TIMEOUT)
@@ -314,6 +425,7 @@ impl Lab {
         let slot = match daemon {
             Daemon::Mariadbd => &mut self.nodes[node.index()].mariadbd,
             Daemon::Keepalived => &mut self.nodes[node.index()].keepalived,
+            Daemon::Guard => &mut self.nodes[node.index()].guard,
         };
         let Some(pid) = slot.take() else {
             bail!("{daemon:?} on {} is not running", node.name());
@@ -382,8 +494,12 @@ impl Lab {
     pub fn teardown(&mut self) -> Vec<String> {
         self.detached = true;
         let mut problems = self.registry.stop_all();
-        for node in NodeId::BOTH {
-            let dir = self.paths(node).dir.clone();
+        let dirs: Vec<PathBuf> = NodeId::BOTH
+            .map(|node| self.paths(node).dir.clone())
+            .into_iter()
+            .chain([self.witness_paths().dir])
+            .collect();
+        for dir in dirs {
             if dir.exists()
                 && let Err(error) = fs::remove_dir_all(&dir)
             {
@@ -401,6 +517,7 @@ impl Lab {
             paths.mariadb_log(),
             paths.hooks_log(),
             paths.mmvip_log(),
+            paths.guard_log(),
         ]
     }
 }
@@ -409,6 +526,7 @@ impl Lab {
 enum Daemon {
     Mariadbd,
     Keepalived,
+    Guard,
 }
 
 impl Drop for Lab {

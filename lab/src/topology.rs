@@ -17,6 +17,9 @@ pub const PUBLIC_BRIDGE: &str = "br-public";
 pub const PRIVATE_IF: &str = "private";
 pub const PUBLIC_IF: &str = "public";
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 100);
+/// The guard's witness (hook set `guard-witness`): its own host on the public network.
+pub const WITNESS_NS: &str = "mmvl-witness";
+pub const WITNESS_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 50);
 pub const PREFIX_LEN: u8 = 24;
 
 /// One of the two database nodes.
@@ -76,7 +79,7 @@ impl NodeId {
 
 /// Creates namespaces, bridges and cables, and addresses every interface.
 pub fn build(registry: &Registry) -> Result<()> {
-    for ns in [SWITCH_NS, CLIENT_NS] {
+    for ns in [SWITCH_NS, CLIENT_NS, WITNESS_NS] {
         registry.add_namespace(ns)?;
     }
     for node in NodeId::BOTH {
@@ -98,7 +101,16 @@ pub fn build(registry: &Registry) -> Result<()> {
     cable(CLIENT_NS, PUBLIC_IF, "client-public", PUBLIC_BRIDGE)?;
     address(CLIENT_NS, PUBLIC_IF, CLIENT_IP)?;
     ip(&["-n", CLIENT_NS, "link", "set", "lo", "up"])?;
+    cable(WITNESS_NS, PUBLIC_IF, "witness-public", PUBLIC_BRIDGE)?;
+    address(WITNESS_NS, PUBLIC_IF, WITNESS_IP)?;
+    ip(&["-n", WITNESS_NS, "link", "set", "lo", "up"])?;
     Ok(())
+}
+
+/// The witness host's link up or down (down: the witness is gone for both nodes).
+pub fn set_witness_link(up: bool) -> Result<()> {
+    let state = if up { "up" } else { "down" };
+    ip(&["-n", WITNESS_NS, "link", "set", PUBLIC_IF, state]).map(drop)
 }
 
 /// A veth pair from `ns`'s `inside` interface to `port` on `bridge` in the switch.

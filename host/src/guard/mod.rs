@@ -421,7 +421,12 @@ impl Guard {
                     .get(instance)
                     .map_or(*until, |held| (*held).max(*until));
                 leases.held.insert(instance.to_string(), until);
-                leases.stepped_aside.remove(instance);
+                // Holding it, the node may be the writer again: end a step aside
+                // now, track file included (forgetting only the entry left the
+                // instance in FAULT for good, as `keep_the_rule` no longer saw it).
+                if leases.stepped_aside.remove(instance).is_some() {
+                    track::write(&self.track(instance), false, &self.log);
+                }
             }
             Outcome::Lost(_) => {
                 let still_held = leases
