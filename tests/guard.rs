@@ -628,3 +628,34 @@ fn a_node_refused_the_lease_steps_aside_while_the_writer_holds_it() {
     });
     assert!(node2.guard_log().contains("no longer stepping aside"));
 }
+
+/// A writer whose MariaDB hangs could resume and commit after the peer took over: its
+/// guard kills it (the last resort) before it gives the lease back, and only then can
+/// the peer hold the lease.
+#[test]
+fn a_hung_writer_is_killed_before_its_lease_is_given_back() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
+    let node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let pid = pair.node1.pid().as_raw_nonzero().get();
+    // Gone, or a zombie the test has not reaped: either way it runs no more.
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| stat.split_whitespace().nth(2) == Some("Z"))
+    };
+    pair.node1.freeze();
+    wait_for(
+        "the hung writer's mariadbd killed",
+        Duration::from_secs(5),
+        gone,
+    );
+    let answer = node2.ask("ACQUIRE VI_1 5000");
+    assert!(answer.starts_with("HELD"), "{answer}");
+    let log = node1.guard_log();
+    assert!(log.contains("MariaDB hangs"), "{log}");
+    assert!(log.contains("last resort: mariadbd killed"), "{log}");
+}

@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub artifacts: Artifacts,
     pub hooks: HookChoice,
     pub scenarios: BTreeSet<u8>,
+    /// Scenario names left out of those numbers (e.g. one of the two runs of 7).
+    pub skip: Vec<&'static str>,
     /// Each selected scenario runs once per timer set, in this order.
     pub timers: Vec<Timers>,
     pub logs_dir: PathBuf,
@@ -180,6 +182,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Repor
         .flat_map(|timers| {
             plan(options.hooks, &options.scenarios)
                 .into_iter()
+                .filter(|(scenario, _)| !options.skip.contains(&scenario.name))
                 .map(move |(scenario, hooks)| (timers, scenario, hooks))
         })
         .collect();

@@ -231,6 +231,7 @@ fn run(
         artifacts: mmvip_lab::artifacts(artifacts.mmvip, artifacts.plugins),
         hooks,
         scenarios,
+        skip: Vec::new(),
         timers: match timers {
             TimersArg::Fast => vec![Timers::fast()],
             TimersArg::Readme => vec![Timers::readme()],

@@ -360,6 +360,7 @@ pub struct ReplicaStatus {
     pub io_running: String,
     pub sql_running: String,
     pub last_io_error: String,
+    pub last_io_errno: u32,
     pub last_sql_error: String,
     /// What the SQL thread is doing (e.g. waiting for a row lock).
     pub sql_state: String,
@@ -385,6 +386,7 @@ pub fn replica_status(conn: &mut Conn) -> Result<Option<ReplicaStatus>> {
         io_running: text("Slave_IO_Running"),
         sql_running: text("Slave_SQL_Running"),
         last_io_error: text("Last_IO_Error"),
+        last_io_errno: text("Last_IO_Errno").parse().unwrap_or(0),
         last_sql_error: text("Last_SQL_Error"),
         sql_state: text("Slave_SQL_Running_State"),
         seconds_behind: text("Seconds_Behind_Master").parse().ok(),

@@ -269,7 +269,9 @@ fn drive(
         .map(|w| (w.spec.clone(), w.stop()))
         .collect();
     let samples = sampler.stop();
+    let mut restarted_io = BTreeSet::new();
     let converged = wait::until_or_timeout(CONVERGE_TIMEOUT, Duration::from_millis(100), || {
+        restarted_io.extend(lab.restart_io_stopped_on_1236()?);
         Ok(lab.converged_now()?.then_some(()))
     })?
     .is_some();
@@ -283,6 +285,12 @@ fn drive(
     let mut row = measure(
         lab, scenario, hooks, timers, &logs, &samples, &window, converged, started,
     )?;
+    for node in restarted_io {
+        row.notes.push(format!(
+            "{}: IO thread stopped on error 1236 after the restarted peer dropped a transaction it never acknowledged (semi-sync crash recovery); restarted by the lab, as an operator would",
+            node.name()
+        ));
+    }
     if let Some(report) = fault_report {
         row.notes.insert(0, format!("node1 mmvip {report}"));
     }

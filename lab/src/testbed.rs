@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use mysql::Conn;
+use mysql::prelude::Queryable;
 use rustix::process::Signal;
 
 use crate::cleanup::Registry;
@@ -232,6 +233,31 @@ impl Lab {
             }
         }
         Ok(positions[0] == positions[1])
+    }
+
+    /// Starts again an IO thread that stopped on error 1236, as an operator would,
+    /// and returns the nodes where it did. After a kill -9, semi-sync crash recovery
+    /// (`init_rpl_role=SLAVE`) drops from the restarted node's binlog a transaction
+    /// it never acknowledged; if the peer had already applied it and reconnects
+    /// before the restarted node has fetched it back, the peer asks for a GTID the
+    /// restarted node no longer has and its IO thread stops for good. Once it has
+    /// been fetched back, `START SLAVE` resumes where it was; with a real divergence
+    /// it stops on 1236 again, and convergence fails.
+    pub fn restart_io_stopped_on_1236(&self) -> Result<Vec<NodeId>> {
+        let mut restarted = Vec::new();
+        for node in NodeId::BOTH {
+            let Ok(mut conn) = self.connect(node) else {
+                continue;
+            };
+            if let Ok(Some(status)) = mariadb::replica_status(&mut conn)
+                && status.io_running == "No"
+                && status.last_io_errno == 1236
+                && conn.query_drop("START SLAVE IO_THREAD").is_ok()
+            {
+                restarted.push(node);
+            }
+        }
+        Ok(restarted)
     }
 
     pub fn wait_converged(&self, timeout: Duration) -> Result<()> {

@@ -734,7 +734,14 @@ impl Guard {
                 let why = self.why_not_allowed(&seen);
                 self.fence(&why);
             }
-            Database::Up { read_only: true } | Database::Down(_) => {
+            // A hung writer may resume and commit after the peer took over: it must
+            // not be able to before its lease is given back.
+            Database::Hung(why) if seen.mariadbd_alive && self.holds_a_lease() => {
+                self.fence(&format!(
+                    "MariaDB hangs ({why}) while this node holds a write lease"
+                ));
+            }
+            Database::Up { read_only: true } | Database::Down(_) | Database::Hung(_) => {
                 // Read-only (or down): a lease no longer wanted is given back.
                 let unwanted: Vec<String> = {
                     let leases = self.leases();
@@ -849,9 +856,23 @@ impl Guard {
                 }
             }
         }
-        let demoted = self.run_fault_plugin(self.guard.margin);
-        let read_only = self.read_only_now();
-        if read_only != Some(false) {
+        let hung = matches!(seen.database, Database::Hung(_));
+        // A hung server answers neither the demotion nor the question after it.
+        let demoted = if hung {
+            "MariaDB does not answer".to_string()
+        } else {
+            self.run_fault_plugin(self.guard.margin)
+        };
+        let fenced = if hung {
+            false
+        } else {
+            match self.read_only_now() {
+                Some(read_only) => read_only,
+                // No answer: fenced only if mariadbd is gone, not if it may resume.
+                None => !self.watched.seen().mariadbd_alive,
+            }
+        };
+        if fenced {
             self.log.write(
                 Level::Warn,
                 &[(
@@ -863,13 +884,20 @@ impl Guard {
                     ),
                 )],
             );
-        } else {
-            self.last_resort(&demoted);
+        } else if !self.last_resort(&demoted) {
+            // It may still write: the leases run out on their own instead, and the
+            // peer waits them out.
+            return;
         }
         let held: Vec<String> = self.leases().held.keys().cloned().collect();
         for name in held {
             self.release(&name);
         }
+    }
+
+    fn holds_a_lease(&self) -> bool {
+        let now = Instant::now();
+        self.leases().held.values().any(|until| *until > now)
     }
 
     /// Runs `mmvip fault --fence` (the demotion, unconditionally) and returns what it
@@ -931,7 +959,8 @@ impl Guard {
         }
     }
 
-    fn last_resort(&self, demoted: &str) {
+    /// Returns whether mariadbd is gone, so that the node can no longer write.
+    fn last_resort(&self, demoted: &str) -> bool {
         match self.guard.last_resort {
             LastResort::StopMariadb => {
                 let pid = std::fs::read_to_string(&self.guard.mariadb_pidfile)
@@ -941,12 +970,18 @@ impl Guard {
                 let killed = pid.is_some_and(|pid| {
                     rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok()
                 });
+                // The leases are given back once it is gone (a SIGKILL ends even a
+                // stopped process, but not at once).
+                let deadline = Instant::now() + self.guard.margin;
+                while killed && self.watched.seen().mariadbd_alive && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 self.log.write(
                     Level::Error,
                     &[(
                         "msg",
                         &format!(
-                            "read_only still OFF after the margin ({demoted}); last resort: {}",
+                            "not read-only ({demoted}); last resort: {}",
                             if killed {
                                 "mariadbd killed"
                             } else {
@@ -955,16 +990,18 @@ impl Guard {
                         ),
                     )],
                 );
+                !self.watched.seen().mariadbd_alive
             }
-            LastResort::None => self.log.write(
-                Level::Error,
-                &[(
-                    "msg",
-                    &format!(
-                        "read_only still OFF after the margin ({demoted}); last_resort = none"
-                    ),
-                )],
-            ),
+            LastResort::None => {
+                self.log.write(
+                    Level::Error,
+                    &[(
+                        "msg",
+                        &format!("not read-only ({demoted}); last_resort = none"),
+                    )],
+                );
+                false
+            }
         }
     }
 

@@ -25,8 +25,11 @@ use crate::mariadb::{Endpoint, Target};
 pub enum Database {
     /// Answering; `read_only` as last seen.
     Up { read_only: bool },
-    /// Not answering, with the reason.
+    /// Not answering, with the reason: gone, going away, or not reachable.
     Down(String),
+    /// No answer within the bound while the session stands: the server may resume
+    /// and take writes at any moment.
+    Hung(String),
 }
 
 /// Everything the guard watches, as last seen.
@@ -57,7 +60,7 @@ impl Seen {
         if !self.mariadbd_alive {
             why.push("mariadbd is not running".to_string());
         }
-        if let Database::Down(reason) = &self.database {
+        if let Database::Down(reason) | Database::Hung(reason) = &self.database {
             why.push(format!("MariaDB does not answer ({reason})"));
         }
         why.join("; ")
@@ -339,9 +342,13 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
         was_up = answer.is_ok();
         let database = match answer {
             Ok(read_only) => Database::Up { read_only },
-            Err(Lost::Connection(why) | Lost::Hung(why)) => {
+            Err(Lost::Connection(why)) => {
                 conn = None;
                 Database::Down(why)
+            }
+            Err(Lost::Hung(why)) => {
+                conn = None;
+                Database::Hung(why)
             }
         };
         watched.update(|seen| seen.database = database);
