@@ -613,7 +613,7 @@ fn a_node_refused_the_lease_steps_aside_while_the_writer_holds_it() {
     wait_for("node2 stepping aside", Duration::from_secs(2), aside);
     // keepalived, told FAULT, removes the VIP.
     node2.hold_vip(false);
-    // Well past one step aside (3 s): still aside, node1 still the writer.
+    // Well past a step aside (0.5 s, then asked each round): still aside, node1 the writer.
     std::thread::sleep(Duration::from_secs(5));
     assert!(aside(), "{}", node2.guard_log());
     assert!(!pair.node1.read_only());

@@ -127,6 +127,12 @@ pub fn render(
         "    # Without an explicit script_user keepalived may silently drop every script."
     );
     let _ = writeln!(w, "    script_user root");
+    if hooks.guard.is_some() {
+        // A peer that claims the VIP in a heartbeat cut steps aside within a lease
+        // round, but its gratuitous ARP has drawn the clients away; the writer's
+        // refresh brings them back within a second.
+        let _ = writeln!(w, "    vrrp_garp_master_refresh 1");
+    }
     let _ = writeln!(w, "}}");
     if let Some(guard) = &hooks.guard {
         render_guard_tracking(w, guard, instances);

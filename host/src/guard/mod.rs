@@ -45,8 +45,9 @@ const ASK_TIMEOUT: Duration = Duration::from_millis(300);
 /// is a hang.
 const HANG_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long a node that stepped aside (lost the vote while VRRP made it MASTER) keeps
-/// its instance in FAULT before trying again.
-const STEP_ASIDE: Duration = Duration::from_secs(3);
+/// its instance in FAULT at least; after that, until the peer no longer holds both the
+/// lease and the VIP (asked each lease round).
+const STEP_ASIDE: Duration = Duration::from_millis(500);
 /// How many of the peer's connections are answered at once.
 const PEER_CONNECTIONS: usize = 8;
 /// How soon a promotion asks again for a lease it was refused.
@@ -65,6 +66,8 @@ struct Leases {
     held: HashMap<String, Instant>,
     /// Instances this node stepped aside from, and since when.
     stepped_aside: HashMap<String, Instant>,
+    /// Instances whose VIP is here but whose lease was refused, since when.
+    refused_since: HashMap<String, Instant>,
 }
 
 pub struct Guard {
@@ -620,15 +623,21 @@ impl Guard {
                     ),
                 }
             }
-            // Whether this node holds the lease: a peer that stepped aside stays
-            // aside while it does, instead of taking the VIP back every few seconds.
+            // Whether this node holds the lease and the VIP: a peer that stepped aside
+            // stays aside while it does, instead of taking the VIP back every few
+            // seconds. Without the VIP here (VRRP gave it to the peer, which preempts)
+            // the lease is about to be given back.
             ["HOLDS", instance, _from, nonce] => {
                 let now = Instant::now();
+                let vip_here = self
+                    .instances
+                    .iter()
+                    .any(|(name, vip)| name == instance && Self::holds_vip(*vip));
                 match self
                     .leases()
                     .held
                     .get(*instance)
-                    .filter(|until| **until > now)
+                    .filter(|until| **until > now && vip_here)
                 {
                     Some(until) => format!(
                         "DENY {instance} {nonce} {} {}",
@@ -692,6 +701,7 @@ impl Guard {
                 && seen.healthy()
                 && !self.stepping_away.load(Ordering::SeqCst);
             if !wants {
+                self.leases().refused_since.remove(name);
                 continue;
             }
             let held = self
@@ -700,10 +710,25 @@ impl Guard {
                 .get(name)
                 .is_some_and(|until| *until > Instant::now());
             // A renewal that loses leaves the earlier lease standing until it ends.
-            if let Outcome::Lost(why) = self.round(name)
-                && !held
-            {
-                self.step_aside(name, &why);
+            match self.round(name) {
+                Outcome::Lost(why) if !held => {
+                    // A peer this node preempts gives the VIP and the lease back as
+                    // soon as it hears this node's adverts: only a refusal that lasts
+                    // (both nodes MASTER: a heartbeat cut) makes this node step aside.
+                    let since = *self
+                        .leases()
+                        .refused_since
+                        .entry(name.clone())
+                        .or_insert_with(Instant::now);
+                    if since.elapsed() >= self.guard.lease {
+                        self.leases().refused_since.remove(name);
+                        self.step_aside(name, &why);
+                    }
+                }
+                Outcome::Lost(_) => {}
+                Outcome::Held(_) => {
+                    self.leases().refused_since.remove(name);
+                }
             }
         }
     }

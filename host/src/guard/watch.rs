@@ -205,6 +205,9 @@ impl Process {
             return false;
         };
         match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            // A killed process its parent has not reaped yet still has a pid (and a
+            // pid file): it has exited all the same.
+            Ok(fd) if has_exited(&fd) => false,
             Ok(fd) => {
                 self.fd = Some(fd);
                 true
@@ -212,6 +215,17 @@ impl Process {
             Err(_) => false,
         }
     }
+}
+
+/// Whether the process behind a pidfd has exited (the pidfd reads ready).
+fn has_exited(fd: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut one = [PollFd::new(fd, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut one, Some(&now)).is_ok_and(|ready| ready > 0)
 }
 
 /// Watches the processes and the failover flag until the process ends.
@@ -272,16 +286,7 @@ pub fn processes(
         if poll(&mut fds, Some(&timeout)).is_err() {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let exited = |process: &Process| {
-            process.fd.as_ref().is_some_and(|fd| {
-                let mut one = [PollFd::new(fd, PollFlags::IN)];
-                let zero = rustix::event::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                poll(&mut one, Some(&zero)).is_ok_and(|n| n > 0)
-            })
-        };
+        let exited = |process: &Process| process.fd.as_ref().is_some_and(has_exited);
         if exited(&mariadbd) {
             mariadbd.fd = None;
         }
