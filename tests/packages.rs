@@ -331,6 +331,57 @@ fn deb_installs_runs_from_its_paths_upgrades_and_purges_cleanly() {
         "health passed without a server"
     );
 
+    // The failover lab against the installed mmvip (keepalived runs /usr/sbin/mmvip
+    // with the plugins in /usr/lib/mmvip/plugins): a planned switch-over, judged by the
+    // lab's rules, and the node's log written by the installed binary.
+    let lab = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("mmvip-lab"))
+        .filter(|lab| lab.exists())
+        .expect("mmvip-lab next to the test binaries (cargo xtask test builds it)");
+    let reports = tempfile::tempdir().unwrap();
+    let report = reports.path().join("lab.json");
+    let output = Command::new(&lab)
+        .args(["run", "--installed", "--hooks", "mmvip", "--scenarios", "1"])
+        .args(["--timers", "fast", "--report"])
+        .arg(&report)
+        .arg("--logs")
+        .arg(reports.path().join("logs"))
+        .arg("--keep-logs")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "lab with the installed mmvip: {}",
+        stderr(&output)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(rows["scenarios"][0]["verdict"], "pass", "{rows}");
+    let saved = |file: &str| {
+        let path = reports
+            .path()
+            .join("logs/1-switchover-mmvip-fast/node2")
+            .join(file);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let keepalived_conf = saved("keepalived.conf");
+    assert!(
+        keepalived_conf.contains(&format!("\"{INSTALLED} --config")),
+        "{keepalived_conf}"
+    );
+    assert!(
+        saved("mmvip.toml").contains(&format!("plugin_dir    = \"{PLUGIN_DIR}\"")),
+        "{}",
+        saved("mmvip.toml")
+    );
+    let node_log = saved("mmvip.log");
+    assert!(
+        node_log.contains("plugin=master") && node_log.contains("verdict=pass"),
+        "{node_log}"
+    );
+
     // The shipped keepalived examples, against the installed script.
     for example in ["keepalived-one-vip.conf", "keepalived-two-vips.conf"] {
         let path = format!("{EXAMPLES}/{example}");

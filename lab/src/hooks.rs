@@ -65,13 +65,29 @@ impl HookSet {
 #[derive(Debug, Clone)]
 pub struct Artifacts {
     pub mmvip_bin: PathBuf,
-    /// Cargo's output directory for wasm32-wasip2 (`mmvip_plugin_<name>.wasm`).
+    /// Cargo's output directory for wasm32-wasip2 (`mmvip_plugin_<name>.wasm`), or the
+    /// installed plugin directory (`<name>.wasm`).
     pub plugin_dir: PathBuf,
+    /// The package's files, used where they are instead of copied to each node.
+    pub installed: bool,
 }
 
 impl Artifacts {
+    /// mmvip as the .deb or .rpm installs it.
+    pub fn installed() -> Artifacts {
+        Artifacts {
+            mmvip_bin: PathBuf::from("/usr/sbin/mmvip"),
+            plugin_dir: PathBuf::from("/usr/lib/mmvip/plugins"),
+            installed: true,
+        }
+    }
+
     pub fn built_plugin(&self, name: &str) -> PathBuf {
-        self.plugin_dir.join(format!("mmvip_plugin_{name}.wasm"))
+        if self.installed {
+            self.plugin_dir.join(format!("{name}.wasm"))
+        } else {
+            self.plugin_dir.join(format!("mmvip_plugin_{name}.wasm"))
+        }
     }
 
     /// Refuses early, in one line, when the hook set needs files that are not built.
@@ -361,30 +377,28 @@ fn install_mmvip(
     hooks: HookSet,
     roles: Option<(NodeId, &[Instance])>,
 ) -> Result<()> {
-    let bin_dir = paths.mmvip_bin().parent().map(Path::to_path_buf);
-    for dir in [
-        Some(paths.mmvip_dir()),
-        bin_dir,
-        Some(paths.mmvip_plugins()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        fs::create_dir_all(&dir)?;
-        set_mode(&dir, 0o755)?;
-    }
+    fs::create_dir_all(paths.mmvip_dir())?;
+    set_mode(&paths.mmvip_dir(), 0o755)?;
     for dir in [paths.mmvip_cache(), paths.mmvip_state()] {
         fs::create_dir_all(&dir)?;
         set_mode(&dir, 0o700)?;
     }
-    fs::copy(&artifacts.mmvip_bin, paths.mmvip_bin())
-        .with_context(|| format!("copy {}", artifacts.mmvip_bin.display()))?;
-    set_mode(&paths.mmvip_bin(), 0o755)?;
-    for name in hooks.plugins() {
-        let target = paths.mmvip_plugins().join(format!("{name}.wasm"));
-        fs::copy(artifacts.built_plugin(name), &target)
-            .with_context(|| format!("copy plugin {name}"))?;
-        set_mode(&target, 0o644)?;
+    // An installed mmvip is used where the package put it.
+    if !artifacts.installed {
+        let bin_dir = paths.mmvip_bin().parent().map(Path::to_path_buf);
+        for dir in [bin_dir, Some(paths.mmvip_plugins())].into_iter().flatten() {
+            fs::create_dir_all(&dir)?;
+            set_mode(&dir, 0o755)?;
+        }
+        fs::copy(&artifacts.mmvip_bin, paths.mmvip_bin())
+            .with_context(|| format!("copy {}", artifacts.mmvip_bin.display()))?;
+        set_mode(&paths.mmvip_bin(), 0o755)?;
+        for name in hooks.plugins() {
+            let target = paths.mmvip_plugins().join(format!("{name}.wasm"));
+            fs::copy(artifacts.built_plugin(name), &target)
+                .with_context(|| format!("copy plugin {name}"))?;
+            set_mode(&target, 0o644)?;
+        }
     }
     if roles.is_some_and(|(_, instances)| instances.len() == 1) {
         write_secret(&paths.peer_password(), PEER_PASSWORD)?;
@@ -690,6 +704,7 @@ mod tests {
         let artifacts = Artifacts {
             mmvip_bin: bin,
             plugin_dir: dir.clone(),
+            installed: false,
         };
         assert!(artifacts.preflight(HookSet::MmvipChecks).is_ok());
         let message = artifacts.preflight(HookSet::Mmvip).unwrap_err().to_string();

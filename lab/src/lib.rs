@@ -299,6 +299,7 @@ pub fn artifacts(mmvip: Option<PathBuf>, plugins: Option<PathBuf>) -> Artifacts 
         plugin_dir: plugins
             .or_else(|| std::env::var_os("MMVIP_LAB_PLUGINS").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(mmvip_artifacts::DIR)),
+        installed: false,
     }
 }
 

@@ -90,6 +90,20 @@ struct ArtifactArgs {
     /// target/artifacts/wasm32-wasip2/release, built with the lab].
     #[arg(long)]
     plugins: Option<PathBuf>,
+    /// Use mmvip as the .deb or .rpm installed it (/usr/sbin/mmvip and
+    /// /usr/lib/mmvip/plugins), where it is, instead of a copy of the build per node.
+    #[arg(long, conflicts_with_all = ["mmvip", "plugins"])]
+    installed: bool,
+}
+
+impl ArtifactArgs {
+    fn resolve(self) -> mmvip_lab::hooks::Artifacts {
+        if self.installed {
+            mmvip_lab::hooks::Artifacts::installed()
+        } else {
+            mmvip_lab::artifacts(self.mmvip, self.plugins)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -228,7 +242,7 @@ fn run(
     };
     let options = RunOptions {
         root,
-        artifacts: mmvip_lab::artifacts(artifacts.mmvip, artifacts.plugins),
+        artifacts: artifacts.resolve(),
         hooks,
         scenarios,
         skip: Vec::new(),
@@ -286,7 +300,7 @@ fn up(
         OneHooksArg::Guard => HookSet::Guard,
         OneHooksArg::GuardWitness => HookSet::GuardWitness,
     };
-    let artifacts = mmvip_lab::artifacts(artifacts.mmvip, artifacts.plugins);
+    let artifacts = artifacts.resolve();
     match mmvip_lab::up(&root, &artifacts, layout, hooks, &timers) {
         Ok(summary) => {
             let root = summary.root.display();
@@ -315,7 +329,7 @@ fn probe_notify(
     out: &std::path::Path,
     artifacts: ArtifactArgs,
 ) -> u8 {
-    let artifacts = mmvip_lab::artifacts(artifacts.mmvip, artifacts.plugins);
+    let artifacts = artifacts.resolve();
     let report = match mmvip_lab::probe::run(&root, &artifacts, &timers, &mut |line| {
         eprintln!("mmvip-lab: {line}")
     }) {

@@ -8,13 +8,26 @@ use crate::topology::NodeId;
 #[derive(Debug, Clone)]
 pub struct NodePaths {
     pub dir: PathBuf,
+    /// mmvip as a package installed it (binary, plugin directory), shared by both
+    /// nodes, instead of a copy per node.
+    pub installed_mmvip: Option<(PathBuf, PathBuf)>,
 }
 
 impl NodePaths {
     pub fn new(root: &Path, node: NodeId) -> NodePaths {
         NodePaths {
             dir: root.join(node.name()),
+            installed_mmvip: None,
         }
+    }
+
+    /// The installed mmvip, when the artifacts are the installed ones.
+    pub fn using(mut self, artifacts: &crate::hooks::Artifacts) -> NodePaths {
+        if artifacts.installed {
+            self.installed_mmvip =
+                Some((artifacts.mmvip_bin.clone(), artifacts.plugin_dir.clone()));
+        }
+        self
     }
 
     // MariaDB
@@ -87,10 +100,16 @@ impl NodePaths {
         self.dir.join("mmvip")
     }
     pub fn mmvip_bin(&self) -> PathBuf {
-        self.mmvip_dir().join("bin").join("mmvip")
+        match &self.installed_mmvip {
+            Some((bin, _)) => bin.clone(),
+            None => self.mmvip_dir().join("bin").join("mmvip"),
+        }
     }
     pub fn mmvip_plugins(&self) -> PathBuf {
-        self.mmvip_dir().join("plugins")
+        match &self.installed_mmvip {
+            Some((_, plugins)) => plugins.clone(),
+            None => self.mmvip_dir().join("plugins"),
+        }
     }
     pub fn mmvip_config(&self) -> PathBuf {
         self.mmvip_dir().join("mmvip.toml")

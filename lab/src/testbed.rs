@@ -74,7 +74,7 @@ impl Lab {
     ) -> Result<Lab> {
         let instances = layout.instances();
         let nodes = NodeId::BOTH.map(|id| Node {
-            paths: NodePaths::new(registry.root(), id),
+            paths: NodePaths::new(registry.root(), id).using(&config.artifacts),
             keepalived_config: String::new(),
             mariadbd: None,
             keepalived: None,
@@ -177,6 +177,7 @@ impl Lab {
     pub fn witness_paths(&self) -> NodePaths {
         NodePaths {
             dir: self.registry.root().join("witness"),
+            installed_mmvip: None,
         }
     }
 
@@ -544,6 +545,9 @@ impl Lab {
             paths.hooks_log(),
             paths.mmvip_log(),
             paths.guard_log(),
+            // What ran, for the post-mortem.
+            paths.keepalived_conf(),
+            paths.mmvip_config(),
         ]
     }
 }
