@@ -270,8 +270,9 @@ fn role_benchmark() {
     let password = site.path("peer-password");
     std::fs::write(&password, PEER_PASSWORD).unwrap();
     std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The rounds below promote dozens of times on purpose: no flap damping.
     let site = site.with_config(&format!(
-        "[peer]\naddresses = [\"127.0.0.1:{}\"]\nuser = \"{PEER_USER}\"\npassword_file = \"{}\"\n[instances.VI_1]\nvip = \"10.99.0.1\"\nrole = \"rw\"\n",
+        "[peer]\naddresses = [\"127.0.0.1:{}\"]\nuser = \"{PEER_USER}\"\npassword_file = \"{}\"\n[instances.VI_1]\nvip = \"10.99.0.1\"\nrole = \"rw\"\n[plugins.master]\nflap_limit = 0\n",
         forward.port,
         password.display()
     ));

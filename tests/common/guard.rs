@@ -135,7 +135,8 @@ impl Node {
         };
         let (track, keepalived_pid) = (site.path("track"), site.path("keepalived.pid"));
         let site = site.with_config(&format!(
-            "{peer_table}\n[instances.VI_1]\nvip = \"{VIP}\"\nrole = \"rw\"\n\n[guard]\nnode = \"node{}\"\nlisten = [\"{}:7007\"]\npeer = [\"{}:7007\"]\nsecret_file = \"{}\"\nlease_ms = {}\nmargin_ms = {}\ntrack_dir = \"{}\"\nkeepalived_pidfile = \"{}\"\nmariadb_pidfile = \"{}\"\nprobes = [\"{}\"]\nping_interval_ms = {}\n{witness_table}",
+            // The guard's benchmark promotes dozens of times on purpose: no flap damping.
+            "{peer_table}\n[instances.VI_1]\nvip = \"{VIP}\"\nrole = \"rw\"\n\n[plugins.master]\nflap_limit = 0\n\n[guard]\nnode = \"node{}\"\nlisten = [\"{}:7007\"]\npeer = [\"{}:7007\"]\nsecret_file = \"{}\"\nlease_ms = {}\nmargin_ms = {}\ntrack_dir = \"{}\"\nkeepalived_pidfile = \"{}\"\nmariadb_pidfile = \"{}\"\nprobes = [\"{}\"]\nping_interval_ms = {}\n{witness_table}",
             index + 1,
             topology.address(index),
             topology.address(1 - index),
