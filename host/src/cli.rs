@@ -314,6 +314,15 @@ fn doctor(
 pub const ROLE_CHANGES_KEY: &str = "role_changes";
 pub const DAMPED_KEY: &str = "damped";
 
+/// What flap damping keeps in the state: how many role changes are recorded, and why
+/// promotion is held back, while it is.
+pub fn damping(store: &crate::caps::state::StateStore) -> (usize, Option<String>) {
+    let changes = store
+        .get(ROLE_CHANGES_KEY)
+        .map_or(0, |times| times.split_whitespace().count());
+    (changes, store.get(DAMPED_KEY))
+}
+
 fn ack(config: &Config) -> Ended {
     let log = command_log(config, "ack");
     let forgotten = || -> crate::error::Result<(usize, Option<String>)> {
@@ -321,10 +330,7 @@ fn ack(config: &Config) -> Ended {
         // Role hooks rewrite the state file under this lock.
         let _lock = crate::lock::acquire(&dir, Instant::now() + Duration::from_secs(10))?;
         let mut store = crate::caps::state::StateStore::load(Some(dir), &log);
-        let changes = store
-            .get(ROLE_CHANGES_KEY)
-            .map_or(0, |times| times.split_whitespace().count());
-        let damped = store.get(DAMPED_KEY);
+        let (changes, damped) = damping(&store);
         for key in [ROLE_CHANGES_KEY, DAMPED_KEY] {
             store
                 .set(key.into(), None)
@@ -355,8 +361,11 @@ fn ack(config: &Config) -> Ended {
 
 /// Why flap damping holds this node's promotion back, if it does.
 fn held_back(config: &Config, log: &Log) -> Option<String> {
-    let dir = crate::trust::open_dir(&config.state_dir, "state_dir", false).ok()?;
-    crate::caps::state::StateStore::load(Some(dir), log).get(DAMPED_KEY)
+    damping(&crate::caps::state::StateStore::read(
+        &config.state_dir,
+        log,
+    ))
+    .1
 }
 
 fn switchover(config: &Config) -> Ended {

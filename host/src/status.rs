@@ -179,9 +179,7 @@ fn guard_status(line: &str) -> Value {
 
 /// The role hooks' last decisions, from the state file.
 fn decisions(config: &Config, log: &Log) -> Value {
-    let dir = crate::trust::open_dir(&config.state_dir, "state_dir", false).ok();
-    let store = crate::caps::state::StateStore::load(dir, log);
-    store
+    crate::caps::state::StateStore::read(&config.state_dir, log)
         .entries()
         .map(|(key, value)| (key.clone(), json!(value)))
         .collect::<serde_json::Map<_, _>>()

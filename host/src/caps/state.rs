@@ -90,6 +90,13 @@ impl StateStore {
         }
     }
 
+    /// The state as it stands, for a command that only reads it (status, doctor): an
+    /// untrusted or missing directory reads as empty.
+    pub fn read(state_dir: &std::path::Path, log: &Log) -> StateStore {
+        let dir = crate::trust::open_dir(state_dir, "state_dir", false).ok();
+        StateStore::load(dir, log)
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = (&String, &String)> {
         self.values.iter()
     }

@@ -31,12 +31,9 @@ pub(super) fn check(
 
 /// Whether the role hooks' flap damping holds this node's promotion back.
 fn flap_damping(config: &Config, log: &Log) -> Check {
-    let dir = crate::trust::open_dir(&config.state_dir, "state_dir", false).ok();
-    let state = crate::caps::state::StateStore::load(dir, log);
-    let changes = state
-        .get(crate::cli::ROLE_CHANGES_KEY)
-        .map_or(0, |times| times.split_whitespace().count());
-    match state.get(crate::cli::DAMPED_KEY) {
+    let state = crate::caps::state::StateStore::read(&config.state_dir, log);
+    let (changes, held_back) = crate::cli::damping(&state);
+    match held_back {
         Some(why) => Check::fail(
             "flap_damping",
             format!("promotion is held back by flap damping ({why})"),

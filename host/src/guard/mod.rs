@@ -340,6 +340,13 @@ impl Guard {
         crate::caps::vip::backend().holds(&vip.to_string()) == Ok(true)
     }
 
+    /// Whether this node holds the VIP of `instance`.
+    fn holds_vip_of(&self, instance: &str) -> bool {
+        self.instances
+            .iter()
+            .any(|(name, vip)| name == instance && Self::holds_vip(*vip))
+    }
+
     /// One lease round for `instance`: this node's own vote, the peer's guard and the
     /// witness. Held leases are extended; a round that loses gives back the votes it
     /// took, unless an earlier lease still stands on them.
@@ -629,10 +636,7 @@ impl Guard {
             // the lease is about to be given back.
             ["HOLDS", instance, _from, nonce] => {
                 let now = Instant::now();
-                let vip_here = self
-                    .instances
-                    .iter()
-                    .any(|(name, vip)| name == instance && Self::holds_vip(*vip));
+                let vip_here = self.holds_vip_of(instance);
                 match self
                     .leases()
                     .held
@@ -828,11 +832,7 @@ impl Guard {
                     .insert(name.clone(), Instant::now());
                 continue;
             }
-            let vip_held = self
-                .instances
-                .iter()
-                .any(|(instance, vip)| *instance == name && Self::holds_vip(*vip));
-            if !vip_held {
+            if !self.holds_vip_of(&name) {
                 self.leases().stepped_aside.remove(&name);
                 self.log.write(
                     Level::Info,
