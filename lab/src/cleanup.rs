@@ -203,6 +203,41 @@ impl Registry {
         Ok(())
     }
 
+    /// Freezes tracked process `pid` and SIGKILLs its children, leaving the parent
+    /// frozen for the caller to kill: a daemon whose children would otherwise see
+    /// the parent die and shut down gracefully (keepalived's VRRP child does).
+    pub fn kill_children(&self, pid: u32) -> Result<()> {
+        if !self.is_running(pid) {
+            return Ok(());
+        }
+        send(pid, Signal::STOP).with_context(|| format!("freeze {pid}"))?;
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .with_context(|| format!("list the children of {pid}"))?;
+        let children: Vec<u32> = children
+            .split_whitespace()
+            .filter_map(|word| word.parse().ok())
+            .collect();
+        for child in &children {
+            let _ = send(*child, Signal::STOP);
+        }
+        for child in &children {
+            let _ = send(*child, Signal::KILL);
+        }
+        self.wait_gone(&children, Duration::from_secs(5));
+        Ok(())
+    }
+
+    /// Sends `signal` to every process inside namespace `name`, tracked or not.
+    pub fn signal_namespace(&self, name: &str, signal: Signal) -> Result<()> {
+        // A process forked while the list was taken escapes one round, not two.
+        for _ in 0..2 {
+            for pid in netns::pids(name)? {
+                let _ = send(pid, signal);
+            }
+        }
+        Ok(())
+    }
+
     fn wait_gone(&self, pids: &[u32], timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -333,7 +368,7 @@ fn send(pid: u32, signal: Signal) -> std::io::Result<()> {
 }
 
 /// Alive and not a zombie.
-fn is_alive(pid: u32) -> bool {
+pub(crate) fn is_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat_fields(&stat).and_then(|f| f.first().copied()) != Some("Z"),
         Err(_) => false,

@@ -259,6 +259,20 @@ pub fn start(registry: &Registry, node: NodeId, paths: &NodePaths, config: &str)
     fs::write(paths.keepalived_conf(), config)?;
     set_mode(&paths.keepalived_conf(), 0o644)?;
     check_config(node, paths)?;
+    // After a kill -9 its children may linger as zombies until something reaps them,
+    // and keepalived takes a pid file naming one for a running daemon and exits
+    // ("daemon is already running"). An operator would remove such a file; so does
+    // the lab.
+    for pid_file in [paths.keepalived_pid(), paths.vrrp_pid()] {
+        let stale = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            .is_some_and(|pid| !crate::cleanup::is_alive(pid));
+        if stale {
+            fs::remove_file(&pid_file)
+                .with_context(|| format!("remove the stale {}", pid_file.display()))?;
+        }
+    }
     let mut command = netns::command_in(&node.namespace(), KEEPALIVED);
     command.args(["-n", "-l", "-D", "-G", "-P", "-f"]);
     command.arg(paths.keepalived_conf());

@@ -6,6 +6,7 @@
 //! test can call directly.
 
 pub mod addrwatch;
+pub mod chaos;
 pub mod cleanup;
 pub mod hooks;
 pub mod keepalived;
@@ -236,6 +237,33 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Repor
     })
 }
 
+/// One chaos run (see [`chaos`]) on a fresh lab in `root`, torn down afterwards.
+pub fn chaos_run(
+    root: &Path,
+    artifacts: &Artifacts,
+    options: &chaos::ChaosOptions,
+    timers: &Timers,
+    (logs_dir, keep_logs): (PathBuf, bool),
+    progress: &mut dyn FnMut(&str),
+) -> Result<chaos::ChaosReport> {
+    preflight(root, artifacts, &[options.hooks])?;
+    let nft = std::process::Command::new("nft").arg("--version").output();
+    if !nft.is_ok_and(|out| out.status.success()) {
+        bail!("nft not found (the lossy-link fault needs it): apt-get install nftables");
+    }
+    let (registry, template) = prepare_root(root)?;
+    let _guard = RunGuard(Arc::clone(&registry));
+    let config = LabConfig {
+        artifacts: artifacts.clone(),
+        timers: timers.clone(),
+        template,
+        logs_dir,
+        keep_logs,
+        probe: false,
+    };
+    chaos::run(&registry, &config, options, progress)
+}
+
 /// What `up` leaves running, for the user to explore.
 pub struct UpSummary {
     pub root: PathBuf,
@@ -314,9 +342,9 @@ pub fn parse_timers(text: &str) -> Result<Vec<Timers>> {
 }
 
 /// Parses `1,4,6,7` or `all`.
-/// Scenarios 8-12 exercise the guard (9 and 10 run with a guard hook set only, 11
+/// Scenarios 8-15 exercise the guard (9 and 10 run with a guard hook set only, 11
 /// and 12 with `guard-witness` only).
-const LAST_SCENARIO: u8 = 12;
+const LAST_SCENARIO: u8 = 15;
 
 pub fn parse_scenarios(text: &str) -> Result<BTreeSet<u8>> {
     if text == "all" {
@@ -381,8 +409,8 @@ mod tests {
             parse_scenarios("1,4, 6,7").unwrap(),
             [1, 4, 6, 7].into_iter().collect()
         );
-        assert_eq!(parse_scenarios("all").unwrap().len(), 12);
-        assert!(parse_scenarios("13").is_err());
+        assert_eq!(parse_scenarios("all").unwrap().len(), 15);
+        assert!(parse_scenarios("16").is_err());
         assert!(parse_scenarios("x").is_err());
     }
 

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mmvip_lab::hooks::HookSet;
 use mmvip_lab::keepalived::Timers;
 use mmvip_lab::topology::Layout;
-use mmvip_lab::{HookChoice, RunOptions, report, wait};
+use mmvip_lab::{HookChoice, RunOptions, chaos, report, wait};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,7 +33,7 @@ enum Command {
         /// baseline on scenarios 1, 4 and 6).
         #[arg(long, value_enum, default_value_t = HooksArg::Both)]
         hooks: HooksArg,
-        /// Comma-separated scenario numbers (1-7) or `all`.
+        /// Comma-separated scenario numbers (1-15) or `all`.
         #[arg(long, default_value = "all")]
         scenarios: String,
         /// keepalived timers: `fast` (the lab's), `readme` (the README's: VRRPv2,
@@ -63,6 +63,40 @@ enum Command {
         hooks: OneHooksArg,
         #[arg(long, value_enum, default_value_t = OneTimersArg::Fast)]
         timers: OneTimersArg,
+        #[command(flatten)]
+        artifacts: ArtifactArgs,
+    },
+    /// Random faults from a seed on one lab under load, invariants checked
+    /// throughout; exit 1 on a violation (its logs and schedule kept for replay).
+    Chaos {
+        /// The schedule's seed: the same seed draws the same faults in the same
+        /// order [default: from the clock, printed].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// How long to keep injecting faults, e.g. 90s, 10m, 1h.
+        #[arg(long, default_value = "5m")]
+        duration: String,
+        #[arg(long, value_enum, default_value_t = LayoutArg::Single)]
+        layout: LayoutArg,
+        /// `guard` or `guard-witness`: the invariants are the write lease's.
+        #[arg(long, value_enum, default_value_t = OneHooksArg::Guard)]
+        hooks: OneHooksArg,
+        #[arg(long, value_enum, default_value_t = OneTimersArg::Fast)]
+        timers: OneTimersArg,
+        /// Fault kinds to leave out, comma-separated (e.g. isolated,node-freeze).
+        #[arg(long, value_delimiter = ',')]
+        exclude: Vec<String>,
+        /// Print the first N steps the seed draws and exit, without a lab.
+        #[arg(long, value_name = "N")]
+        plan: Option<usize>,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "chaos-report.json")]
+        report: PathBuf,
+        /// Where a violating run's logs (and, with --keep-logs, every run's) go.
+        #[arg(long, default_value = "lab-logs")]
+        logs: PathBuf,
+        #[arg(long)]
+        keep_logs: bool,
         #[command(flatten)]
         artifacts: ArtifactArgs,
     },
@@ -156,6 +190,27 @@ enum LayoutArg {
     Dual,
 }
 
+impl LayoutArg {
+    fn layout(self) -> Layout {
+        match self {
+            LayoutArg::Single => Layout::Single,
+            LayoutArg::Dual => Layout::Dual,
+        }
+    }
+}
+
+impl OneHooksArg {
+    fn hooks(self) -> HookSet {
+        match self {
+            OneHooksArg::Mmvip => HookSet::Mmvip,
+            OneHooksArg::Shell => HookSet::Shell,
+            OneHooksArg::MmvipChecks => HookSet::MmvipChecks,
+            OneHooksArg::Guard => HookSet::Guard,
+            OneHooksArg::GuardWitness => HookSet::GuardWitness,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = cli
@@ -193,6 +248,33 @@ fn main() -> ExitCode {
             out,
             artifacts,
         } => probe_notify(root, timers.timers(), &out, artifacts),
+        Command::Chaos {
+            seed,
+            duration,
+            layout,
+            hooks,
+            timers,
+            exclude,
+            plan,
+            report,
+            logs,
+            keep_logs,
+            artifacts,
+        } => {
+            let seed = seed.unwrap_or_else(seed_from_clock);
+            let options = ChaosCli {
+                seed,
+                duration,
+                layout: layout.layout(),
+                hooks: hooks.hooks(),
+                timers: timers.timers(),
+                exclude,
+            };
+            match plan {
+                Some(count) => print_plan(&options, count),
+                None => chaos(root, options, report, (logs, keep_logs), artifacts),
+            }
+        }
         Command::Down => match mmvip_lab::down(&root) {
             Ok(problems) if problems.is_empty() => {
                 println!("mmvip-lab: nothing of the lab is left");
@@ -282,6 +364,94 @@ fn run(
     if report.failed() { 1 } else { 0 }
 }
 
+struct ChaosCli {
+    seed: u64,
+    duration: String,
+    layout: Layout,
+    hooks: HookSet,
+    timers: Timers,
+    exclude: Vec<String>,
+}
+
+fn seed_from_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |since| since.as_secs())
+}
+
+fn print_plan(options: &ChaosCli, count: usize) -> u8 {
+    let catalogue = match chaos::catalogue_without(options.hooks, options.layout, &options.exclude)
+    {
+        Ok(catalogue) => catalogue,
+        Err(error) => return fail(&error),
+    };
+    for (i, step) in chaos::schedule(options.seed, &catalogue, count)
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "#{:<3} {:<24} on the {:<8} held {:>5} ms, then {:>5} ms quiet",
+            i + 1,
+            chaos::fault_name(step.fault),
+            format!("{:?}", step.target).to_lowercase(),
+            step.hold.as_millis(),
+            step.pause.as_millis()
+        );
+    }
+    0
+}
+
+fn chaos(
+    root: PathBuf,
+    options: ChaosCli,
+    report_path: PathBuf,
+    (logs, keep_logs): (PathBuf, bool),
+    artifacts: ArtifactArgs,
+) -> u8 {
+    let duration = match chaos::parse_duration(&options.duration) {
+        Ok(duration) => duration,
+        Err(error) => return fail(&error),
+    };
+    let run = mmvip_lab::chaos_run(
+        &root,
+        &artifacts.resolve(),
+        &chaos::ChaosOptions {
+            seed: options.seed,
+            duration,
+            layout: options.layout,
+            hooks: options.hooks,
+            exclude: options.exclude.clone(),
+        },
+        &options.timers,
+        (absolute(logs), keep_logs),
+        &mut |line| eprintln!("mmvip-lab: chaos seed {}: {line}", options.seed),
+    );
+    let report = match run {
+        Ok(report) => report,
+        Err(error) => return fail(&error),
+    };
+    print!("{}", report.summary());
+    if let Err(error) = std::fs::write(&report_path, report.to_json()) {
+        eprintln!("mmvip-lab: write {}: {error}", report_path.display());
+        return 2;
+    }
+    println!("report: {}", report_path.display());
+    if report.violations.is_empty() {
+        0
+    } else {
+        let exclude = if report.excluded.is_empty() {
+            String::new()
+        } else {
+            format!(" --exclude {}", report.excluded.join(","))
+        };
+        println!(
+            "replay: mmvip-lab chaos --seed {} --layout {} --hooks {} --timers {}{exclude}",
+            report.seed, report.layout, report.hooks, report.timers
+        );
+        1
+    }
+}
+
 fn up(
     root: PathBuf,
     layout: LayoutArg,
@@ -289,17 +459,7 @@ fn up(
     timers: Timers,
     artifacts: ArtifactArgs,
 ) -> u8 {
-    let layout = match layout {
-        LayoutArg::Single => Layout::Single,
-        LayoutArg::Dual => Layout::Dual,
-    };
-    let hooks = match hooks {
-        OneHooksArg::Mmvip => HookSet::Mmvip,
-        OneHooksArg::Shell => HookSet::Shell,
-        OneHooksArg::MmvipChecks => HookSet::MmvipChecks,
-        OneHooksArg::Guard => HookSet::Guard,
-        OneHooksArg::GuardWitness => HookSet::GuardWitness,
-    };
+    let (layout, hooks) = (layout.layout(), hooks.hooks());
     let artifacts = artifacts.resolve();
     match mmvip_lab::up(&root, &artifacts, layout, hooks, &timers) {
         Ok(summary) => {

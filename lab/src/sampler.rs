@@ -109,6 +109,29 @@ impl Sampler {
         self.lock().samples.vips.last().cloned()
     }
 
+    /// The samples taken since `from` (read_only sorted by time), for checks while
+    /// the sampler runs on. Callers wanting the state at `from` ask from earlier.
+    pub fn samples_since(&self, from: Instant) -> Samples {
+        let shared = self.lock();
+        let mut read_only: Vec<ReadOnlySample> = shared
+            .samples
+            .read_only
+            .iter()
+            .filter(|s| s.at >= from)
+            .copied()
+            .collect();
+        let vips = shared
+            .samples
+            .vips
+            .iter()
+            .filter(|s| s.at >= from)
+            .cloned()
+            .collect();
+        drop(shared);
+        read_only.sort_by_key(|s| s.at);
+        Samples { read_only, vips }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -288,6 +311,18 @@ pub fn both_writable(samples: &[ReadOnlySample], from: Instant, to: Instant) -> 
     held_between(timeline, from, to)
 }
 
+/// How long `node` went on answering writable after `from` before it first
+/// answered read-only: the old writer's window after it resumes from a freeze.
+pub fn writable_after(samples: &[ReadOnlySample], node: NodeId, from: Instant) -> Duration {
+    samples
+        .iter()
+        .filter(|s| s.node == node && s.at >= from)
+        .take_while(|s| s.read_only != Some(true))
+        .filter(|s| s.read_only == Some(false))
+        .last()
+        .map_or(Duration::ZERO, |s| s.at - from)
+}
+
 /// Time within [from, to] during which some node was writable while holding no VIP:
 /// a writer no client should reach, the hazard behind split brains and stale pools.
 pub fn writable_without_vip(
@@ -318,6 +353,36 @@ pub fn writable_without_vip(
             *at,
             (writable[0] && !holds[0]) || (writable[1] && !holds[1]),
         )
+    });
+    held_between(timeline, from, to)
+}
+
+/// Time within [from, to] during which some VIP was on both nodes while both were
+/// writable: two writers for one instance of the two-VIP layout.
+pub fn shared_vip_both_writable(
+    read_only: &[ReadOnlySample],
+    vips: &[VipSample],
+    from: Instant,
+    to: Instant,
+) -> Duration {
+    enum Event<'a> {
+        ReadOnly(&'a ReadOnlySample),
+        Vips(&'a VipSample),
+    }
+    let mut events: Vec<(Instant, Event)> = read_only
+        .iter()
+        .map(|s| (s.at, Event::ReadOnly(s)))
+        .chain(vips.iter().map(|s| (s.at, Event::Vips(s))))
+        .collect();
+    events.sort_by_key(|(at, _)| *at);
+    let mut writable = [false, false];
+    let mut shared = false;
+    let timeline = events.iter().map(|(at, event)| {
+        match event {
+            Event::ReadOnly(s) => writable[s.node.index()] = s.read_only == Some(false),
+            Event::Vips(s) => shared = s.held[0].iter().any(|vip| s.held[1].contains(vip)),
+        }
+        (*at, shared && writable[0] && writable[1])
     });
     held_between(timeline, from, to)
 }
@@ -391,6 +456,53 @@ mod tests {
             sample(start, ms, NodeId::One, states[0]),
             sample(start, ms + 1, NodeId::Two, states[1]),
         ]
+    }
+
+    #[test]
+    fn a_shared_vip_counts_only_while_both_nodes_write() {
+        let t = Instant::now();
+        let (w, r) = (Some(false), Some(true));
+        let vip1 = Ipv4Addr::new(10, 0, 0, 1);
+        let vip2 = Ipv4Addr::new(10, 0, 0, 2);
+        let vips = |ms, held: [Vec<Ipv4Addr>; 2]| VipSample {
+            at: t + Duration::from_millis(ms),
+            held,
+        };
+        let vip_samples = [
+            vips(0, [vec![vip1], vec![vip2]]),
+            vips(10, [vec![vip1], vec![vip1, vip2]]),
+            vips(40, [vec![], vec![vip1, vip2]]),
+        ];
+        let read_only: Vec<ReadOnlySample> = [pair(t, 0, [w, w]), pair(t, 20, [r, w])]
+            .into_iter()
+            .flatten()
+            .collect();
+        // Both write throughout 0-20; VIP1 is on both from 10: 10 ms of two writers.
+        let shared =
+            shared_vip_both_writable(&read_only, &vip_samples, t, t + Duration::from_millis(60));
+        assert_eq!(shared, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn writable_after_ends_at_the_first_read_only_answer() {
+        let t = Instant::now();
+        let (w, r) = (Some(false), Some(true));
+        let samples = [
+            sample(t, 0, NodeId::One, w),
+            sample(t, 10, NodeId::One, None),
+            sample(t, 20, NodeId::One, w),
+            sample(t, 30, NodeId::One, w),
+            sample(t, 35, NodeId::Two, w),
+            sample(t, 40, NodeId::One, r),
+            sample(t, 50, NodeId::One, w),
+        ];
+        let after = |ms| writable_after(&samples, NodeId::One, t + Duration::from_millis(ms));
+        assert_eq!(after(5), Duration::from_millis(25));
+        assert_eq!(after(35), Duration::ZERO);
+        assert_eq!(
+            writable_after(&samples, NodeId::Two, t),
+            Duration::from_millis(35)
+        );
     }
 
     #[test]

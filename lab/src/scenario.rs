@@ -38,6 +38,8 @@ const HOLD_AFTER_FAILBACK: Duration = Duration::from_millis(1500);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A writer with no acknowledgement for this long at the end is stuck, not slow.
 const STUCK_AFTER: Duration = Duration::from_secs(1);
+/// How long a whole node stays frozen (issue 11, row 11).
+pub const NODE_FREEZE: Duration = Duration::from_secs(5);
 
 /// What is done to the VIP holder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +71,33 @@ pub enum Fault {
     WitnessDown,
     /// The witness down and the heartbeat link cut; heal: both back.
     WitnessDownSplit,
+    /// kill -9 keepalived, children and all: its VIPs stay behind and no priority-0
+    /// advert goes out; heal: start it.
+    KeepalivedKill,
+    /// The node cut off from every network at the switch (carrier stays up); heal:
+    /// cables back.
+    Isolate,
+    /// Every process of the node frozen (SIGSTOP) for [`NODE_FREEZE`]; heal: SIGCONT.
+    NodeFreeze,
+    /// This share (percent) of packets dropped both ways on the node's heartbeat link;
+    /// heal: no loss.
+    HeartbeatLoss(u8),
 }
 
 impl Fault {
-    /// Faults that need the guard: without it there is nothing to kill or ask.
+    /// Faults that need the guard: without it there is nothing to kill or ask, or
+    /// the row's promise (no two writers while a writer is cut off, frozen or left
+    /// behind by keepalived) is one only the write lease makes.
     pub fn needs_guard(self) -> bool {
-        matches!(self, Fault::GuardKill | Fault::Switchover) || self.needs_witness()
+        matches!(
+            self,
+            Fault::GuardKill
+                | Fault::Switchover
+                | Fault::KeepalivedKill
+                | Fault::Isolate
+                | Fault::NodeFreeze
+                | Fault::HeartbeatLoss(_)
+        ) || self.needs_witness()
     }
 
     pub fn needs_witness(self) -> bool {
@@ -86,7 +109,10 @@ impl Fault {
     pub fn writer_survives(self) -> bool {
         matches!(
             self,
-            Fault::SplitBrain | Fault::WitnessDown | Fault::WitnessDownSplit
+            Fault::SplitBrain
+                | Fault::WitnessDown
+                | Fault::WitnessDownSplit
+                | Fault::HeartbeatLoss(_)
         )
     }
 }
@@ -131,6 +157,14 @@ pub fn catalog() -> Vec<Scenario> {
             Layout::Single,
             Fault::WitnessDownSplit,
         ),
+        s(13, "13-writer-isolated", Layout::Single, Fault::Isolate),
+        s(
+            14,
+            "14-keepalived-kill9",
+            Layout::Single,
+            Fault::KeepalivedKill,
+        ),
+        s(15, "15-node-freeze", Layout::Single, Fault::NodeFreeze),
     ]
 }
 
@@ -143,7 +177,7 @@ pub fn select(numbers: &BTreeSet<u8>) -> Vec<Scenario> {
 }
 
 /// Server ids are the node numbers (see my.cnf).
-fn server_id(node: NodeId) -> u32 {
+pub(crate) fn server_id(node: NodeId) -> u32 {
     u32::from(node.number())
 }
 
@@ -246,11 +280,17 @@ fn drive(
         Some(at) => format!("takeover after {} ms", (at - fault_at).as_millis()),
         None => format!("no takeover within {} s", TAKEOVER_TIMEOUT.as_secs()),
     });
-    wait::sleep(if scenario.fault.writer_survives() {
+    let hold = if scenario.fault.writer_survives() {
         HOLD_SPLIT_BRAIN
     } else {
         HOLD_AFTER_TAKEOVER
-    })?;
+    };
+    let hold = match scenario.fault {
+        // Frozen for a fixed time from the fault, however soon the takeover came.
+        Fault::NodeFreeze => NODE_FREEZE.saturating_sub(fault_at.elapsed()),
+        _ => hold,
+    };
+    wait::sleep(hold)?;
 
     let heal_at = Instant::now();
     heal(lab, scenario.fault, faulted).with_context(|| format!("heal {:?}", scenario.fault))?;
@@ -299,7 +339,7 @@ fn drive(
 
 /// Per VIP: inserts, and a sequence stream of its own (in the two-VIP layout each
 /// VIP's stream is written only through that VIP, as a partitioned application would).
-fn writer_specs(lab: &Lab) -> Vec<WriterSpec> {
+pub(crate) fn writer_specs(lab: &Lab) -> Vec<WriterSpec> {
     let mut specs = Vec::new();
     for (i, instance) in lab.instances.iter().enumerate() {
         let number = i as u64 + 1;
@@ -324,7 +364,7 @@ fn writer_specs(lab: &Lab) -> Vec<WriterSpec> {
 }
 
 /// Inflicts the fault; what it reported, if anything (`mmvip switchover`'s steps).
-fn inflict(lab: &mut Lab, fault: Fault, node: NodeId) -> Result<Option<String>> {
+pub(crate) fn inflict(lab: &mut Lab, fault: Fault, node: NodeId) -> Result<Option<String>> {
     match fault {
         Fault::FailoverFile => {
             let path = lab.failover_file(node);
@@ -344,16 +384,27 @@ fn inflict(lab: &mut Lab, fault: Fault, node: NodeId) -> Result<Option<String>> 
             topology::set_witness_link(false)?;
             topology::detach_private(node)?;
         }
+        Fault::KeepalivedKill => lab.kill_keepalived(node)?,
+        Fault::Isolate => topology::set_isolated(node, true)?,
+        Fault::NodeFreeze => lab.freeze_node(node, true)?,
+        Fault::HeartbeatLoss(percent) => topology::set_heartbeat_loss(node, percent)?,
     }
     Ok(None)
 }
 
-fn heal(lab: &mut Lab, fault: Fault, node: NodeId) -> Result<()> {
+pub(crate) fn heal(lab: &mut Lab, fault: Fault, node: NodeId) -> Result<()> {
     match fault {
-        Fault::FailoverFile | Fault::Switchover => {
+        Fault::FailoverFile => {
             let path = lab.failover_file(node);
             fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))
         }
+        // A switch-over that could not complete lowers its flag itself.
+        Fault::Switchover => match fs::remove_file(lab.failover_file(node)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(error).context("remove the failover flag")
+            }
+            _ => Ok(()),
+        },
         Fault::MariadbFreeze => {
             if lab.mariadb_running(node) {
                 lab.freeze_mariadb(node, false)
@@ -367,7 +418,10 @@ fn heal(lab: &mut Lab, fault: Fault, node: NodeId) -> Result<()> {
             topology::attach_private(node)?;
             topology::set_witness_link(true)
         }
-        Fault::KeepalivedStop => lab.start_keepalived(node),
+        Fault::KeepalivedStop | Fault::KeepalivedKill => lab.start_keepalived(node),
+        Fault::Isolate => topology::set_isolated(node, false),
+        Fault::NodeFreeze => lab.freeze_node(node, false),
+        Fault::HeartbeatLoss(_) => topology::set_heartbeat_loss(node, 0),
         Fault::MariadbStop | Fault::MariadbKill => lab.start_mariadb(node),
         Fault::Crash => lab.boot_node(node),
         Fault::SplitBrain => topology::attach_private(node),
@@ -484,6 +538,14 @@ fn measure(
     }
     if scenario.layout == Layout::Dual {
         notes.push("two-VIP layout: both nodes are writable by design while each holds a VIP, so two_writer_ms counts that and is not judged".into());
+    }
+    if scenario.fault == Fault::NodeFreeze {
+        let after = sampler::writable_after(&samples.read_only, faulted, window.heal_at);
+        notes.push(format!(
+            "{} writable for {} ms after it resumed",
+            faulted.name(),
+            ms(after)
+        ));
     }
     let period = sampler::sample_period(&samples.read_only, window.load_start, window.load_end);
 
@@ -680,7 +742,7 @@ impl RowCheck {
 
 /// Each sequence stream's highest number and row count per node, when the nodes
 /// disagree or a stream has a gap (a number taken twice stops replication instead).
-fn sequence_notes(lab: &Lab) -> Vec<String> {
+pub(crate) fn sequence_notes(lab: &Lab) -> Vec<String> {
     let mut heads = Vec::new();
     for node in NodeId::BOTH {
         let read = || {
@@ -809,7 +871,7 @@ mod tests {
     #[test]
     fn catalog_covers_the_issue() {
         let numbers: BTreeSet<u8> = catalog().iter().map(|s| s.number).collect();
-        assert_eq!(numbers, (1..=12).collect());
+        assert_eq!(numbers, (1..=15).collect());
         let dual: Vec<&str> = catalog()
             .iter()
             .filter(|s| s.layout == Layout::Dual)

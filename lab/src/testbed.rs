@@ -399,6 +399,27 @@ impl Lab {
         self.end_process(node, Daemon::Guard, Signal::KILL, KILL_TIMEOUT)
     }
 
+    /// Why some daemon of the pair is not running (mariadbd, keepalived, and the
+    /// guard where there is one), or None.
+    pub fn daemon_missing(&self) -> Option<String> {
+        for node in NodeId::BOTH {
+            let daemons = &self.nodes[node.index()];
+            let mut expected = vec![
+                ("mariadbd", daemons.mariadbd),
+                ("keepalived", daemons.keepalived),
+            ];
+            if self.hooks.guarded() {
+                expected.push(("the guard", daemons.guard));
+            }
+            for (name, pid) in expected {
+                if !pid.is_some_and(|pid| self.registry.is_running(pid)) {
+                    return Some(format!("{name} on {} is not running", node.name()));
+                }
+            }
+        }
+        None
+    }
+
     /// Whether the node's mariadbd is still alive (the guard's last resort may kill a
     /// server it cannot make read-only).
     pub fn mariadb_running(&self, node: NodeId) -> bool {
@@ -440,6 +461,22 @@ impl Lab {
     /// SIGTERM: keepalived leaves cleanly (priority-0 advert, VIPs removed).
     pub fn stop_keepalived(&mut self, node: NodeId) -> Result<()> {
         self.end_process(node, Daemon::Keepalived, Signal::TERM, KILL_TIMEOUT)
+    }
+
+    /// SIGKILL: keepalived leaves its VIPs behind and sends no priority-0 advert.
+    pub fn kill_keepalived(&mut self, node: NodeId) -> Result<()> {
+        if let Some(pid) = self.nodes[node.index()].keepalived {
+            self.registry.kill_children(pid)?;
+        }
+        self.end_process(node, Daemon::Keepalived, Signal::KILL, KILL_TIMEOUT)
+    }
+
+    /// SIGSTOP (or SIGCONT) to every process of the node: a host that stalls whole (a
+    /// VM paused, a kernel stuck) and then resumes. The clocks go on meanwhile, so
+    /// every process wakes to find its timers long expired.
+    pub fn freeze_node(&mut self, node: NodeId, frozen: bool) -> Result<()> {
+        let signal = if frozen { Signal::STOP } else { Signal::CONT };
+        self.registry.signal_namespace(&node.namespace(), signal)
     }
 
     fn end_process(
@@ -488,6 +525,7 @@ impl Lab {
         for pid in [
             self.nodes[index].mariadbd.take(),
             self.nodes[index].keepalived.take(),
+            self.nodes[index].guard.take(),
         ]
         .into_iter()
         .flatten()
@@ -500,11 +538,15 @@ impl Lab {
         Ok(())
     }
 
-    /// The host comes back after a crash: links up, MariaDB (crash recovery), then
+    /// The host comes back after a crash: links up, MariaDB (crash recovery), the
+    /// guard where there is one (before keepalived, as its unit orders it), then
     /// keepalived.
     pub fn boot_node(&mut self, node: NodeId) -> Result<()> {
         topology::set_node_links(node, true)?;
         self.start_mariadb(node)?;
+        if self.hooks.guarded() {
+            self.start_guard(node)?;
+        }
         self.start_keepalived(node)
     }
 

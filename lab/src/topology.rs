@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::cleanup::Registry;
 use crate::netns::ip;
@@ -161,6 +161,71 @@ pub fn attach_private(node: NodeId) -> Result<()> {
         PRIVATE_BRIDGE,
     ])
     .map(drop)
+}
+
+/// Cuts (or restores) both of `node`'s cables at the switch: the node is alone,
+/// unreachable by its peer and the clients, yet its interfaces keep carrier, so
+/// nothing on it notices except by silence.
+pub fn set_isolated(node: NodeId, isolated: bool) -> Result<()> {
+    for (port, bridge) in [
+        (node.private_port(), PRIVATE_BRIDGE),
+        (node.public_port(), PUBLIC_BRIDGE),
+    ] {
+        if isolated {
+            ip(&["-n", SWITCH_NS, "link", "set", &port, "nomaster"])?;
+        } else {
+            ip(&["-n", SWITCH_NS, "link", "set", &port, "master", bridge])?;
+        }
+    }
+    Ok(())
+}
+
+/// The nftables table that drops packets on a node's heartbeat link.
+const LOSS_TABLE: &str = "mmvip_lab_loss";
+
+/// Drops `percent` of the packets in both directions on `node`'s heartbeat link
+/// (nftables, random per packet); 0 removes the rule. A lossy link, not a cut: VRRP
+/// adverts, lease messages and replication each lose some and get some through.
+/// This kernel has no sch_netem, so delay is not offered.
+pub fn set_heartbeat_loss(node: NodeId, percent: u8) -> Result<()> {
+    let ns = node.namespace();
+    // Deleting a missing table fails; that is the healed state already.
+    let _ = nft(&ns, &format!("delete table inet {LOSS_TABLE}"));
+    if percent == 0 {
+        return Ok(());
+    }
+    let rules = format!(
+        "table inet {LOSS_TABLE} {{\n\
+         chain input {{ type filter hook input priority 0; iifname \"{PRIVATE_IF}\" numgen random mod 100 < {percent} drop; }}\n\
+         chain output {{ type filter hook output priority 0; oifname \"{PRIVATE_IF}\" numgen random mod 100 < {percent} drop; }}\n\
+         }}\n"
+    );
+    nft(&ns, &rules)
+}
+
+/// Runs `nft -f -` with `script` inside namespace `ns`.
+fn nft(ns: &str, script: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("run nft (apt-get install nftables)")?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "nft in {ns}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// The IPv4 addresses on `node`'s public interface.

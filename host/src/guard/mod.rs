@@ -50,6 +50,9 @@ const HANG_TIMEOUT: Duration = Duration::from_millis(300);
 const STEP_ASIDE: Duration = Duration::from_millis(500);
 /// How many of the peer's connections are answered at once.
 const PEER_CONNECTIONS: usize = 8;
+/// How long the guard's own `read_only = ON` may take before the fault plugin's
+/// demotion takes over.
+const READ_ONLY_AT_ONCE: Duration = Duration::from_millis(100);
 /// How soon a promotion asks again for a lease it was refused.
 const ACQUIRE_RETRY: Duration = Duration::from_millis(20);
 
@@ -68,6 +71,20 @@ struct Leases {
     stepped_aside: HashMap<String, Instant>,
     /// Instances whose VIP is here but whose lease was refused, since when.
     refused_since: HashMap<String, Instant>,
+    /// Instances this node fenced itself out of (FAULT), and since when.
+    fenced: HashMap<String, Instant>,
+    /// Instances kept in FAULT while the peer writes for them and this node's
+    /// replication has not caught up.
+    catching_up: HashMap<String, Instant>,
+}
+
+impl Leases {
+    /// Whether some reason of the guard's still holds `instance` in FAULT.
+    fn keeps_in_fault(&self, instance: &str) -> bool {
+        self.stepped_aside.contains_key(instance)
+            || self.fenced.contains_key(instance)
+            || self.catching_up.contains_key(instance)
+    }
 }
 
 pub struct Guard {
@@ -488,8 +505,13 @@ impl Guard {
     /// answer: a round must not cost one timeout per dead network. (VOTE and RELEASE are idempotent, so
     /// the peer answering twice is harmless.)
     fn ask_peer(&self, request: &str) -> Answer {
+        self.ask_peer_on(&self.guard.peer, request)
+    }
+
+    /// [`Guard::ask_peer`] on some of the peer's addresses only.
+    fn ask_peer_on(&self, addresses: &[SocketAddr], request: &str) -> Answer {
         let (answers, received) = std::sync::mpsc::channel();
-        for (order, address) in self.guard.peer.iter().copied().enumerate() {
+        for (order, address) in addresses.iter().copied().enumerate() {
             let (answers, secret, request) =
                 (answers.clone(), self.secret.clone(), request.to_string());
             std::thread::spawn(move || {
@@ -699,6 +721,7 @@ impl Guard {
     fn renew(&self) {
         self.review_steps_aside();
         let seen = self.watched.seen();
+        let mut asked_peer = false;
         for (name, vip) in &self.instances {
             let wants = Self::holds_vip(*vip)
                 && seen.keepalived_alive
@@ -708,6 +731,7 @@ impl Guard {
                 self.leases().refused_since.remove(name);
                 continue;
             }
+            asked_peer = true;
             let held = self
                 .leases()
                 .held
@@ -735,6 +759,136 @@ impl Guard {
                 }
             }
         }
+        if !asked_peer {
+            self.listen_for_peer();
+        }
+    }
+
+    /// A standby asks the peer's guard each round too, so that the silence that
+    /// lets it take a lease alone is counted from when the peer went quiet, not from
+    /// when VRRP made this node MASTER (an isolated writer used to cost the master
+    /// hook a whole extra lease-and-margin of waiting). Only this node's own
+    /// questions count: one that was itself frozen starts counting when it resumes.
+    fn listen_for_peer(&self) {
+        let Some((name, _)) = self.instances.first() else {
+            return;
+        };
+        let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
+        let writer_answers = match self.ask_peer(&asked) {
+            Answer::Silent(_) => {
+                self.peer_silent_for();
+                false
+            }
+            Answer::Refused(_) => {
+                self.heard_peer();
+                true
+            }
+            _ => {
+                self.heard_peer();
+                false
+            }
+        };
+        self.hold_back_until_caught_up(name, writer_answers);
+    }
+
+    /// While the peer is the writer (it holds the lease and the VIP) and this node's
+    /// replication from it is not running and caught up, keeps the instance in
+    /// FAULT: a preferred node coming back from a cut or a restart must not preempt
+    /// the writer before it has the writer's transactions. The writer ran without a
+    /// semi-sync acknowledgement meanwhile, so they are nowhere else; a failback
+    /// that stalled or lost the writer then promoted on a stale relay log and lost
+    /// every one of them (lab, writer cut off from every network, then healed).
+    fn hold_back_until_caught_up(&self, instance: &str, writer_answers: bool) {
+        let behind = if writer_answers {
+            self.replication_behind()
+        } else {
+            None
+        };
+        let mut leases = self.leases();
+        match behind {
+            Some(why) => {
+                if leases.catching_up.contains_key(instance) {
+                    return;
+                }
+                leases
+                    .catching_up
+                    .insert(instance.to_string(), Instant::now());
+                drop(leases);
+                track::write(&self.track(instance), true, &self.log);
+                self.log.write(
+                    Level::Warn,
+                    &[(
+                        "msg",
+                        &format!(
+                            "{instance}: held in FAULT while the peer writes and this node catches up ({why})"
+                        ),
+                    )],
+                );
+            }
+            None => {
+                let Some(since) = leases.catching_up.remove(instance) else {
+                    return;
+                };
+                let still = leases.keeps_in_fault(instance);
+                drop(leases);
+                if !still {
+                    track::write(&self.track(instance), false, &self.log);
+                }
+                self.log.write(
+                    Level::Info,
+                    &[(
+                        "msg",
+                        &format!(
+                            "{instance}: caught up with the writer after {} ms; no longer held in FAULT",
+                            since.elapsed().as_millis()
+                        ),
+                    )],
+                );
+            }
+        }
+    }
+
+    /// Why this node's replication is not caught up, or None when every replication
+    /// connection runs and is not behind. A server that does not answer is left to
+    /// the health check.
+    fn replication_behind(&self) -> Option<String> {
+        use crate::caps::sql::{IoState, SqlState};
+        let mut session = crate::mariadb::Session::new(
+            self.local.clone(),
+            ASK_TIMEOUT,
+            Instant::now() + ASK_TIMEOUT,
+            self.log.clone(),
+        );
+        let replicas = session.replicas().ok()?;
+        if replicas.is_empty() {
+            return Some("it replicates from nobody".into());
+        }
+        replicas.iter().find_map(|replica| {
+            let name = if replica.connection_name.is_empty() {
+                "default"
+            } else {
+                &replica.connection_name
+            };
+            if replica.io_state != IoState::Running || replica.sql_state != SqlState::Running {
+                Some(format!(
+                    "replication `{name}` is not running: {}",
+                    if replica.last_io_error.is_empty() {
+                        "IO thread connecting"
+                    } else {
+                        &replica.last_io_error
+                    }
+                ))
+            } else if replica.seconds_behind_master != Some(0) {
+                Some(format!(
+                    "replication `{name}` is {} s behind",
+                    replica
+                        .seconds_behind_master
+                        .map_or("?".to_string(), |s| s.to_string())
+                ))
+            } else {
+                None
+            }
+        })
     }
 
     /// Keeps the rule: writable only while holding the lease of an instance whose VIP
@@ -759,7 +913,9 @@ impl Guard {
             }
         }
         match &seen.database {
-            Database::Up { read_only: false } if !allowed => {
+            // The watcher's view may predate a demotion that just made the node
+            // read-only and gave the lease back: asked again before fencing.
+            Database::Up { read_only: false } if !allowed && self.read_only_now() != Some(true) => {
                 let why = self.why_not_allowed(&seen);
                 self.fence(&why);
             }
@@ -788,10 +944,50 @@ impl Guard {
                 for name in unwanted {
                     self.release(&name);
                 }
+                if matches!(seen.database, Database::Up { read_only: true })
+                    && seen.keepalived_alive
+                    && seen.healthy()
+                {
+                    self.lift_fences();
+                }
             }
             Database::Up { read_only: false } => {}
         }
         next
+    }
+
+    /// Ends the FAULT of a fence once the node is safe again (read-only, healthy,
+    /// keepalived running) and the fence has lasted [`STEP_ASIDE`], long enough for
+    /// keepalived to have given the VIP up. Back in BACKUP, VRRP decides as usual: a
+    /// preferred node preempts and promotes through the lease like any other, and a
+    /// node still cut off steps aside again when its vote is refused. Without this a
+    /// fenced node stayed in FAULT for good, and a pair whose other node had also
+    /// fenced itself served nobody.
+    fn lift_fences(&self) {
+        let due: Vec<String> = self
+            .leases()
+            .fenced
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= STEP_ASIDE)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            let mut leases = self.leases();
+            leases.fenced.remove(&name);
+            // Another reason (a step aside, a catch-up) keeps it in FAULT until it ends.
+            if leases.keeps_in_fault(&name) {
+                continue;
+            }
+            drop(leases);
+            track::write(&self.track(&name), false, &self.log);
+            self.log.write(
+                Level::Info,
+                &[(
+                    "msg",
+                    &format!("{name}: fence lifted: read-only, healthy and keepalived running"),
+                )],
+            );
+        }
     }
 
     fn why_not_allowed(&self, seen: &watch::Seen) -> String {
@@ -814,8 +1010,9 @@ impl Guard {
     }
 
     /// Ends a step aside once it has lasted [`STEP_ASIDE`], unless the peer still
-    /// holds the instance's lease: then VRRP would only make this node MASTER again,
-    /// take the VIP (and the clients, by gratuitous ARP) and step aside once more.
+    /// holds the instance's lease and answers over the public network only (the
+    /// heartbeat is cut): then VRRP would only make this node MASTER again, take the
+    /// VIP (and the clients, by gratuitous ARP) and step aside once more.
     fn review_steps_aside(&self) {
         let due: Vec<String> = self
             .leases()
@@ -826,14 +1023,28 @@ impl Guard {
             .collect();
         for name in due {
             let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
-            if let Answer::Refused(_) = self.ask_peer(&asked) {
+            // An answer over the heartbeat network means VRRP's adverts get through
+            // again, and keepalived settles who is MASTER without ping-pong: a
+            // preferred node preempts and the peer demotes and gives the lease back.
+            // Staying aside then kept a healed pair from ever failing back.
+            let heartbeat = &self.guard.peer[..self.guard.peer.len().min(1)];
+            let stays_aside = match self.ask_peer_on(heartbeat, &asked) {
+                Answer::Silent(_) => matches!(self.ask_peer(&asked), Answer::Refused(_)),
+                _ => false,
+            };
+            if stays_aside {
                 self.leases()
                     .stepped_aside
                     .insert(name.clone(), Instant::now());
                 continue;
             }
             if !self.holds_vip_of(&name) {
-                self.leases().stepped_aside.remove(&name);
+                let mut leases = self.leases();
+                leases.stepped_aside.remove(&name);
+                if leases.keeps_in_fault(&name) {
+                    continue;
+                }
+                drop(leases);
                 self.log.write(
                     Level::Info,
                     &[(
@@ -876,6 +1087,7 @@ impl Guard {
         for (name, vip) in &self.instances {
             if Self::holds_vip(*vip) {
                 track::write(&self.track(name), true, &self.log);
+                self.leases().fenced.insert(name.clone(), Instant::now());
                 if !seen.keepalived_alive {
                     remove_address(*vip, &self.log);
                 }
@@ -886,6 +1098,7 @@ impl Guard {
         let demoted = if hung {
             "MariaDB does not answer".to_string()
         } else {
+            self.read_only_at_once();
             self.run_fault_plugin(self.guard.margin)
         };
         let fenced = if hung {
@@ -909,6 +1122,21 @@ impl Guard {
                     ),
                 )],
             );
+        } else if !self.watched.seen().semi_sync_acked && self.lease_left() > self.fence_lead() {
+            // Without semi-sync this node's last acknowledged writes may be on it
+            // alone: killing a server that is only slow would lose them, and the
+            // lease keeps the peer out until it ends anyway. Tried again each turn.
+            self.log.write(
+                Level::Warn,
+                &[(
+                    "msg",
+                    &format!(
+                        "not read-only yet ({demoted}); its writes may be here alone (semi-sync off), so the last resort waits for the lease to run out ({} ms)",
+                        self.lease_left().as_millis()
+                    ),
+                )],
+            );
+            return;
         } else if !self.last_resort(&demoted) {
             // It may still write: the leases run out on their own instead, and the
             // peer waits them out.
@@ -918,6 +1146,17 @@ impl Guard {
         for name in held {
             self.release(&name);
         }
+    }
+
+    /// How long the longest lease this node holds still runs.
+    fn lease_left(&self) -> Duration {
+        let now = Instant::now();
+        self.leases()
+            .held
+            .values()
+            .map(|until| until.saturating_duration_since(now))
+            .max()
+            .unwrap_or_default()
     }
 
     fn holds_a_lease(&self) -> bool {
@@ -982,6 +1221,23 @@ impl Guard {
             Ok(Some(value)) => Some(value != "0"),
             _ => None,
         }
+    }
+
+    /// `read_only = ON` straight from the guard, before the fault plugin starts (a
+    /// process and a component, tens of milliseconds): a node that resumes from a
+    /// freeze stays writable only for this one statement. Bounded tightly: an open
+    /// transaction can hold the statement up, and then the plugin's demotion, which
+    /// gets through blockers, does the work.
+    fn read_only_at_once(&self) {
+        let mut session = crate::mariadb::Session::new(
+            self.local.clone(),
+            READ_ONLY_AT_ONCE,
+            Instant::now() + READ_ONLY_AT_ONCE,
+            self.log.clone(),
+        );
+        let _ = session.run(Level::Info, "SET GLOBAL read_only = ON", |conn, sql| {
+            mysql::prelude::Queryable::query_drop(conn, sql)
+        });
     }
 
     /// Returns whether mariadbd is gone, so that the node can no longer write.
@@ -1328,7 +1584,23 @@ impl Guard {
                 break;
             }
             if Instant::now() > deadline {
-                return Err("the peer did not become writable".into());
+                // The peer cannot take over (its keepalived or guard is down): give
+                // the instance back to this node rather than leave nobody writing.
+                // Out of FAULT, keepalived makes it MASTER again and `master`
+                // promotes it through the lease as after any failover.
+                if raise_flag {
+                    let _ = std::fs::remove_file(&self.config.failover_file);
+                }
+                self.watched.step_back();
+                return Err(format!(
+                    "the peer did not become writable within {} ms: switch-over undone{}, this node takes the VIP back",
+                    TAKE_OVER.as_millis(),
+                    if raise_flag {
+                        " (failover flag lowered)"
+                    } else {
+                        ""
+                    }
+                ));
             }
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -46,6 +46,9 @@ pub struct Seen {
     pub version: u64,
     /// When it last changed.
     pub changed: Instant,
+    /// The last answer said semi-sync replication was on as a master here: every
+    /// write this node acknowledged is also on the peer.
+    pub semi_sync_acked: bool,
 }
 
 impl Seen {
@@ -87,6 +90,7 @@ impl Watched {
                 flag_raises: 0,
                 version: 0,
                 changed: Instant::now(),
+                semi_sync_acked: false,
             }),
             changed: Condvar::new(),
             health_file,
@@ -154,6 +158,11 @@ impl Watched {
     /// Writes the failover track file (the guard's switch-over, once it is done).
     pub fn step_away(&self) {
         super::track::write(&self.failover_file, true, &self.log);
+    }
+
+    /// Clears the failover track file: a switch-over that could not complete.
+    pub fn step_back(&self) {
+        super::track::write(&self.failover_file, false, &self.log);
     }
 
     /// Waits until something changed after `version` was seen, or `timeout` passes.
@@ -307,11 +316,15 @@ pub fn processes(
 /// a server that resumes from a hang writable must be fenced at once, not a sleep
 /// later (the lab's frozen-mariadbd scenario measured 211 ms of two writers so).
 pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, timeout: Duration) {
+    // Semi-sync's state rides along: read after the sleep, so it is as fresh as the
+    // answer.
+    const SEMI_SYNC: &str = "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS')";
     let sleeping = format!(
-        "SELECT @@GLOBAL.read_only, SLEEP({:.3})",
+        "SELECT @@GLOBAL.read_only, SLEEP({:.3}), {SEMI_SYNC}",
         interval.as_secs_f64()
     );
-    let quick = "SELECT @@GLOBAL.read_only, 0";
+    let quick = format!("SELECT @@GLOBAL.read_only, 0, {SEMI_SYNC}");
+    let quick = quick.as_str();
     let mut conn: Option<mysql::Conn> = None;
     let mut was_up = false;
     loop {
@@ -345,8 +358,12 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
             };
         }
         was_up = answer.is_ok();
+        let mut semi_sync = false;
         let database = match answer {
-            Ok(read_only) => Database::Up { read_only },
+            Ok((read_only, acked)) => {
+                semi_sync = acked;
+                Database::Up { read_only }
+            }
             Err(Lost::Connection(why)) => {
                 conn = None;
                 Database::Down(why)
@@ -356,7 +373,13 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
                 Database::Hung(why)
             }
         };
-        watched.update(|seen| seen.database = database);
+        watched.update(|seen| {
+            // A hung or gone server keeps what its last answer said.
+            if matches!(database, Database::Up { .. }) {
+                seen.semi_sync_acked = semi_sync;
+            }
+            seen.database = database;
+        });
     }
 }
 
@@ -368,11 +391,15 @@ enum Lost {
     Hung(String),
 }
 
-/// Runs the guard's statement: `read_only`, or why there was no answer.
-fn ask(conn: &mut mysql::Conn, statement: &str, limit: Duration) -> Result<bool, Lost> {
-    let answer: Result<Option<(i64, i64)>, mysql::Error> = conn.query_first(statement);
+/// Runs the guard's statement: `read_only` and whether semi-sync is on, or why
+/// there was no answer.
+fn ask(conn: &mut mysql::Conn, statement: &str, limit: Duration) -> Result<(bool, bool), Lost> {
+    let answer: Result<Option<(i64, i64, Option<String>)>, mysql::Error> =
+        conn.query_first(statement);
     match answer {
-        Ok(Some((read_only, 0))) => Ok(read_only != 0),
+        Ok(Some((read_only, 0, semi_sync))) => {
+            Ok((read_only != 0, semi_sync.as_deref() == Some("ON")))
+        }
         Ok(_) => Err(Lost::Connection(
             "its statement was killed (shutting down?)".into(),
         )),

@@ -98,6 +98,22 @@ pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
         node.error(&why);
         return Err(failed(format!("{why}; staying read-only")));
     }
+    // The lease first, then the catch-up: once this node holds it the peer cannot
+    // write, so what the catch-up reads of the peer is final. Caught up first and
+    // leased after, a node that waited seconds for the lease (its own isolation just
+    // healing) went writable on a catch-up from before the peer's last writes.
+    let lease = match node.acquire_lease(&target.name, settings.lease_timeout) {
+        LeaseAnswer::Held(left) => {
+            format!("; write lease held ({left} ms left, renewed by the guard)")
+        }
+        LeaseAnswer::NotUsed => String::new(),
+        LeaseAnswer::Refused(why) => {
+            return Err(failed(format!(
+                "no write lease for {}: {why}; staying read-only",
+                target.name
+            )));
+        }
+    };
     let caught_up = if settings.wait {
         let budget = call.time_left().saturating_sub(AFTER_CATCHUP);
         let limit = settings.catchup_timeout.min(budget);
@@ -141,18 +157,6 @@ pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
     };
     // The wait may have been long: the VIP must still be here.
     require_vip(node, target)?;
-    let lease = match node.acquire_lease(&target.name, settings.lease_timeout) {
-        LeaseAnswer::Held(left) => {
-            format!("; write lease held ({left} ms left, renewed by the guard)")
-        }
-        LeaseAnswer::NotUsed => String::new(),
-        LeaseAnswer::Refused(why) => {
-            return Err(failed(format!(
-                "no write lease for {}: {why}; staying read-only",
-                target.name
-            )));
-        }
-    };
     set_and_verify(node, &settings.variable, OFF, SET_OFF_WITHIN)?;
     let mut summary = format!("writable for {}; {caught_up}{lease}", target.name);
     if settings.handle_events {

@@ -279,9 +279,11 @@ fn with_the_peer_silent_promotion_applies_what_was_received_then_goes_writable()
         ),
         "{summary}"
     );
+    // The lease first, then the catch-up, whose target is final once it is held.
     // Its own domain (2) is never waited for.
+    assert_eq!(node.calls[0], "ACQUIRE VI_1");
     assert!(
-        node.calls[0].starts_with("WAIT 1-1-10 "),
+        node.calls[1].starts_with("WAIT 1-1-10 "),
         "{:?}",
         node.calls
     );
@@ -329,7 +331,7 @@ fn the_catchup_wait_is_cut_to_the_hooks_own_budget_and_says_so() {
     .with_event(None, instances(), true);
     let err = promote_on(&mut node, &short).unwrap_err();
     assert!(err.to_string().contains("cut to"), "{err}");
-    let waited: u64 = node.calls[0]
+    let waited: u64 = node.calls[1]
         .rsplit(' ')
         .next()
         .unwrap()
@@ -489,7 +491,7 @@ fn promotion_catches_up_to_what_the_read_only_peer_binlogged_not_to_the_relay_lo
     let summary = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
     // Not the relay log's 1-1-10: the peer acknowledged up to 1-1-15.
     assert!(
-        node.calls[0].starts_with("WAIT 1-1-15 "),
+        node.calls[1].starts_with("WAIT 1-1-15 "),
         "{:?}",
         node.calls
     );
@@ -521,7 +523,7 @@ fn an_io_thread_an_operator_stopped_is_started_and_no_replica_is_no_catch_up() {
     let mut node = Scripted::new();
     node.replicas[0].io_state = IoState::Stopped;
     promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
-    assert_eq!(node.calls[0], "START IO ");
+    assert_eq!(node.calls[1], "START IO ");
 
     let mut node = Scripted::new();
     node.replicas.clear();
