@@ -155,6 +155,19 @@ fn a_dead_keepalived_fences_the_writer_and_its_vip_goes() {
         "{}",
         node1.guard_log()
     );
+    // The fence keeps the instance in FAULT while keepalived is gone, and lifts it
+    // once keepalived runs again and the node is read-only and healthy: a fenced
+    // node that stayed in FAULT for good never failed back (lab, keepalived -9).
+    let track = node1.site.path("track/VI_1");
+    let read = || std::fs::read_to_string(&track).unwrap_or_default();
+    assert_eq!(read().trim(), "1");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(read().trim(), "1", "lifted without keepalived");
+    node1.start_keepalived();
+    wait_for("the fence lifted", Duration::from_secs(3), || {
+        read().trim() == "0"
+    });
+    assert!(node1.guard_log().contains("fence lifted"));
 }
 
 #[test]
@@ -196,20 +209,24 @@ fn a_demotion_that_kills_the_guards_session_does_not_make_the_node_unhealthy() {
 fn a_node_that_stepped_aside_and_then_got_the_lease_leaves_fault() {
     let pair = Pair::start();
     let topology = Topology::new();
-    let mut node1 = Node::new(&topology, 0, &pair.node1, None);
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
     let node2 = Node::new(&topology, 1, &pair.node2, None);
     node1.hold_vip(true);
-    assert!(node1.ask("ACQUIRE VI_1 2000").starts_with("HELD"));
-    // node1's guard is killed (-9): its lease stands until it runs out. keepalived
-    // makes node2 MASTER; its guard cannot get the lease and steps aside (FAULT)...
-    node1.guard = None;
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    // Both MASTER (a heartbeat cut, in real life): node2's guard is refused by the
+    // live holder for a whole lease and steps aside (FAULT)...
     node2.hold_vip(true);
     let track = node2.site.path("track/VI_1");
     let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
     wait_for("node2 stepping aside", Duration::from_secs(3), || {
         read(&track).trim() == "1"
     });
-    // ...while its master hook waits for the lease, and gets it once node1's ran out.
+    // ...then node1 is demoted and gives the lease back, and node2's master hook
+    // gets it.
+    node1.hold_vip(false);
+    let output = node1.hook(&["backup", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     let answer = node2.ask("ACQUIRE VI_1 6000");
     assert!(answer.starts_with("HELD"), "{answer}");
     // Seen in the lab: the step aside was forgotten but its track file stayed 1, so

@@ -529,6 +529,8 @@ state_dir     = \"{state}\"
 socket     = \"{socket}\"
 user       = \"root\"
 timeout_ms = 1000
+# semi-sync: `master` restarts it when the peer is silent (no wait for its ack).
+settable_variables = [\"read_only\", \"rpl_semi_sync_master_enabled\"]
 ",
         dir = paths.dir.display(),
         plugins = paths.mmvip_plugins().display(),

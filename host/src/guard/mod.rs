@@ -109,6 +109,9 @@ pub struct Guard {
     stepping_away: AtomicBool,
     /// The peer's guard did not answer the last round (logged when it changes).
     peer_silent: AtomicBool,
+    /// The last round found the peer silent while the probes answered: this node is
+    /// not the one cut off, and takes the lease alone once the silence is long enough.
+    waiting_out_silence: AtomicBool,
     /// systemd's notification socket and watchdog, when run by systemd.
     notifier: systemd::Notifier,
     /// When the rule loop last turned (the watchdog is fed only while it does).
@@ -186,6 +189,7 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         switching: Mutex::new(()),
         stepping_away: AtomicBool::new(false),
         peer_silent: AtomicBool::new(false),
+        waiting_out_silence: AtomicBool::new(false),
         peer_silent_since: Mutex::new(None),
         notifier: systemd::Notifier::from_env(),
         rule_turned: Mutex::new(Instant::now()),
@@ -395,6 +399,8 @@ impl Guard {
             Duration::ZERO
         };
         let reaches_probes = silent && probes;
+        self.waiting_out_silence
+            .store(reaches_probes, Ordering::SeqCst);
         if self.peer_silent.swap(silent, Ordering::SeqCst) != silent {
             let message = match &peer {
                 Answer::Silent(why) => format!("the peer's guard is silent ({why})"),
@@ -739,6 +745,13 @@ impl Guard {
                 .is_some_and(|until| *until > Instant::now());
             // A renewal that loses leaves the earlier lease standing until it ends.
             match self.round(name) {
+                // Silent everywhere while the probes answer: the writer is gone or
+                // cut off, and the lease comes once the silence is long enough.
+                // Stepping aside meanwhile only threw the VIP away and cost a whole
+                // VRRP election more (lab, writer cut off: 8.8 s instead of 5).
+                Outcome::Lost(_) if !held && self.waiting_out_silence.load(Ordering::SeqCst) => {
+                    self.leases().refused_since.remove(name);
+                }
                 Outcome::Lost(why) if !held => {
                     // A peer this node preempts gives the VIP and the lease back as
                     // soon as it hears this node's adverts: only a refusal that lasts
@@ -764,21 +777,18 @@ impl Guard {
         }
     }
 
-    /// A standby asks the peer's guard each round too, so that the silence that
-    /// lets it take a lease alone is counted from when the peer went quiet, not from
-    /// when VRRP made this node MASTER (an isolated writer used to cost the master
-    /// hook a whole extra lease-and-margin of waiting). Only this node's own
-    /// questions count: one that was itself frozen starts counting when it resumes.
+    /// A standby asks the peer's guard each round whether it is the writer, to hold
+    /// this node back while it catches up. Silence here starts no clock: the silence
+    /// that lets a node take a lease alone is counted by its own lease rounds only,
+    /// from when VRRP made it MASTER, which leaves a writer whose guard froze the time
+    /// to be killed by the watchdog and demoted by keepalived first.
     fn listen_for_peer(&self) {
         let Some((name, _)) = self.instances.first() else {
             return;
         };
         let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
         let writer_answers = match self.ask_peer(&asked) {
-            Answer::Silent(_) => {
-                self.peer_silent_for();
-                false
-            }
+            Answer::Silent(_) => false,
             Answer::Refused(_) => {
                 self.heard_peer();
                 true
@@ -906,9 +916,15 @@ impl Guard {
             let leases = self.leases();
             if let Some(until) = leases.held.get(name) {
                 let usable = until.saturating_duration_since(now);
+                // Looked at again before any running lease ends, allowed or not: a
+                // fence waiting for its lease to run out takes its last resort in time.
+                if usable > lead {
+                    next = next.min(usable - lead);
+                } else if !usable.is_zero() {
+                    next = next.min(usable);
+                }
                 if usable > lead && vip_held && seen.keepalived_alive {
                     allowed = true;
-                    next = next.min(usable - lead);
                 }
             }
         }
@@ -1027,11 +1043,14 @@ impl Guard {
             // again, and keepalived settles who is MASTER without ping-pong: a
             // preferred node preempts and the peer demotes and gives the lease back.
             // Staying aside then kept a healed pair from ever failing back.
-            let heartbeat = &self.guard.peer[..self.guard.peer.len().min(1)];
-            let stays_aside = match self.ask_peer_on(heartbeat, &asked) {
-                Answer::Silent(_) => matches!(self.ask_peer(&asked), Answer::Refused(_)),
-                _ => false,
-            };
+            // With one network configured, nothing tells a cut heartbeat apart.
+            let heartbeat_answers = self.guard.peer.len() >= 2
+                && !matches!(
+                    self.ask_peer_on(&self.guard.peer[..1], &asked),
+                    Answer::Silent(_)
+                );
+            let stays_aside =
+                !heartbeat_answers && matches!(self.ask_peer(&asked), Answer::Refused(_));
             if stays_aside {
                 self.leases()
                     .stepped_aside

@@ -332,9 +332,13 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
         if conn.is_none() {
             match open(&endpoint, interval + timeout) {
                 Ok(opened) => conn = Some(opened),
-                Err(why) => {
+                Err(lost) => {
                     was_up = false;
-                    watched.update(|seen| seen.database = Database::Down(why));
+                    let database = match lost {
+                        Lost::Hung(why) => Database::Hung(why),
+                        Lost::Connection(why) => Database::Down(why),
+                    };
+                    watched.update(|seen| seen.database = database);
                     std::thread::sleep(interval.min(Duration::from_millis(100)));
                     continue;
                 }
@@ -354,7 +358,12 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
                     conn = Some(fresh);
                     again
                 }
-                Err(reopen) => Err(Lost::Connection(format!("{why}; reconnecting: {reopen}"))),
+                Err(Lost::Hung(reopen)) => {
+                    Err(Lost::Hung(format!("{why}; reconnecting: {reopen}")))
+                }
+                Err(Lost::Connection(reopen)) => {
+                    Err(Lost::Connection(format!("{why}; reconnecting: {reopen}")))
+                }
             };
         }
         was_up = answer.is_ok();
@@ -422,9 +431,11 @@ fn timed_out(error: &mysql::Error) -> bool {
     )
 }
 
-fn open(endpoint: &Endpoint, timeout: Duration) -> Result<mysql::Conn, String> {
+fn open(endpoint: &Endpoint, timeout: Duration) -> Result<mysql::Conn, Lost> {
     let Target::Socket(socket) = &endpoint.target else {
-        return Err("the guard watches the local MariaDB over its socket".into());
+        return Err(Lost::Connection(
+            "the guard watches the local MariaDB over its socket".into(),
+        ));
     };
     let opts = mysql::OptsBuilder::new()
         .socket(Some(socket.to_string_lossy()))
@@ -434,7 +445,15 @@ fn open(endpoint: &Endpoint, timeout: Duration) -> Result<mysql::Conn, String> {
         .stmt_cache_size(0)
         .read_timeout(Some(timeout))
         .write_timeout(Some(timeout));
-    mysql::Conn::new(opts).map_err(|e| describe(&e, timeout))
+    // A server that accepts the connection but never greets it hangs as much as one
+    // that takes a statement and never answers: both may resume and write.
+    mysql::Conn::new(opts).map_err(|e| {
+        if timed_out(&e) {
+            Lost::Hung(describe(&e, timeout))
+        } else {
+            Lost::Connection(describe(&e, timeout))
+        }
+    })
 }
 
 fn describe(error: &mysql::Error, timeout: Duration) -> String {

@@ -86,6 +86,7 @@ pub fn wait(node: &mut impl Node, bounds: &Bounds, vip: &str) -> Result<String, 
             ));
         }
         None => {
+            stop_waiting_for_a_gone_peer(node);
             let target = drain_received(node, own_domain, started, bounds.limit, vip)?;
             summary.push_str(&format!(
                 "peer's final position unknown; applied what was received ({})",
@@ -182,6 +183,41 @@ fn peer_final_position(
                 return Ok(None);
             }
         }
+    }
+}
+
+const SEMI_SYNC_MASTER: &str = "rpl_semi_sync_master_enabled";
+const SEMI_SYNC_SET_WITHIN: Duration = Duration::from_millis(500);
+
+/// With the peer silent, a commit on this node (the applier's, finishing the
+/// catch-up; the clients' after it) waits for the peer's semi-sync acknowledgement
+/// until `rpl_semi_sync_master_timeout` gives up: a whole second of a kill -9
+/// failover in the lab. Switching semi-sync off and on again ends that wait at once
+/// and costs no guarantee: a silent peer acknowledges nothing either way, and semi-sync
+/// stays enabled, acknowledging again as soon as the peer is back. Only where the
+/// site lets the plugin set the variable (`settable_variables`).
+fn stop_waiting_for_a_gone_peer(node: &mut impl Node) {
+    let enabled = node
+        .global_variable(SEMI_SYNC_MASTER)
+        .ok()
+        .flatten()
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"));
+    if !enabled
+        || !matches!(
+            node.set_global_variable(SEMI_SYNC_MASTER, "OFF", SEMI_SYNC_SET_WITHIN),
+            Ok(true)
+        )
+    {
+        return;
+    }
+    match node.set_global_variable(SEMI_SYNC_MASTER, "ON", SEMI_SYNC_SET_WITHIN) {
+        Ok(true) => node.warn(
+            "semi-sync restarted: the silent peer cannot acknowledge, so no commit here waits for it; it acknowledges again once back",
+        ),
+        Ok(false) => node.error("semi-sync was switched off and did not come back on in time: writes are asynchronous until it is switched on"),
+        Err(error) => node.error(&format!(
+            "semi-sync was switched off and could not be switched on again ({error}): writes are asynchronous until it is"
+        )),
     }
 }
 

@@ -269,6 +269,45 @@ fn event(state: VrrpState) -> Option<Transition> {
 }
 
 #[test]
+fn with_the_peer_silent_semi_sync_is_restarted_so_no_commit_waits_for_it() {
+    let mut node = Scripted::new();
+    node.variables
+        .insert("rpl_semi_sync_master_enabled".into(), "1".into());
+    promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    let semi_sync: Vec<&String> = node
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("SET rpl_semi_sync"))
+        .collect();
+    assert_eq!(
+        semi_sync,
+        [
+            "SET rpl_semi_sync_master_enabled=OFF",
+            "SET rpl_semi_sync_master_enabled=ON"
+        ]
+    );
+    // Before the wait for what was received: the applier's commits must not wait.
+    let restarted = node.calls.iter().position(|c| c.ends_with("=ON")).unwrap();
+    let waited = node
+        .calls
+        .iter()
+        .position(|c| c.starts_with("WAIT "))
+        .unwrap();
+    assert!(restarted < waited, "{:?}", node.calls);
+    assert_eq!(node.variables["rpl_semi_sync_master_enabled"], "1");
+
+    // Not enabled: left alone.
+    let mut node = Scripted::new();
+    promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(
+        !node
+            .calls
+            .iter()
+            .any(|c| c.starts_with("SET rpl_semi_sync"))
+    );
+}
+
+#[test]
 fn with_the_peer_silent_promotion_applies_what_was_received_then_goes_writable() {
     let mut node = Scripted::new();
     let summary = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
@@ -488,7 +527,16 @@ fn promotion_catches_up_to_what_the_read_only_peer_binlogged_not_to_the_relay_lo
     ];
     node.variables
         .insert("gtid_binlog_state".into(), "1-1-15,2-2-7".into());
+    node.variables
+        .insert("rpl_semi_sync_master_enabled".into(), "1".into());
     let summary = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    // A peer that answers can acknowledge: semi-sync is left as it is.
+    assert!(
+        !node
+            .calls
+            .iter()
+            .any(|c| c.starts_with("SET rpl_semi_sync"))
+    );
     // Not the relay log's 1-1-10: the peer acknowledged up to 1-1-15.
     assert!(
         node.calls[1].starts_with("WAIT 1-1-15 "),
