@@ -46,9 +46,6 @@ pub struct Seen {
     pub version: u64,
     /// When it last changed.
     pub changed: Instant,
-    /// The last answer said semi-sync replication was on as a master here: every
-    /// write this node acknowledged is also on the peer.
-    pub semi_sync_acked: bool,
 }
 
 impl Seen {
@@ -90,7 +87,6 @@ impl Watched {
                 flag_raises: 0,
                 version: 0,
                 changed: Instant::now(),
-                semi_sync_acked: false,
             }),
             changed: Condvar::new(),
             health_file,
@@ -316,15 +312,11 @@ pub fn processes(
 /// a server that resumes from a hang writable must be fenced at once, not a sleep
 /// later (the lab's frozen-mariadbd scenario measured 211 ms of two writers so).
 pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, timeout: Duration) {
-    // Semi-sync's state rides along: read after the sleep, so it is as fresh as the
-    // answer.
-    const SEMI_SYNC: &str = "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS')";
     let sleeping = format!(
-        "SELECT @@GLOBAL.read_only, SLEEP({:.3}), {SEMI_SYNC}",
+        "SELECT @@GLOBAL.read_only, SLEEP({:.3})",
         interval.as_secs_f64()
     );
-    let quick = format!("SELECT @@GLOBAL.read_only, 0, {SEMI_SYNC}");
-    let quick = quick.as_str();
+    let quick = "SELECT @@GLOBAL.read_only, 0";
     let mut conn: Option<mysql::Conn> = None;
     let mut was_up = false;
     loop {
@@ -367,12 +359,8 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
             };
         }
         was_up = answer.is_ok();
-        let mut semi_sync = false;
         let database = match answer {
-            Ok((read_only, acked)) => {
-                semi_sync = acked;
-                Database::Up { read_only }
-            }
+            Ok(read_only) => Database::Up { read_only },
             Err(Lost::Connection(why)) => {
                 conn = None;
                 Database::Down(why)
@@ -382,13 +370,7 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
                 Database::Hung(why)
             }
         };
-        watched.update(|seen| {
-            // A hung or gone server keeps what its last answer said.
-            if matches!(database, Database::Up { .. }) {
-                seen.semi_sync_acked = semi_sync;
-            }
-            seen.database = database;
-        });
+        watched.update(|seen| seen.database = database);
     }
 }
 
@@ -400,15 +382,11 @@ enum Lost {
     Hung(String),
 }
 
-/// Runs the guard's statement: `read_only` and whether semi-sync is on, or why
-/// there was no answer.
-fn ask(conn: &mut mysql::Conn, statement: &str, limit: Duration) -> Result<(bool, bool), Lost> {
-    let answer: Result<Option<(i64, i64, Option<String>)>, mysql::Error> =
-        conn.query_first(statement);
+/// Runs the guard's statement: `read_only`, or why there was no answer.
+fn ask(conn: &mut mysql::Conn, statement: &str, limit: Duration) -> Result<bool, Lost> {
+    let answer: Result<Option<(i64, i64)>, mysql::Error> = conn.query_first(statement);
     match answer {
-        Ok(Some((read_only, 0, semi_sync))) => {
-            Ok((read_only != 0, semi_sync.as_deref() == Some("ON")))
-        }
+        Ok(Some((read_only, 0))) => Ok(read_only != 0),
         Ok(_) => Err(Lost::Connection(
             "its statement was killed (shutting down?)".into(),
         )),
