@@ -730,6 +730,7 @@ impl Guard {
     fn renew(&self) {
         self.review_steps_aside();
         let seen = self.watched.seen();
+        self.review_fences(&seen);
         let mut asked_peer = false;
         for (name, vip) in &self.instances {
             let wants = Self::holds_vip(*vip)
@@ -1000,12 +1001,6 @@ impl Guard {
                 for name in unwanted {
                     self.release(&name);
                 }
-                if matches!(seen.database, Database::Up { read_only: true })
-                    && seen.keepalived_alive
-                    && seen.healthy()
-                {
-                    self.lift_fences();
-                }
             }
             Database::Up { read_only: false } => {}
         }
@@ -1013,13 +1008,21 @@ impl Guard {
     }
 
     /// Ends the FAULT of a fence once the node is safe again (read-only, healthy,
-    /// keepalived running) and the fence has lasted [`STEP_ASIDE`], long enough for
-    /// keepalived to have given the VIP up. Back in BACKUP, VRRP decides as usual: a
-    /// preferred node preempts and promotes through the lease like any other, and a
-    /// node still cut off steps aside again when its vote is refused. Without this a
-    /// fenced node stayed in FAULT for good, and a pair whose other node had also
-    /// fenced itself served nobody.
-    fn lift_fences(&self) {
+    /// keepalived running), the fence has lasted [`STEP_ASIDE`] (keepalived has given
+    /// the VIP up), and the node is not cut off from everything: back in BACKUP, VRRP
+    /// decides as usual, and a preferred node preempts and promotes through the lease.
+    /// Without this a fenced node stayed in FAULT for good, and a pair whose other
+    /// node had also fenced itself served nobody. A node cut off stays in FAULT: alone
+    /// it would make itself MASTER and, as the network heals, preempt the writer
+    /// before it has the writer's transactions. One whose peer is the writer is held
+    /// until it has caught up. On the renew thread: it asks the peer.
+    fn review_fences(&self, seen: &watch::Seen) {
+        if !(matches!(seen.database, Database::Up { read_only: true })
+            && seen.keepalived_alive
+            && seen.healthy())
+        {
+            return;
+        }
         let due: Vec<String> = self
             .leases()
             .fenced
@@ -1028,8 +1031,31 @@ impl Guard {
             .map(|(name, _)| name.clone())
             .collect();
         for name in due {
+            let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
+            let answer = self.ask_peer(&asked);
+            if matches!(answer, Answer::Silent(_)) && !self.reaches_probes() {
+                continue;
+            }
+            let behind = match answer {
+                Answer::Refused(_) => self.replication_behind(),
+                _ => None,
+            };
             let mut leases = self.leases();
             leases.fenced.remove(&name);
+            if let Some(why) = behind {
+                leases.catching_up.insert(name.clone(), Instant::now());
+                drop(leases);
+                self.log.write(
+                    Level::Warn,
+                    &[(
+                        "msg",
+                        &format!(
+                            "{name}: fence over; held in FAULT while the peer writes and this node catches up ({why})"
+                        ),
+                    )],
+                );
+                continue;
+            }
             // Another reason (a step aside, a catch-up) keeps it in FAULT until it ends.
             if leases.keeps_in_fault(&name) {
                 continue;
@@ -1089,8 +1115,15 @@ impl Guard {
                     self.ask_peer_on(&self.guard.peer[..1], &asked),
                     Answer::Silent(_)
                 );
-            let stays_aside =
-                !heartbeat_answers && matches!(self.ask_peer(&asked), Answer::Refused(_));
+            // Aside also while cut off from everything (no peer, no probe): alone, VRRP
+            // would only make this node MASTER on its island, to preempt the writer
+            // the moment the network heals.
+            let stays_aside = !heartbeat_answers
+                && match self.ask_peer(&asked) {
+                    Answer::Refused(_) => true,
+                    Answer::Silent(_) => !self.reaches_probes(),
+                    _ => false,
+                };
             if stays_aside {
                 self.leases()
                     .stepped_aside
