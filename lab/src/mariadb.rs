@@ -105,9 +105,6 @@ init_rpl_role                      = SLAVE
 
 # Lab: notice a dead replication link within seconds rather than a minute.
 slave_net_timeout        = 4
-# A binlog dump blocked writing to a replica that vanished (a cut network) ends
-# after this, rather than 60 s: until it does, the replica's new dump waits.
-net_write_timeout        = 4
 # Both lab nodes share one hostname: name the relay log rather than derive it.
 relay_log                = relay-bin
 {ENGINE_SETTINGS}",

@@ -24,11 +24,13 @@ const RUNS: [(u64, Layout, HookSet, u64); 2] = [
 ];
 
 /// Known failures, reported in BENCHMARKS.md and left out here so that the suite
-/// guards what holds: a writer cut off from every network can commit, after its
-/// semi-sync wait times out, a transaction its peer never receives, and after the
-/// heal the two binlogs diverge (replication stops on a duplicate key); and a whole
-/// frozen node, resumed, answers writable for a few milliseconds before its guard
-/// runs, after the peer has taken over.
+/// guards what holds. A writer cut off from every network: after the heal,
+/// replication between the nodes can stay stalled in one direction (the replica's IO
+/// thread runs but receives nothing) so the pair does not converge, and a commit in
+/// flight at the cut can complete on the old writer after its semi-sync wait, unseen
+/// by the peer (replication then stops on a duplicate key). A whole frozen node,
+/// resumed, answers writable for a few milliseconds before its guard acts, after
+/// the peer has taken over.
 const EXCLUDED: [&str; 2] = ["isolated", "node-freeze"];
 
 #[test]

@@ -79,6 +79,9 @@ struct Leases {
     /// Instances kept in FAULT while the peer writes for them and this node's
     /// replication has not caught up.
     catching_up: HashMap<String, Instant>,
+    /// Fenced instances whose peer's guard has not answered since when (while the
+    /// probes do).
+    fenced_peer_quiet: HashMap<String, Instant>,
 }
 
 impl Leases {
@@ -731,7 +734,6 @@ impl Guard {
         self.review_steps_aside();
         let seen = self.watched.seen();
         self.review_fences(&seen);
-        let mut asked_peer = false;
         for (name, vip) in &self.instances {
             let wants = Self::holds_vip(*vip)
                 && seen.keepalived_alive
@@ -741,7 +743,6 @@ impl Guard {
                 self.leases().refused_since.remove(name);
                 continue;
             }
-            asked_peer = true;
             let held = self
                 .leases()
                 .held
@@ -776,33 +777,32 @@ impl Guard {
                 }
             }
         }
-        if !asked_peer {
-            self.listen_for_peer();
-        }
+        self.review_catch_ups();
     }
 
-    /// A standby asks the peer's guard each round whether it is the writer, to hold
-    /// this node back while it catches up. Silence here starts no clock: the silence
-    /// that lets a node take a lease alone is counted by its own lease rounds only,
-    /// from when VRRP made it MASTER, which leaves a writer whose guard froze the time
-    /// to be killed by the watchdog and demoted by keepalived first.
-    fn listen_for_peer(&self) {
-        let Some((name, _)) = self.instances.first() else {
-            return;
-        };
-        let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
-        let writer_answers = match self.ask_peer(&asked) {
-            Answer::Silent(_) => false,
-            Answer::Refused(_) => {
-                self.heard_peer();
-                true
-            }
-            _ => {
-                self.heard_peer();
-                false
-            }
-        };
-        self.hold_back_until_caught_up(name, writer_answers);
+    /// For each instance held back after a fence, asks the peer's guard whether it
+    /// is the writer, and keeps holding while this node has not caught up with it.
+    /// Only such a node is asked about: a steady standby was never writable, has no
+    /// transactions to lose, and asking its replication every round is load on both
+    /// servers. Silence starts no clock here: the silence that lets a node take a
+    /// lease alone is counted by its own lease rounds only.
+    fn review_catch_ups(&self) {
+        let held: Vec<String> = self.leases().catching_up.keys().cloned().collect();
+        for name in held {
+            let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
+            let writer_answers = match self.ask_peer(&asked) {
+                Answer::Silent(_) => false,
+                Answer::Refused(_) => {
+                    self.heard_peer();
+                    true
+                }
+                _ => {
+                    self.heard_peer();
+                    false
+                }
+            };
+            self.hold_back_until_caught_up(&name, writer_answers);
+        }
     }
 
     /// While the peer is the writer (it holds the lease and the VIP) and this node's
@@ -1033,9 +1033,23 @@ impl Guard {
         for name in due {
             let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
             let answer = self.ask_peer(&asked);
-            if matches!(answer, Answer::Silent(_)) && !self.reaches_probes() {
-                continue;
+            if matches!(answer, Answer::Silent(_)) {
+                if !self.reaches_probes() {
+                    continue;
+                }
+                // The probes answer first as a cut heals, the peer's guard a moment
+                // later: only a peer silent for a whole lease and margin is taken
+                // for gone (this clock is the fence's own, not the lease rule's).
+                let quiet = *self
+                    .leases()
+                    .fenced_peer_quiet
+                    .entry(name.clone())
+                    .or_insert_with(Instant::now);
+                if quiet.elapsed() < self.guard.lease + self.guard.margin {
+                    continue;
+                }
             }
+            self.leases().fenced_peer_quiet.remove(&name);
             let behind = match answer {
                 Answer::Refused(_) => self.replication_behind(),
                 _ => None,
