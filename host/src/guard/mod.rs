@@ -907,7 +907,10 @@ impl Guard {
             }
         }
         let (peers, timeout) = self.peer_db.as_ref()?;
-        let mut peer = peers.iter().find_map(|endpoint| {
+        // From here on, what cannot be checked counts as behind: the writer answers,
+        // so it will answer again, and failing back unchecked is what loses writes.
+        let unverified = |why: &str| Some(format!("cannot compare with the writer ({why})"));
+        let Some(mut peer) = peers.iter().find_map(|endpoint| {
             let mut session = crate::mariadb::Session::new(
                 endpoint.clone(),
                 (*timeout).min(ASK_TIMEOUT),
@@ -918,16 +921,21 @@ impl Guard {
                 .value(Level::Debug, "SELECT 1")
                 .ok()
                 .map(|_| session)
-        })?;
-        let writer = binlog_position(&mut peer).ok()?;
-        let own_domain: u32 = local
+        }) else {
+            return unverified("its MariaDB does not answer");
+        };
+        let Ok(writer) = binlog_position(&mut peer) else {
+            return unverified("its binlog position");
+        };
+        let own_domain = local
             .value(Level::Debug, "SELECT @@GLOBAL.gtid_domain_id")
             .ok()
-            .flatten()?
-            .parse()
-            .ok()?;
-        let target: Vec<String> = crate::gtid::parse(&writer)
-            .ok()?
+            .flatten()
+            .and_then(|domain| domain.parse::<u32>().ok());
+        let (Some(own_domain), Ok(position)) = (own_domain, crate::gtid::parse(&writer)) else {
+            return unverified("the GTID positions");
+        };
+        let target: Vec<String> = position
             .into_iter()
             .filter(|g| g.domain != own_domain)
             .map(|g| g.to_string())
@@ -938,7 +946,7 @@ impl Guard {
                 "this node has not applied the writer's {}",
                 target.join(",")
             )),
-            Err(_) => None,
+            Err(why) => unverified(&why),
         }
     }
 
