@@ -22,7 +22,7 @@ use crate::cleanup::Registry;
 use crate::hooks::HookSet;
 use crate::mariadb;
 use crate::sampler::{self, Sampler};
-use crate::scenario::{self, Fault, RowCheck};
+use crate::scenario::{self, Fault, Load, Stored};
 use crate::testbed::{Lab, LabConfig, save_logs};
 use crate::topology::{Layout, NodeId};
 use crate::wait;
@@ -36,8 +36,6 @@ pub const RECOVERY_BOUND: Duration = Duration::from_secs(60);
 /// How long a fault is held, and the quiet time after a recovery, drawn uniformly.
 const HOLD: (u64, u64) = (300, 6_000);
 const PAUSE: (u64, u64) = (500, 4_000);
-const WARMUP_ACKS: usize = 20;
-const WARMUP_TIMEOUT: Duration = Duration::from_secs(15);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A stretch without acknowledgements longer than this counts as unavailable: the
 /// inserts come every 5 ms, so 100 ms is a client that notices.
@@ -368,23 +366,11 @@ struct Run {
 
 impl Run {
     fn start(lab: &Lab) -> Result<Run> {
-        let sampler = Sampler::start(lab.sockets())?;
-        let writers = scenario::writer_specs(lab)
-            .into_iter()
-            .map(Writer::start)
-            .collect::<Result<Vec<_>>>()?;
-        let load_start = Instant::now();
-        wait::until(
-            WARMUP_TIMEOUT,
-            Duration::from_millis(20),
-            "writes to flow through every VIP",
-            || {
-                Ok(writers
-                    .iter()
-                    .all(|w| w.log().acks.len() >= WARMUP_ACKS)
-                    .then_some(()))
-            },
-        )?;
+        let Load {
+            sampler,
+            writers,
+            started: load_start,
+        } = Load::start(lab)?;
         Ok(Run {
             layout: lab.layout,
             sampler,
@@ -610,27 +596,14 @@ impl Run {
         if !converged {
             violations.push("replication did not converge after the last heal".into());
         }
-        let mut stored = Vec::new();
-        for node in NodeId::BOTH {
-            let read = || {
-                lab.connect(node)
-                    .and_then(|mut c| mariadb::stored_uids(&mut c))
-            };
-            match read().or_else(|_| read()) {
-                Ok(uids) => stored.push(uids),
-                Err(error) => violations.push(format!(
-                    "cannot read the rows back on {}: {error:#}",
-                    node.name()
-                )),
-            }
-        }
-        let all = |pick: fn(&WriterLog) -> Vec<u64>| -> Vec<u64> {
-            logs.iter().flat_map(|(_, log)| pick(log)).collect()
-        };
-        let acked = all(|l| l.acks.iter().map(|a| a.uid).collect());
-        let ambiguous = all(|l| l.ambiguous.iter().map(|a| a.uid).collect());
-        let refused = all(|l| l.refused.clone());
-        let rows = RowCheck::new(&acked, &ambiguous, &refused, &stored);
+        let Stored {
+            rows,
+            acked,
+            ambiguous,
+            unread,
+            ..
+        } = Stored::check(lab, &logs);
+        violations.extend(unread);
         if rows.lost > 0 {
             violations.push(format!("{} acknowledged writes lost", rows.lost));
         }

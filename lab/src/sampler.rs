@@ -323,6 +323,23 @@ pub fn writable_after(samples: &[ReadOnlySample], node: NodeId, from: Instant) -
         .map_or(Duration::ZERO, |s| s.at - from)
 }
 
+/// A read_only sample or a VIP change, for timelines that need both.
+enum Event<'a> {
+    ReadOnly(&'a ReadOnlySample),
+    Vips(&'a VipSample),
+}
+
+/// Both kinds of samples in time order.
+fn merged<'a>(read_only: &'a [ReadOnlySample], vips: &'a [VipSample]) -> Vec<(Instant, Event<'a>)> {
+    let mut events: Vec<(Instant, Event)> = read_only
+        .iter()
+        .map(|s| (s.at, Event::ReadOnly(s)))
+        .chain(vips.iter().map(|s| (s.at, Event::Vips(s))))
+        .collect();
+    events.sort_by_key(|(at, _)| *at);
+    events
+}
+
 /// Time within [from, to] during which some node was writable while holding no VIP:
 /// a writer no client should reach, the hazard behind split brains and stale pools.
 pub fn writable_without_vip(
@@ -331,16 +348,7 @@ pub fn writable_without_vip(
     from: Instant,
     to: Instant,
 ) -> Duration {
-    enum Event<'a> {
-        ReadOnly(&'a ReadOnlySample),
-        Vips(&'a VipSample),
-    }
-    let mut events: Vec<(Instant, Event)> = read_only
-        .iter()
-        .map(|s| (s.at, Event::ReadOnly(s)))
-        .chain(vips.iter().map(|s| (s.at, Event::Vips(s))))
-        .collect();
-    events.sort_by_key(|(at, _)| *at);
+    let events = merged(read_only, vips);
     let mut writable = [false, false];
     // Unknown until the first VIP sample: assume held, so nothing is counted early.
     let mut holds = [true, true];
@@ -365,16 +373,7 @@ pub fn shared_vip_both_writable(
     from: Instant,
     to: Instant,
 ) -> Duration {
-    enum Event<'a> {
-        ReadOnly(&'a ReadOnlySample),
-        Vips(&'a VipSample),
-    }
-    let mut events: Vec<(Instant, Event)> = read_only
-        .iter()
-        .map(|s| (s.at, Event::ReadOnly(s)))
-        .chain(vips.iter().map(|s| (s.at, Event::Vips(s))))
-        .collect();
-    events.sort_by_key(|(at, _)| *at);
+    let events = merged(read_only, vips);
     let mut writable = [false, false];
     let mut shared = false;
     let timeline = events.iter().map(|(at, event)| {

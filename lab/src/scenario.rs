@@ -234,25 +234,12 @@ fn drive(
     let faulted = NodeId::One;
     let takeover = faulted.peer();
     let vip = lab.instances[0].vip;
-    // The sampler first: its VIP watchers report the current state before it returns.
-    let sampler = Sampler::start(lab.sockets())?;
     // writers[0] (inserts through VIP1) times the failover; all are checked.
-    let writers = writer_specs(lab)
-        .into_iter()
-        .map(Writer::start)
-        .collect::<Result<Vec<_>>>()?;
-    let load_start = Instant::now();
-    wait::until(
-        WARMUP_TIMEOUT,
-        Duration::from_millis(20),
-        "writes to flow through every VIP",
-        || {
-            Ok(writers
-                .iter()
-                .all(|w| w.log().acks.len() >= WARMUP_ACKS)
-                .then_some(()))
-        },
-    )?;
+    let Load {
+        sampler,
+        writers,
+        started: load_start,
+    } = Load::start(lab)?;
 
     let fault_at = Instant::now();
     let fault_report = inflict(lab, scenario.fault, faulted)
@@ -335,6 +322,87 @@ fn drive(
         row.notes.insert(0, format!("node1 mmvip {report}"));
     }
     Ok(row)
+}
+
+/// The steady write load and the sampler watching the pair under it.
+pub(crate) struct Load {
+    pub sampler: Sampler,
+    pub writers: Vec<Writer>,
+    /// When the writers started.
+    pub started: Instant,
+}
+
+impl Load {
+    /// The sampler first (its VIP watchers report the current state before it
+    /// returns), then every writer; returns once writes flow through every VIP.
+    pub(crate) fn start(lab: &Lab) -> Result<Load> {
+        let sampler = Sampler::start(lab.sockets())?;
+        let writers = writer_specs(lab)
+            .into_iter()
+            .map(Writer::start)
+            .collect::<Result<Vec<_>>>()?;
+        let started = Instant::now();
+        wait::until(
+            WARMUP_TIMEOUT,
+            Duration::from_millis(20),
+            "writes to flow through every VIP",
+            || {
+                Ok(writers
+                    .iter()
+                    .all(|w| w.log().acks.len() >= WARMUP_ACKS)
+                    .then_some(()))
+            },
+        )?;
+        Ok(Load {
+            sampler,
+            writers,
+            started,
+        })
+    }
+}
+
+/// What both nodes store against what the writers were told.
+pub(crate) struct Stored {
+    pub rows: RowCheck,
+    pub acked: Vec<u64>,
+    pub ambiguous: Vec<u64>,
+    /// Both nodes' rows were read.
+    pub read_back: bool,
+    /// Why a node's rows could not be read.
+    pub unread: Vec<String>,
+}
+
+impl Stored {
+    pub(crate) fn check(lab: &Lab, logs: &[(WriterSpec, WriterLog)]) -> Stored {
+        let mut stored = Vec::new();
+        let mut unread = Vec::new();
+        for node in NodeId::BOTH {
+            // A late backup hook may kill this session: one retry.
+            let read = || {
+                lab.connect(node)
+                    .and_then(|mut c| mariadb::stored_uids(&mut c))
+            };
+            match read().or_else(|_| read()) {
+                Ok(uids) => stored.push(uids),
+                Err(error) => {
+                    unread.push(format!("cannot read rows on {}: {error:#}", node.name()))
+                }
+            }
+        }
+        let all = |pick: fn(&WriterLog) -> Vec<u64>| -> Vec<u64> {
+            logs.iter().flat_map(|(_, log)| pick(log)).collect()
+        };
+        let acked = all(|l| l.acks.iter().map(|a| a.uid).collect());
+        let ambiguous = all(|l| l.ambiguous.iter().map(|a| a.uid).collect());
+        let refused = all(|l| l.refused.clone());
+        Stored {
+            rows: RowCheck::new(&acked, &ambiguous, &refused, &stored),
+            acked,
+            ambiguous,
+            read_back: stored.len() == 2,
+            unread,
+        }
+    }
 }
 
 /// Per VIP: inserts, and a sequence stream of its own (in the two-VIP layout each
@@ -463,26 +531,14 @@ fn measure(
     let failback = timing.first_ack_by(server_id(faulted), window.heal_at);
 
     // Rows: what each node stores against what the writers were told.
-    let mut stored = Vec::new();
-    for node in NodeId::BOTH {
-        // A late backup hook may kill this session: one retry.
-        let read = || {
-            lab.connect(node)
-                .and_then(|mut c| mariadb::stored_uids(&mut c))
-        };
-        match read().or_else(|_| read()) {
-            Ok(uids) => stored.push(uids),
-            Err(error) => notes.push(format!("cannot read rows on {}: {error:#}", node.name())),
-        }
-    }
-    let read_back = stored.len() == 2;
-    let all = |pick: fn(&WriterLog) -> Vec<u64>| -> Vec<u64> {
-        logs.iter().flat_map(|(_, log)| pick(log)).collect()
-    };
-    let acked = all(|l| l.acks.iter().map(|a| a.uid).collect());
-    let ambiguous = all(|l| l.ambiguous.iter().map(|a| a.uid).collect());
-    let refused = all(|l| l.refused.clone());
-    let rows = RowCheck::new(&acked, &ambiguous, &refused, &stored);
+    let Stored {
+        rows,
+        acked,
+        ambiguous,
+        read_back,
+        unread,
+    } = Stored::check(lab, logs);
+    notes.extend(unread);
     notes.extend(rows.notes());
     notes.extend(sequence_notes(lab));
 

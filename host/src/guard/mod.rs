@@ -59,6 +59,15 @@ const CAUGHT_UP_WITHIN: Duration = Duration::from_millis(200);
 /// How soon a promotion asks again for a lease it was refused.
 const ACQUIRE_RETRY: Duration = Duration::from_millis(20);
 
+/// The instances of `since` whose entry has lasted [`STEP_ASIDE`].
+fn lasted_step_aside(since: &HashMap<String, Instant>) -> Vec<String> {
+    since
+        .iter()
+        .filter(|(_, since)| since.elapsed() >= STEP_ASIDE)
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// The track file that says whether this node's MariaDB is healthy (all instances).
 pub const HEALTH_TRACK: &str = "health";
 /// The track file of the failover flag (planned switch-over; all instances).
@@ -818,48 +827,29 @@ impl Guard {
         } else {
             None
         };
-        let mut leases = self.leases();
-        match behind {
-            Some(why) => {
-                if leases.catching_up.contains_key(instance) {
-                    return;
-                }
-                leases
-                    .catching_up
-                    .insert(instance.to_string(), Instant::now());
-                drop(leases);
-                track::write(&self.track(instance), true, &self.log);
-                self.log.write(
-                    Level::Warn,
-                    &[(
-                        "msg",
-                        &format!(
-                            "{instance}: held in FAULT while the peer writes and this node catches up ({why})"
-                        ),
-                    )],
-                );
-            }
-            None => {
-                let Some(since) = leases.catching_up.remove(instance) else {
-                    return;
-                };
-                let still = leases.keeps_in_fault(instance);
-                drop(leases);
-                if !still {
-                    track::write(&self.track(instance), false, &self.log);
-                }
-                self.log.write(
-                    Level::Info,
-                    &[(
-                        "msg",
-                        &format!(
-                            "{instance}: caught up with the writer after {} ms; no longer held in FAULT",
-                            since.elapsed().as_millis()
-                        ),
-                    )],
-                );
-            }
+        // Still behind: held (review_fences put it here and said why).
+        if behind.is_some() {
+            return;
         }
+        let mut leases = self.leases();
+        let Some(since) = leases.catching_up.remove(instance) else {
+            return;
+        };
+        let still = leases.keeps_in_fault(instance);
+        drop(leases);
+        if !still {
+            track::write(&self.track(instance), false, &self.log);
+        }
+        self.log.write(
+            Level::Info,
+            &[(
+                "msg",
+                &format!(
+                    "{instance}: caught up with the writer after {} ms; no longer held in FAULT",
+                    since.elapsed().as_millis()
+                ),
+            )],
+        );
     }
 
     /// Why this node's replication is not caught up, or None when every replication
@@ -1031,13 +1021,7 @@ impl Guard {
         {
             return;
         }
-        let due: Vec<String> = self
-            .leases()
-            .fenced
-            .iter()
-            .filter(|(_, since)| since.elapsed() >= STEP_ASIDE)
-            .map(|(name, _)| name.clone())
-            .collect();
+        let due = lasted_step_aside(&self.leases().fenced);
         for name in due {
             let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
             let answer = self.ask_peer(&asked);
@@ -1118,13 +1102,7 @@ impl Guard {
     /// heartbeat is cut): then VRRP would only make this node MASTER again, take the
     /// VIP (and the clients, by gratuitous ARP) and step aside once more.
     fn review_steps_aside(&self) {
-        let due: Vec<String> = self
-            .leases()
-            .stepped_aside
-            .iter()
-            .filter(|(_, since)| since.elapsed() >= STEP_ASIDE)
-            .map(|(name, _)| name.clone())
-            .collect();
+        let due = lasted_step_aside(&self.leases().stepped_aside);
         for name in due {
             let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
             // An answer over the heartbeat network means VRRP's adverts get through
