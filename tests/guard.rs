@@ -167,7 +167,12 @@ fn a_dead_keepalived_fences_the_writer_and_its_vip_goes() {
     wait_for("the fence lifted", Duration::from_secs(3), || {
         read().trim() == "0"
     });
-    assert!(node1.guard_log().contains("fence lifted"));
+    // The log line follows the track file by a moment.
+    wait_for(
+        "the fence lifted in the log",
+        Duration::from_secs(1),
+        || node1.guard_log().contains("fence lifted"),
+    );
 }
 
 #[test]
