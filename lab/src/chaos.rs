@@ -601,11 +601,32 @@ impl Run {
             acked,
             ambiguous,
             unread,
+            lost_uids,
             ..
         } = Stored::check(lab, &logs);
         violations.extend(unread);
         if rows.lost > 0 {
-            violations.push(format!("{} acknowledged writes lost", rows.lost));
+            // Which writes, by whom and when, so the step that lost them can be found.
+            let named: Vec<String> = lost_uids
+                .iter()
+                .filter_map(|uid| {
+                    logs.iter().find_map(|(spec, log)| {
+                        log.acks.iter().find(|ack| ack.uid == *uid).map(|ack| {
+                            format!(
+                                "uid {uid} ({}, acknowledged by node{} at {:.2} s)",
+                                spec.name,
+                                ack.server_id,
+                                (ack.at - self.load_start).as_secs_f64()
+                            )
+                        })
+                    })
+                })
+                .collect();
+            violations.push(format!(
+                "{} acknowledged writes lost: {}",
+                rows.lost,
+                named.join(", ")
+            ));
         }
         if rows.ambiguous_on_one_node > 0 {
             violations.push(format!(

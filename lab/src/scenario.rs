@@ -324,6 +324,9 @@ fn drive(
     Ok(row)
 }
 
+/// How many lost writes a report names.
+const LOST_UIDS_NAMED: usize = 5;
+
 /// The steady write load and the sampler watching the pair under it.
 pub(crate) struct Load {
     pub sampler: Sampler,
@@ -370,6 +373,8 @@ pub(crate) struct Stored {
     pub read_back: bool,
     /// Why a node's rows could not be read.
     pub unread: Vec<String>,
+    /// The first acknowledged uids missing on a node, to find them in the logs.
+    pub lost_uids: Vec<u64>,
 }
 
 impl Stored {
@@ -395,8 +400,15 @@ impl Stored {
         let acked = all(|l| l.acks.iter().map(|a| a.uid).collect());
         let ambiguous = all(|l| l.ambiguous.iter().map(|a| a.uid).collect());
         let refused = all(|l| l.refused.clone());
+        let lost_uids = acked
+            .iter()
+            .filter(|uid| !stored.iter().all(|node| node.contains(uid)))
+            .take(LOST_UIDS_NAMED)
+            .copied()
+            .collect();
         Stored {
             rows: RowCheck::new(&acked, &ambiguous, &refused, &stored),
+            lost_uids,
             acked,
             ambiguous,
             read_back: stored.len() == 2,
@@ -537,6 +549,7 @@ fn measure(
         ambiguous,
         read_back,
         unread,
+        ..
     } = Stored::check(lab, logs);
     notes.extend(unread);
     notes.extend(rows.notes());
