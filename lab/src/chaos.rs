@@ -457,7 +457,7 @@ impl Run {
         })?;
         step.serving_ms = serving.then(|| ms(healed_at.elapsed()));
         if !serving {
-            self.violate(format!(
+            self.violations.push(format!(
                 "step {}: no write acknowledged within {} s of healing {name} on {}",
                 step.index,
                 SERVING_BOUND.as_secs(),
@@ -479,7 +479,7 @@ impl Run {
         step.recovered_ms = recovered.then(|| ms(healed_at.elapsed()));
         if !recovered {
             let why = recovery_problem(lab).unwrap_or_else(|| "unknown".into());
-            self.violate(format!(
+            self.violations.push(format!(
                 "step {}: not recovered within {} s of healing {name} on {}: {why}",
                 step.index,
                 RECOVERY_BOUND.as_secs(),
@@ -550,7 +550,7 @@ impl Run {
         let overlap = two_writers(&samples, self.checked_until, now, self.layout);
         if !overlap.is_zero() {
             self.two_writer += overlap;
-            self.violate(format!(
+            self.violations.push(format!(
                 "two writers for {:.1} ms between {:.1} s and {:.1} s",
                 overlap.as_secs_f64() * 1000.0,
                 (self.checked_until - self.load_start).as_secs_f64(),
@@ -558,10 +558,6 @@ impl Run {
             ));
         }
         self.checked_until = now;
-    }
-
-    fn violate(&mut self, what: String) {
-        self.violations.push(what);
     }
 
     /// Stops the load, lets replication settle and checks the data.
@@ -576,7 +572,7 @@ impl Run {
             if wait::interrupted() {
                 return Err(error);
             }
-            self.violate(format!("the lab broke: {error:#}"));
+            self.violations.push(format!("the lab broke: {error:#}"));
         }
         self.check(Instant::now());
         let load_end = Instant::now();

@@ -798,7 +798,7 @@ impl Guard {
     fn review_catch_ups(&self) {
         let held: Vec<String> = self.leases().catching_up.keys().cloned().collect();
         for name in held {
-            let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
+            let asked = self.holds_question(&name);
             let writer_answers = match self.ask_peer(&asked) {
                 Answer::Silent(_) => false,
                 Answer::Refused(_) => {
@@ -1023,7 +1023,7 @@ impl Guard {
         }
         let due = lasted_step_aside(&self.leases().fenced);
         for name in due {
-            let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
+            let asked = self.holds_question(&name);
             let answer = self.ask_peer(&asked);
             if matches!(answer, Answer::Silent(_)) {
                 if !self.reaches_probes() {
@@ -1104,7 +1104,7 @@ impl Guard {
     fn review_steps_aside(&self) {
         let due = lasted_step_aside(&self.leases().stepped_aside);
         for name in due {
-            let asked = format!("HOLDS {name} {} {}", self.guard.node, wire::nonce());
+            let asked = self.holds_question(&name);
             // An answer over the heartbeat network means VRRP's adverts get through
             // again, and keepalived settles who is MASTER without ping-pong: a
             // preferred node preempts and the peer demotes and gives the lease back.
@@ -1254,8 +1254,12 @@ impl Guard {
     }
 
     fn holds_a_lease(&self) -> bool {
-        let now = Instant::now();
-        self.leases().held.values().any(|until| *until > now)
+        !self.lease_left().is_zero()
+    }
+
+    /// `HOLDS`: whether the peer holds `instance`'s lease and its VIP.
+    fn holds_question(&self, instance: &str) -> String {
+        format!("HOLDS {instance} {} {}", self.guard.node, wire::nonce())
     }
 
     /// Runs `mmvip fault --fence` (the demotion, unconditionally) and returns what it
