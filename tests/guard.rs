@@ -681,3 +681,65 @@ fn a_hung_writer_is_killed_before_its_lease_is_given_back() {
     assert!(log.contains("MariaDB hangs"), "{log}");
     assert!(log.contains("last resort: mariadbd killed"), "{log}");
 }
+
+#[test]
+fn a_hung_writer_whose_every_ack_semi_sync_covered_is_killed_without_waiting_out_its_lease() {
+    let pair = Pair::start();
+    // Semi-sync from node 1 to node 2; the replica acknowledges once its IO thread
+    // reconnects as a semi-sync replica.
+    pair.node1.exec(
+        "SET GLOBAL rpl_semi_sync_master_timeout = 5000; SET GLOBAL rpl_semi_sync_master_enabled = ON",
+    );
+    pair.node2.exec(
+        "SET GLOBAL rpl_semi_sync_slave_enabled = ON; STOP SLAVE IO_THREAD; START SLAVE IO_THREAD",
+    );
+    let semi_sync_on = || {
+        pair.node1
+            .value("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_CLIENTS'")
+            .as_deref()
+            == Some("1")
+    };
+    wait_for(
+        "node 2 acknowledging as a semi-sync replica",
+        Duration::from_secs(10),
+        semi_sync_on,
+    );
+    let topology = Topology::new();
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
+    let node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    // A commit acknowledged by the replica turns the status ON.
+    pair.node1
+        .exec("INSERT INTO app.t (note) VALUES ('acknowledged by node 2')");
+    // The guard's statement sees it on its next answers.
+    std::thread::sleep(Duration::from_millis(3 * common::guard::PING_INTERVAL_MS));
+    let pid = pair.node1.pid().as_raw_nonzero().get();
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| stat.split_whitespace().nth(2) == Some("Z"))
+    };
+    pair.node1.freeze();
+    wait_for(
+        "the hung writer's mariadbd killed",
+        Duration::from_secs(5),
+        gone,
+    );
+    let answer = node2.ask("ACQUIRE VI_1 5000");
+    assert!(answer.starts_with("HELD"), "{answer}");
+    let log = node1.guard_log();
+    assert!(
+        log.contains("at its last answer semi-sync covered every acknowledged commit); last resort: mariadbd killed"),
+        "{log}"
+    );
+    // Killed at once: the guard did not wait for its lease to run out first.
+    assert!(
+        !log.contains("the last resort waits until the lease is about to run out"),
+        "{log}"
+    );
+    let row = pair
+        .node2
+        .value("SELECT COUNT(*) FROM app.t WHERE note = 'acknowledged by node 2'");
+    assert_eq!(row.as_deref(), Some("1"));
+}

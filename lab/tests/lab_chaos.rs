@@ -23,18 +23,10 @@ const RUNS: [(u64, Layout, HookSet, u64); 2] = [
     (22, Layout::Single, HookSet::GuardWitness, 100),
 ];
 
-/// Known failures, reported in BENCHMARKS.md and left out here so that the suite
-/// guards what holds. A writer cut off from every network: after the heal,
-/// replication between the nodes can stay stalled in one direction (the replica's IO
-/// thread runs but receives nothing) so the pair does not converge, and a commit in
-/// flight at the cut can complete on the old writer after its semi-sync wait, unseen
-/// by the peer (replication then stops on a duplicate key). A whole frozen node,
-/// resumed, answers writable for a few milliseconds before its guard acts, after
-/// the peer has taken over. A reboot: the restarted node's semi-sync crash recovery
-/// races its peer (a transaction the peer applied is dropped; the peer then refuses
-/// to promote over the "errant" GTID, and one run of seed 42 lost an acknowledged
-/// write after two reboots and two IO threads stopped on error 1236).
-const EXCLUDED: [&str; 3] = ["isolated", "node-freeze", "reboot"];
+/// Known failure, reported in BENCHMARKS.md and left out here so that the suite
+/// guards what holds: a whole frozen node, resumed, answers writable for a few
+/// milliseconds before its guard acts, after the peer has taken over.
+const EXCLUDED: [&str; 1] = ["node-freeze"];
 
 #[test]
 fn fixed_seed_chaos_runs_keep_every_invariant() {

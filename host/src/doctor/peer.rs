@@ -217,6 +217,6 @@ fn errant(session: &mut Session, local: &Facts, remote: &Facts) -> Check {
     Check::fail(
         NAME,
         format!("errant GTIDs: {}", found.join("; ")),
-        "find them in the binary log (SHOW BINLOG EVENTS, mariadb-binlog) and apply them on the other node or discard them deliberately — the nodes have diverged, and master refuses to promote a node that has some (or follows on_catchup_timeout)",
+        "a node lacking its own server's transactions lost them in crash recovery and gets them back by replicating from the other (check that it does); anything else: find them in the binary log (SHOW BINLOG EVENTS, mariadb-binlog) and apply them on the other node or discard them deliberately — the nodes have diverged, and master refuses to promote a node that has some (or follows on_catchup_timeout)",
     )
 }

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod control;
+mod dump_threads;
 mod lease;
 mod systemd;
 mod track;
@@ -243,6 +244,16 @@ impl Guard {
             let watched = Arc::clone(&self.watched);
             let interval = self.guard.ping_interval;
             std::thread::spawn(move || watch::database(watched, endpoint, interval, HANG_TIMEOUT));
+        }
+        {
+            let (endpoint, log) = (self.local.clone(), self.log.clone());
+            let may_restart = self
+                .config
+                .mariadb
+                .settable_variables
+                .iter()
+                .any(|name| name == "rpl_semi_sync_master_enabled");
+            std::thread::spawn(move || dump_threads::watch(endpoint, may_restart, log));
         }
         for address in self.guard.listen.clone() {
             let guard = Arc::clone(&self);
@@ -1187,7 +1198,9 @@ impl Guard {
         }
         let hung = matches!(seen.database, Database::Hung(_));
         // A hung server answers neither the demotion nor the question after it.
-        let demoted = if hung {
+        let demoted = if hung && seen.lossless_if_killed {
+            "MariaDB does not answer; at its last answer semi-sync covered every acknowledged commit".to_string()
+        } else if hung {
             "MariaDB does not answer".to_string()
         } else {
             self.read_only_at_once();
@@ -1214,12 +1227,15 @@ impl Guard {
                     ),
                 )],
             );
-        } else if self.lease_left() > self.fence_lead() {
+        } else if self.lease_left() > self.fence_lead() && !(hung && seen.lossless_if_killed) {
             // The lease keeps the peer out until it ends: a server that is only slow
             // (seen in the lab: about 2 s without an answer as a cut heals) gets until
             // then, for its last writes may be on it alone (semi-sync fell back to
             // asynchronous, and even its status cannot tell since when). Tried again
-            // each turn; the last turn comes before the lease ends.
+            // each turn; the last turn comes before the lease ends. A hung server
+            // whose last answer showed semi-sync covering every acknowledged commit
+            // has nothing of its own to lose: it goes at once, and the peer takes
+            // over without waiting out the lease.
             self.log.write(
                 Level::Warn,
                 &[(

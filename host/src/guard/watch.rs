@@ -46,6 +46,11 @@ pub struct Seen {
     pub version: u64,
     /// When it last changed.
     pub changed: Instant,
+    /// At the last answer: every commit this server acknowledged to a client was also
+    /// acknowledged by its semi-sync replica, and none can have been acknowledged
+    /// without one since (see `statement`). Kept through a hang: a frozen server
+    /// acknowledges nothing, so killing it then loses no acknowledged write.
+    pub lossless_if_killed: bool,
 }
 
 impl Seen {
@@ -87,6 +92,7 @@ impl Watched {
                 flag_raises: 0,
                 version: 0,
                 changed: Instant::now(),
+                lossless_if_killed: false,
             }),
             changed: Condvar::new(),
             health_file,
@@ -306,21 +312,51 @@ pub fn processes(
     }
 }
 
+/// The guard's statement, sleeping for the given seconds. Besides `read_only` it
+/// asks whether semi-sync covers every acknowledged commit: its status is ON and no
+/// commit waits for an acknowledgement. A commit can be acknowledged without a
+/// replica's acknowledgement only after waiting `rpl_semi_sync_master_timeout` (or
+/// when semi-sync is switched off); so if none waits now, none can be until that
+/// timeout has passed, and the hang is seen well within it (checked against the
+/// timeout read here). Through `information_schema`, so a server without semi-sync
+/// answers too (not covered).
+fn statement(sleep_seconds: f64) -> String {
+    format!(
+        "SELECT @@GLOBAL.read_only, \
+         (SELECT COUNT(*) FROM information_schema.GLOBAL_STATUS \
+          WHERE (VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS' AND VARIABLE_VALUE = 'ON') \
+             OR (VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS' AND VARIABLE_VALUE = '0')), \
+         (SELECT CAST(VARIABLE_VALUE AS UNSIGNED) FROM information_schema.GLOBAL_VARIABLES \
+          WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_TIMEOUT'), \
+         SLEEP({sleep_seconds:.3})"
+    )
+}
+
+/// What one answer says.
+struct Answer {
+    read_only: bool,
+    lossless_if_killed: bool,
+}
+
 /// Keeps a statement in flight on the local MariaDB, forever: `SELECT @@read_only,
-/// SLEEP(interval)`. A shutdown kills it at once; a hang shows as no answer within
+/// …, SLEEP(interval)`. A shutdown kills it at once; a hang shows as no answer within
 /// the interval plus `timeout`. After a failure the first statement does not sleep:
 /// a server that resumes from a hang writable must be fenced at once, not a sleep
 /// later (the lab's frozen-mariadbd scenario measured 211 ms of two writers so).
 pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, timeout: Duration) {
-    let sleeping = format!(
-        "SELECT @@GLOBAL.read_only, SLEEP({:.3})",
-        interval.as_secs_f64()
-    );
-    let quick = "SELECT @@GLOBAL.read_only, 0";
+    let sleeping = statement(interval.as_secs_f64());
+    let quick = statement(0.0);
+    // The values are read as a statement starts; the server can freeze up to two
+    // statements later, and the hang is seen `timeout` after that.
+    let lossless_window = 2 * interval + timeout;
     let mut conn: Option<mysql::Conn> = None;
     let mut was_up = false;
     loop {
-        let statement = if was_up { sleeping.as_str() } else { quick };
+        let statement = if was_up {
+            sleeping.as_str()
+        } else {
+            quick.as_str()
+        };
         if conn.is_none() {
             match open(&endpoint, interval + timeout) {
                 Ok(opened) => conn = Some(opened),
@@ -337,7 +373,12 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
             }
         }
         let limit = interval + timeout;
-        let mut answer = ask(conn.as_mut().expect("opened above"), statement, limit);
+        let mut answer = ask(
+            conn.as_mut().expect("opened above"),
+            statement,
+            limit,
+            lossless_window,
+        );
         if let Err(Lost::Connection(why)) = &answer {
             // A demotion kills every session of an account that writes through
             // read_only, this one included. Taken for a dead server, that made the
@@ -346,7 +387,7 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
             // when a new one cannot ask either; a shutdown refuses the new one.
             answer = match open(&endpoint, limit) {
                 Ok(mut fresh) => {
-                    let again = ask(&mut fresh, quick, limit);
+                    let again = ask(&mut fresh, &quick, limit, lossless_window);
                     conn = Some(fresh);
                     again
                 }
@@ -359,18 +400,23 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
             };
         }
         was_up = answer.is_ok();
-        let database = match answer {
-            Ok(read_only) => Database::Up { read_only },
+        match answer {
+            Ok(Answer {
+                read_only,
+                lossless_if_killed,
+            }) => watched.update(|seen| {
+                seen.database = Database::Up { read_only };
+                seen.lossless_if_killed = lossless_if_killed;
+            }),
             Err(Lost::Connection(why)) => {
                 conn = None;
-                Database::Down(why)
+                watched.update(|seen| seen.database = Database::Down(why));
             }
             Err(Lost::Hung(why)) => {
                 conn = None;
-                Database::Hung(why)
+                watched.update(|seen| seen.database = Database::Hung(why));
             }
-        };
-        watched.update(|seen| seen.database = database);
+        }
     }
 }
 
@@ -382,11 +428,22 @@ enum Lost {
     Hung(String),
 }
 
-/// Runs the guard's statement: `read_only`, or why there was no answer.
-fn ask(conn: &mut mysql::Conn, statement: &str, limit: Duration) -> Result<bool, Lost> {
-    let answer: Result<Option<(i64, i64)>, mysql::Error> = conn.query_first(statement);
+/// Runs the guard's statement: what it says, or why there was no answer.
+fn ask(
+    conn: &mut mysql::Conn,
+    statement: &str,
+    limit: Duration,
+    lossless_window: Duration,
+) -> Result<Answer, Lost> {
+    type Row = (i64, i64, Option<u64>, i64);
+    let answer: Result<Option<Row>, mysql::Error> = conn.query_first(statement);
     match answer {
-        Ok(Some((read_only, 0))) => Ok(read_only != 0),
+        Ok(Some((read_only, covered, semi_sync_timeout_ms, 0))) => Ok(Answer {
+            read_only: read_only != 0,
+            lossless_if_killed: covered == 2
+                && semi_sync_timeout_ms
+                    .is_some_and(|ms| Duration::from_millis(ms) > lossless_window),
+        }),
         Ok(_) => Err(Lost::Connection(
             "its statement was killed (shutting down?)".into(),
         )),

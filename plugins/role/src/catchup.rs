@@ -67,14 +67,23 @@ pub fn wait(node: &mut impl Node, bounds: &Bounds, vip: &str) -> Result<String, 
     let mut summary = String::new();
     match &peer {
         Some(peer) => {
-            let target: Vec<Gtid> = gtid::parse(&peer.gtid_binlog_pos)
-                .map_err(|e| fail(format!("the peer's gtid_binlog_pos: {e}")))?
+            let ours = own_binlog_state(node)?;
+            let peer_pos = gtid::parse(&peer.gtid_binlog_pos)
+                .map_err(|e| fail(format!("the peer's gtid_binlog_pos: {e}")))?;
+            let own_tail = own_tail_lost(&ours, &peer_pos, own_domain);
+            if let Some(tail) = own_tail {
+                node.warn(&format!(
+                    "this node's binlog ends before {tail}, which the peer at {} has from it: crash recovery dropped what the peer had received; waiting to get it back from the peer",
+                    peer.address
+                ));
+            }
+            let target: Vec<Gtid> = peer_pos
                 .into_iter()
-                .filter(|g| g.domain != own_domain)
+                .filter(|g| g.domain != own_domain || own_tail == Some(*g))
                 .collect();
             let target = gtid::render(&target);
             wait_for(node, &target, started, bounds.limit, vip)?;
-            check_errant(node, peer)?;
+            check_errant(node, &ours, peer)?;
             summary.push_str(&format!(
                 "caught up with the peer at {} (read-only, binlog at {})",
                 peer.address,
@@ -323,25 +332,68 @@ fn drain_received(
     }
 }
 
-/// Transactions in this node's binlog, in the peer's domain, that the peer does not
-/// have: whoever wrote them here, they would collide with the peer's history.
-fn check_errant(node: &mut impl Node, peer: &PeerStatus) -> Result<(), Failure> {
-    let ours = node
+fn own_binlog_state(node: &mut impl Node) -> Result<Vec<Gtid>, Failure> {
+    let state = node
         .global_variable("gtid_binlog_state")
         .map_err(|e| fail(format!("cannot read gtid_binlog_state: {e}")))?
         .unwrap_or_default();
-    let ours = gtid::parse(&ours).map_err(|e| fail(format!("gtid_binlog_state: {e}")))?;
+    gtid::parse(&state).map_err(|e| fail(format!("gtid_binlog_state: {e}")))
+}
+
+/// The peer's last GTID in this node's own domain, when this node's binlog ends
+/// before it. Only one thing makes a node lack its own domain's transactions: its
+/// crash recovery (semi-sync slave recovery truncates what the engine had not
+/// committed) dropped a tail the peer had already received. Replication from the
+/// peer brings the tail back; writing first would reuse those sequence numbers for
+/// other transactions, and the two nodes would diverge without an error.
+fn own_tail_lost(ours: &[Gtid], peer_pos: &[Gtid], own_domain: u32) -> Option<Gtid> {
+    let ours_last = ours
+        .iter()
+        .filter(|g| g.domain == own_domain)
+        .map(|g| g.seq)
+        .max()
+        .unwrap_or(0);
+    peer_pos
+        .iter()
+        .copied()
+        .find(|g| g.domain == own_domain && g.seq > ours_last)
+}
+
+/// Transactions in this node's binlog, in the peer's domain, that the peer does not
+/// have. Written here under the peer's domain, they would collide with the peer's
+/// history: errant, no promotion. The peer's own transactions past its binlog's end
+/// are the opposite case: its crash recovery dropped a tail this node had received.
+/// Promoting this node keeps them, and the peer gets them back from here.
+fn check_errant(node: &mut impl Node, ours: &[Gtid], peer: &PeerStatus) -> Result<(), Failure> {
     let theirs = gtid::parse(&peer.gtid_binlog_state)
         .map_err(|e| fail(format!("the peer's gtid_binlog_state: {e}")))?;
-    let errant = gtid::errant(&ours, &theirs, peer.gtid_domain_id);
+    let (lost_by_peer, errant): (Vec<_>, Vec<_>) =
+        gtid::missing(ours, &theirs, peer.gtid_domain_id)
+            .into_iter()
+            .partition(|missing| missing.server == peer.server_id);
+    if !lost_by_peer.is_empty() {
+        node.warn(&format!(
+            "the peer at {} lacks {} of its own, which this node has: its crash recovery dropped them; it gets them back by replicating from here",
+            peer.address,
+            render_missing(&lost_by_peer)
+        ));
+    }
     if errant.is_empty() {
         Ok(())
     } else {
         Err(fail(format!(
             "errant transactions: this node's binlog has {} in the peer's domain {}, which the peer at {} does not",
-            errant.join(", "),
+            render_missing(&errant),
             peer.gtid_domain_id,
             peer.address
         )))
     }
+}
+
+fn render_missing(missing: &[gtid::Missing]) -> String {
+    missing
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -55,9 +55,34 @@ pub fn render(gtids: &[Gtid]) -> String {
         .join(",")
 }
 
+/// One server's sequence numbers that one binlog state has and another lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Missing {
+    pub domain: u32,
+    pub server: u32,
+    pub first: u64,
+    pub last: u64,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Missing {
+            domain,
+            server,
+            first,
+            last,
+        } = self;
+        if first == last {
+            write!(f, "{domain}-{server}-{last}")
+        } else {
+            write!(f, "{domain}-{server}-{first}..{last}")
+        }
+    }
+}
+
 /// What this node's binlog state has in `domain` that the peer's does not: per
 /// server, the range of sequence numbers past the peer's last one.
-pub fn errant(ours: &[Gtid], peers: &[Gtid], domain: u32) -> Vec<String> {
+pub fn missing(ours: &[Gtid], peers: &[Gtid], domain: u32) -> Vec<Missing> {
     ours.iter()
         .filter(|ours| ours.domain == domain)
         .filter_map(|ours| {
@@ -65,12 +90,11 @@ pub fn errant(ours: &[Gtid], peers: &[Gtid], domain: u32) -> Vec<String> {
                 .iter()
                 .find(|p| p.domain == domain && p.server == ours.server)
                 .map_or(0, |p| p.seq);
-            (ours.seq > theirs).then(|| {
-                if ours.seq == theirs + 1 {
-                    ours.to_string()
-                } else {
-                    format!("{}-{}-{}..{}", domain, ours.server, theirs + 1, ours.seq)
-                }
+            (ours.seq > theirs).then_some(Missing {
+                domain,
+                server: ours.server,
+                first: theirs + 1,
+                last: ours.seq,
             })
         })
         .collect()
@@ -90,13 +114,16 @@ mod tests {
     }
 
     #[test]
-    fn errant_transactions_are_what_the_peer_lacks_in_its_domain() {
+    fn missing_transactions_are_what_the_peer_lacks_in_a_domain() {
         let ours = parse("1-1-12,1-2-3,2-2-50").unwrap();
         let peers = parse("1-1-10,2-2-40").unwrap();
-        assert_eq!(errant(&ours, &peers, 1), ["1-1-11..12", "1-2-1..3"]);
-        assert_eq!(errant(&parse("1-1-11").unwrap(), &peers, 1), ["1-1-11"]);
-        // This node's own domain is not the peer's business.
-        assert!(errant(&ours, &peers, 3).is_empty());
-        assert!(errant(&peers, &peers, 1).is_empty());
+        let shown = |m: Vec<Missing>| m.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(shown(missing(&ours, &peers, 1)), ["1-1-11..12", "1-2-1..3"]);
+        assert_eq!(
+            shown(missing(&parse("1-1-11").unwrap(), &peers, 1)),
+            ["1-1-11"]
+        );
+        assert!(missing(&ours, &peers, 3).is_empty());
+        assert!(missing(&peers, &peers, 1).is_empty());
     }
 }

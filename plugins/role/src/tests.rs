@@ -39,15 +39,20 @@ struct Scripted {
     /// The wall clock, in Unix seconds.
     wall: u64,
     calls: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl Scripted {
     fn new() -> Scripted {
         Scripted {
-            variables: [("read_only", "1"), ("gtid_domain_id", "2")]
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            variables: [
+                ("read_only", "1"),
+                ("gtid_domain_id", "2"),
+                ("gtid_binlog_state", "1-1-10,2-2-7"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
             replicas: vec![replica(IoState::Running, "1-1-10,2-2-7")],
             wait_reaches: true,
             connections: Vec::new(),
@@ -62,6 +67,7 @@ impl Scripted {
             lease: LeaseAnswer::NotUsed,
             wall: 1_800_000_000,
             calls: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -235,7 +241,9 @@ impl Node for Scripted {
         self.state.remove(key);
     }
 
-    fn warn(&mut self, _message: &str) {}
+    fn warn(&mut self, message: &str) {
+        self.warnings.push(message.into());
+    }
 
     fn error(&mut self, _message: &str) {}
 }
@@ -587,13 +595,65 @@ fn an_io_thread_an_operator_stopped_is_started_and_no_replica_is_no_catch_up() {
 fn errant_transactions_in_the_peers_domain_stop_the_promotion() {
     let mut node = Scripted::new();
     node.peer = vec![peer(true, "1-1-15,2-2-7", "1-1-15,2-2-7")];
-    // This node binlogged 1-1-16..17: written here with the peer's domain.
+    // This node (server 2) binlogged 1-2-16..17: written here with the peer's domain.
     node.variables
-        .insert("gtid_binlog_state".into(), "1-1-17,2-2-7".into());
+        .insert("gtid_binlog_state".into(), "1-1-15,1-2-17,2-2-7".into());
     let err = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap_err();
     assert!(err.to_string().contains("errant transactions"), "{err}");
-    assert!(err.to_string().contains("1-1-16..17"), "{err}");
+    assert!(err.to_string().contains("1-2-1..17"), "{err}");
     assert!(node.read_only());
+}
+
+#[test]
+fn a_tail_the_peers_crash_recovery_dropped_is_no_reason_to_stay_read_only() {
+    // The peer (server 1) lost 1-1-16..17 in its crash recovery; this node has them.
+    let mut node = Scripted::new();
+    node.peer = vec![peer(true, "1-1-15,2-2-7", "1-1-15,2-2-7")];
+    node.variables
+        .insert("gtid_binlog_state".into(), "1-1-17,2-2-7".into());
+    promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(!node.read_only());
+    assert!(
+        node.warnings
+            .iter()
+            .any(|w| w.contains("lacks 1-1-16..17 of its own")),
+        "{:?}",
+        node.warnings
+    );
+}
+
+#[test]
+fn a_node_that_lost_its_own_tail_gets_it_back_before_it_writes() {
+    // This node (domain 2) recovered to 2-2-5; the peer had received 2-2-6..7.
+    let mut node = Scripted::new();
+    node.peer = vec![peer(true, "1-1-15,2-2-7", "1-1-15,2-2-7")];
+    node.variables
+        .insert("gtid_binlog_state".into(), "1-1-15,2-2-5".into());
+    node.wait_reaches = false;
+    let err = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap_err();
+    assert!(
+        err.to_string().contains("not applied up to 1-1-15,2-2-7"),
+        "{err}"
+    );
+    assert!(node.read_only());
+    assert!(
+        node.warnings
+            .iter()
+            .any(|w| w.contains("ends before 2-2-7")),
+        "{:?}",
+        node.warnings
+    );
+
+    // Its own domain's entry is otherwise left out: its applied position there is
+    // stale, as this node writes that domain itself.
+    let mut node = Scripted::new();
+    node.peer = vec![peer(true, "1-1-15,2-2-7", "1-1-15,2-2-7")];
+    promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(
+        node.calls.iter().any(|c| c.starts_with("WAIT 1-1-15 ")),
+        "{:?}",
+        node.calls
+    );
 }
 
 #[test]
