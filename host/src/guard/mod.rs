@@ -1187,6 +1187,17 @@ impl Guard {
         self.log
             .write(Level::Error, &[("msg", &format!("fencing: {why}"))]);
         let seen = self.watched.seen();
+        let hung = matches!(seen.database, Database::Hung(_));
+        // A hung server whose last answer showed semi-sync covering every acknowledged
+        // commit has nothing of its own to lose: it goes at once, and the peer takes
+        // over without waiting out the lease. Killed before keepalived hears of it, so
+        // its clients' connections end while the VIP is still here: they see it at
+        // once instead of waiting out their read timeouts on a silent address.
+        let killed_at_once = hung
+            && seen.lossless_if_killed
+            && self.last_resort(
+                "MariaDB does not answer; at its last answer semi-sync covered every acknowledged commit",
+            );
         for (name, vip) in &self.instances {
             if Self::holds_vip(*vip) {
                 track::write(&self.track(name), true, &self.log);
@@ -1196,61 +1207,55 @@ impl Guard {
                 }
             }
         }
-        let hung = matches!(seen.database, Database::Hung(_));
-        // A hung server answers neither the demotion nor the question after it.
-        let demoted = if hung && seen.lossless_if_killed {
-            "MariaDB does not answer; at its last answer semi-sync covered every acknowledged commit".to_string()
-        } else if hung {
-            "MariaDB does not answer".to_string()
-        } else {
-            self.read_only_at_once();
-            self.run_fault_plugin(self.guard.margin)
-        };
-        let fenced = if hung {
-            false
-        } else {
-            match self.read_only_now() {
-                Some(read_only) => read_only,
-                // No answer: fenced only if mariadbd is gone, not if it may resume.
-                None => !self.watched.seen().mariadbd_alive,
+        if !killed_at_once {
+            // A hung server answers neither the demotion nor the question after it.
+            let demoted = if hung {
+                "MariaDB does not answer".to_string()
+            } else {
+                self.read_only_at_once();
+                self.run_fault_plugin(self.guard.margin)
+            };
+            let fenced = !hung
+                && match self.read_only_now() {
+                    Some(read_only) => read_only,
+                    // No answer: fenced only if mariadbd is gone, not if it may resume.
+                    None => !self.watched.seen().mariadbd_alive,
+                };
+            if fenced {
+                self.log.write(
+                    Level::Warn,
+                    &[(
+                        "msg",
+                        &format!(
+                            "fenced in {} ms ({})",
+                            started.elapsed().as_millis(),
+                            demoted
+                        ),
+                    )],
+                );
+            } else if self.lease_left() > self.fence_lead() {
+                // The lease keeps the peer out until it ends: a server that is only
+                // slow (seen in the lab: about 2 s without an answer as a cut heals)
+                // gets until then, for its last writes may be on it alone (semi-sync
+                // fell back to asynchronous, and even its status cannot tell since
+                // when). Tried again each turn; the last turn comes before the lease
+                // ends.
+                self.log.write(
+                    Level::Warn,
+                    &[(
+                        "msg",
+                        &format!(
+                            "not read-only yet ({demoted}); the last resort waits until the lease is about to run out ({} ms)",
+                            self.lease_left().as_millis()
+                        ),
+                    )],
+                );
+                return;
+            } else if !self.last_resort(&demoted) {
+                // It may still write: the leases run out on their own instead, and
+                // the peer waits them out.
+                return;
             }
-        };
-        if fenced {
-            self.log.write(
-                Level::Warn,
-                &[(
-                    "msg",
-                    &format!(
-                        "fenced in {} ms ({})",
-                        started.elapsed().as_millis(),
-                        demoted
-                    ),
-                )],
-            );
-        } else if self.lease_left() > self.fence_lead() && !(hung && seen.lossless_if_killed) {
-            // The lease keeps the peer out until it ends: a server that is only slow
-            // (seen in the lab: about 2 s without an answer as a cut heals) gets until
-            // then, for its last writes may be on it alone (semi-sync fell back to
-            // asynchronous, and even its status cannot tell since when). Tried again
-            // each turn; the last turn comes before the lease ends. A hung server
-            // whose last answer showed semi-sync covering every acknowledged commit
-            // has nothing of its own to lose: it goes at once, and the peer takes
-            // over without waiting out the lease.
-            self.log.write(
-                Level::Warn,
-                &[(
-                    "msg",
-                    &format!(
-                        "not read-only yet ({demoted}); the last resort waits until the lease is about to run out ({} ms)",
-                        self.lease_left().as_millis()
-                    ),
-                )],
-            );
-            return;
-        } else if !self.last_resort(&demoted) {
-            // It may still write: the leases run out on their own instead, and the
-            // peer waits them out.
-            return;
         }
         let held: Vec<String> = self.leases().held.keys().cloned().collect();
         for name in held {

@@ -51,6 +51,8 @@ pub struct Seen {
     /// without one since (see `statement`). Kept through a hang: a frozen server
     /// acknowledges nothing, so killing it then loses no acknowledged write.
     pub lossless_if_killed: bool,
+    /// What the health track file says now: unhealthy.
+    health_file_unhealthy: bool,
 }
 
 impl Seen {
@@ -93,6 +95,8 @@ impl Watched {
                 version: 0,
                 changed: Instant::now(),
                 lossless_if_killed: false,
+                // The guard writes it unhealthy as it starts.
+                health_file_unhealthy: true,
             }),
             changed: Condvar::new(),
             health_file,
@@ -110,6 +114,20 @@ impl Watched {
 
     /// Applies a change; writes the health track file at once when health changed.
     fn update(&self, change: impl FnOnce(&mut Seen)) {
+        self.apply(change, HealthFile::Now);
+    }
+
+    /// Writes the health track file if it no longer says what is seen.
+    fn sync_health_file(&self) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let unhealthy = !seen.healthy();
+        if seen.health_file_unhealthy != unhealthy {
+            super::track::write(&self.health_file, unhealthy, &self.log);
+            seen.health_file_unhealthy = unhealthy;
+        }
+    }
+
+    fn apply(&self, change: impl FnOnce(&mut Seen), health_file: HealthFile) {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let before = seen.clone();
         change(&mut seen);
@@ -123,8 +141,11 @@ impl Watched {
         }
         seen.changed = Instant::now();
         seen.version += 1;
-        if was != is {
+        if health_file == HealthFile::Now && seen.health_file_unhealthy != !is {
             super::track::write(&self.health_file, !is, &self.log);
+            seen.health_file_unhealthy = !is;
+        }
+        if was != is {
             let message = if is {
                 "healthy: this node may be the writer".to_string()
             } else {
@@ -332,6 +353,17 @@ fn statement(sleep_seconds: f64) -> String {
     )
 }
 
+/// Whether a change writes the health track file at once.
+#[derive(PartialEq, Eq)]
+enum HealthFile {
+    Now,
+    /// After `HANG_HANDOFF`: see `database`.
+    Later,
+}
+
+/// How long the guard's loop gets to act on a hang before keepalived hears of it.
+const HANG_HANDOFF: Duration = Duration::from_millis(30);
+
 /// What one answer says.
 struct Answer {
     read_only: bool,
@@ -414,7 +446,20 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
             }
             Err(Lost::Hung(why)) => {
                 conn = None;
-                watched.update(|seen| seen.database = Database::Hung(why));
+                if watched.seen().lossless_if_killed {
+                    // The writer's guard kills a server that can go losing nothing,
+                    // and its clients' connections end with it, but only while the
+                    // VIP is still here to send their FIN from: keepalived hears of
+                    // the hang a moment later.
+                    watched.apply(
+                        |seen| seen.database = Database::Hung(why),
+                        HealthFile::Later,
+                    );
+                    std::thread::sleep(HANG_HANDOFF);
+                    watched.sync_health_file();
+                } else {
+                    watched.update(|seen| seen.database = Database::Hung(why));
+                }
             }
         }
     }
