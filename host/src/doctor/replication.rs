@@ -39,6 +39,31 @@ pub(super) fn check(
         )),
     }
     checks.push(replicated_by_peer(session, facts, peer));
+    checks.push(dump_threads(session));
+}
+
+/// A binlog dump thread semi-sync left stuck stops replication to the peer for good;
+/// the guard frees one, a polled site must do it by hand.
+fn dump_threads(session: &mut Session) -> Check {
+    const NAME: &str = "dump_threads";
+    match crate::guard::dump_threads::count_stuck(session) {
+        Ok(0) => Check::pass(
+            NAME,
+            "no binlog dump thread is stuck in `Waiting to finalize termination`",
+        ),
+        Ok(stuck) => Check::fail(
+            NAME,
+            format!(
+                "{stuck} binlog dump thread(s) stuck in `Waiting to finalize termination`: the peer's replica receives nothing from this node"
+            ),
+            "SET GLOBAL rpl_semi_sync_master_enabled = OFF, then ON — it frees them at once (the guard does so itself where settable_variables lists the variable)",
+        ),
+        Err(error) => Check::fail(
+            NAME,
+            format!("cannot read the process list ({})", describe(&error)),
+            "grant mmvip's account PROCESS (see accounts.mmvip)",
+        ),
+    }
 }
 
 /// One replication connection: threads, lag, `master_use_gtid`, `Connect_Retry`.

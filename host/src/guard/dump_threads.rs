@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::caps::sql::SqlError;
 use crate::log::{Level, Log};
 use crate::mariadb::{Endpoint, Session};
 
@@ -91,26 +92,26 @@ fn session(endpoint: &Endpoint, log: &Log) -> Session {
     )
 }
 
-/// How many dump threads are stuck, where semi-sync master is on (only it strands
-/// them); `None` when MariaDB does not answer (the other watchers report that).
+/// How many dump threads are stuck; `None` when MariaDB does not answer (the other
+/// watchers report that).
 fn stuck_threads(endpoint: &Endpoint, log: &Log) -> Option<u32> {
-    let mut session = session(endpoint, log);
-    let enabled = session
-        .value(Level::Debug, &format!("SELECT @@GLOBAL.{SEMI_SYNC_MASTER}"))
-        .ok()?;
+    count_stuck(&mut session(endpoint, log)).ok()
+}
+
+/// How many binlog dump threads semi-sync has left stuck (0 where semi-sync master
+/// is off: only it strands them). The guard and `mmvip doctor` ask the same.
+pub(crate) fn count_stuck(session: &mut Session) -> Result<u32, SqlError> {
+    let enabled = session.value(Level::Debug, &format!("SELECT @@GLOBAL.{SEMI_SYNC_MASTER}"))?;
     if enabled.as_deref() != Some("1") {
-        return Some(0);
+        return Ok(0);
     }
-    session
-        .value(
-            Level::Debug,
-            &format!(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = '{STUCK_STATE}' AND TIME >= {STUCK_AFTER_SECONDS}"
-            ),
-        )
-        .ok()
-        .flatten()
-        .and_then(|count| count.parse().ok())
+    let count = session.value(
+        Level::Debug,
+        &format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = '{STUCK_STATE}' AND TIME >= {STUCK_AFTER_SECONDS}"
+        ),
+    )?;
+    Ok(count.and_then(|count| count.parse().ok()).unwrap_or(0))
 }
 
 fn restart_semi_sync(endpoint: &Endpoint, log: &Log) -> Result<(), String> {

@@ -15,7 +15,7 @@
 
 pub mod config;
 pub mod control;
-mod dump_threads;
+pub(crate) mod dump_threads;
 mod lease;
 mod systemd;
 mod track;
