@@ -27,6 +27,9 @@ pub struct Timers {
     pub mysql_fall: u32,
     pub mysql_rise: u32,
     pub failover_timeout_s: u32,
+    /// The seed's VRRP priorities (101/100) under the guard too, whose own are
+    /// 251/250 (README, "Priorities"): to measure what the seed's cost.
+    pub seed_priorities: bool,
 }
 
 impl Default for Timers {
@@ -50,6 +53,7 @@ impl Timers {
             mysql_fall: 2,
             mysql_rise: 1,
             failover_timeout_s: 1,
+            seed_priorities: false,
         }
     }
 
@@ -66,12 +70,26 @@ impl Timers {
             mysql_fall: 3,
             mysql_rise: 1,
             failover_timeout_s: 1,
+            seed_priorities: false,
+        }
+    }
+
+    /// The same timers with the seed's priorities: `fast-seed`, `readme-seed`.
+    pub fn with_seed_priorities(self) -> Timers {
+        Timers {
+            name: if self.name == "fast" {
+                "fast-seed"
+            } else {
+                "readme-seed"
+            },
+            seed_priorities: true,
+            ..self
         }
     }
 
     pub fn describe(&self) -> String {
         format!(
-            "{}: VRRPv{} advert_int {} s; chk_mysql interval {} s, timeout {} s, fall {}, rise {}, weight +2; chk_failover interval {} s, timeout {} s, fall 1, rise 1, weight -4",
+            "{}: VRRPv{} advert_int {} s; chk_mysql interval {} s, timeout {} s, fall {}, rise {}, weight +2; chk_failover interval {} s, timeout {} s, fall 1, rise 1, weight -4{}",
             self.name,
             self.vrrp_version,
             advert_seconds(self.advert_int_ms),
@@ -81,6 +99,11 @@ impl Timers {
             self.mysql_rise,
             self.check_interval_s,
             self.failover_timeout_s,
+            if self.seed_priorities {
+                "; priorities 101/100 under the guard too"
+            } else {
+                ""
+            },
         )
     }
 }
@@ -148,8 +171,10 @@ pub fn render(
         let priority = match hooks.guard {
             // The README's event-driven priorities: the peer takes over after a skew
             // time of (256 - 250) / 256 x advert_int instead of (256 - 100) / 256.
-            Some(_) => u16::from(instance.priority(node)) + GUARD_PRIORITY_RAISE,
-            None => u16::from(instance.priority(node)),
+            Some(_) if !timers.seed_priorities => {
+                u16::from(instance.priority(node)) + GUARD_PRIORITY_RAISE
+            }
+            _ => u16::from(instance.priority(node)),
         };
         let _ = writeln!(w, "    priority {priority}");
         let _ = writeln!(w, "    advert_int {}", advert_seconds(timers.advert_int_ms));
@@ -458,6 +483,15 @@ mod tests {
         }
         assert!(!text.contains("vrrp_script chk_mysql"), "{text}");
         assert!(!text.contains("        chk_failover"), "{text}");
+        let seed = render(
+            NodeId::Two,
+            &Layout::Single.instances(),
+            &Timers::fast().with_seed_priorities(),
+            &HookCommands::guarded(&paths),
+            None,
+        );
+        assert!(seed.contains("    priority 100\n"), "{seed}");
+        assert!(seed.contains("fast-seed: "), "{seed}");
     }
 
     #[test]

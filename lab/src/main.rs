@@ -37,7 +37,9 @@ enum Command {
         #[arg(long, default_value = "all")]
         scenarios: String,
         /// keepalived timers: `fast` (the lab's), `readme` (the README's: VRRPv2,
-        /// 1 s adverts, fall 3) or `both` (every scenario with each, fast first).
+        /// 1 s adverts, fall 3) or `both` (every scenario with each, fast first);
+        /// `fast-seed`, `readme-seed`: the same with the seed's priorities 101/100
+        /// under the guard too (251/250 otherwise).
         #[arg(long, value_enum, default_value_t = TimersArg::Both)]
         timers: TimersArg,
         /// Where to write the JSON report.
@@ -167,6 +169,10 @@ enum TimersArg {
     Fast,
     Readme,
     Both,
+    /// `fast` with the seed's priorities 101/100 under the guard too.
+    FastSeed,
+    /// `readme` with the seed's priorities 101/100 under the guard too.
+    ReadmeSeed,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -332,6 +338,8 @@ fn run(
             TimersArg::Fast => vec![Timers::fast()],
             TimersArg::Readme => vec![Timers::readme()],
             TimersArg::Both => vec![Timers::fast(), Timers::readme()],
+            TimersArg::FastSeed => vec![Timers::fast().with_seed_priorities()],
+            TimersArg::ReadmeSeed => vec![Timers::readme().with_seed_priorities()],
         },
         logs_dir: absolute(logs),
         keep_logs,

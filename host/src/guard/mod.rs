@@ -243,7 +243,12 @@ impl Guard {
         {
             let watched = Arc::clone(&self.watched);
             let interval = self.guard.ping_interval;
+            let semi_sync_endpoint = endpoint.clone();
             std::thread::spawn(move || watch::database(watched, endpoint, interval, HANG_TIMEOUT));
+            let watched = Arc::clone(&self.watched);
+            std::thread::spawn(move || {
+                watch::semi_sync(watched, semi_sync_endpoint, interval, HANG_TIMEOUT)
+            });
         }
         {
             let (endpoint, log) = (self.local.clone(), self.log.clone());
@@ -1194,7 +1199,7 @@ impl Guard {
         // its clients' connections end while the VIP is still here: they see it at
         // once instead of waiting out their read timeouts on a silent address.
         let killed_at_once = hung
-            && seen.lossless_if_killed
+            && seen.lossless_if_killed()
             && self.last_resort(
                 "MariaDB does not answer; at its last answer semi-sync covered every acknowledged commit",
             );

@@ -46,11 +46,9 @@ pub struct Seen {
     pub version: u64,
     /// When it last changed.
     pub changed: Instant,
-    /// At the last answer: every commit this server acknowledged to a client was also
-    /// acknowledged by its semi-sync replica, and none can have been acknowledged
-    /// without one since (see `statement`). Kept through a hang: a frozen server
-    /// acknowledges nothing, so killing it then loses no acknowledged write.
-    pub lossless_if_killed: bool,
+    /// When a check began that found semi-sync covering every commit this server had
+    /// acknowledged, and `rpl_semi_sync_master_timeout` then (see `semi_sync`).
+    semi_sync_covered: Option<(Instant, Duration)>,
     /// What the health track file says now: unhealthy.
     health_file_unhealthy: bool,
 }
@@ -59,6 +57,16 @@ impl Seen {
     /// Healthy: MariaDB runs and answers, so this node may be (or stay) the writer.
     pub fn healthy(&self) -> bool {
         self.mariadbd_alive && matches!(self.database, Database::Up { .. })
+    }
+
+    /// Whether killing the server now loses no acknowledged write: a check that began
+    /// less than `rpl_semi_sync_master_timeout` ago found semi-sync covering every
+    /// commit. A commit is acknowledged without the replica only after waiting that
+    /// long (or with semi-sync switched off), so none waiting then means none since.
+    /// Kept through a hang: a frozen server acknowledges nothing.
+    pub fn lossless_if_killed(&self) -> bool {
+        self.semi_sync_covered
+            .is_some_and(|(at, timeout)| at.elapsed() < timeout)
     }
 
     /// Why not healthy, for the log.
@@ -94,7 +102,7 @@ impl Watched {
                 flag_raises: 0,
                 version: 0,
                 changed: Instant::now(),
-                lossless_if_killed: false,
+                semi_sync_covered: None,
                 // The guard writes it unhealthy as it starts.
                 health_file_unhealthy: true,
             }),
@@ -333,26 +341,6 @@ pub fn processes(
     }
 }
 
-/// The guard's statement, sleeping for the given seconds. Besides `read_only` it
-/// asks whether semi-sync covers every acknowledged commit: its status is ON and no
-/// commit waits for an acknowledgement. A commit can be acknowledged without a
-/// replica's acknowledgement only after waiting `rpl_semi_sync_master_timeout` (or
-/// when semi-sync is switched off); so if none waits now, none can be until that
-/// timeout has passed, and the hang is seen well within it (checked against the
-/// timeout read here). Through `information_schema`, so a server without semi-sync
-/// answers too (not covered).
-fn statement(sleep_seconds: f64) -> String {
-    format!(
-        "SELECT @@GLOBAL.read_only, \
-         (SELECT COUNT(*) FROM information_schema.GLOBAL_STATUS \
-          WHERE (VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS' AND VARIABLE_VALUE = 'ON') \
-             OR (VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS' AND VARIABLE_VALUE = '0')), \
-         (SELECT CAST(VARIABLE_VALUE AS UNSIGNED) FROM information_schema.GLOBAL_VARIABLES \
-          WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_TIMEOUT'), \
-         SLEEP({sleep_seconds:.3})"
-    )
-}
-
 /// Whether a change writes the health track file at once.
 #[derive(PartialEq, Eq)]
 enum HealthFile {
@@ -364,31 +352,21 @@ enum HealthFile {
 /// How long the guard's loop gets to act on a hang before keepalived hears of it.
 const HANG_HANDOFF: Duration = Duration::from_millis(30);
 
-/// What one answer says.
-struct Answer {
-    read_only: bool,
-    lossless_if_killed: bool,
-}
-
 /// Keeps a statement in flight on the local MariaDB, forever: `SELECT @@read_only,
-/// …, SLEEP(interval)`. A shutdown kills it at once; a hang shows as no answer within
+/// SLEEP(interval)`. A shutdown kills it at once; a hang shows as no answer within
 /// the interval plus `timeout`. After a failure the first statement does not sleep:
 /// a server that resumes from a hang writable must be fenced at once, not a sleep
 /// later (the lab's frozen-mariadbd scenario measured 211 ms of two writers so).
 pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, timeout: Duration) {
-    let sleeping = statement(interval.as_secs_f64());
-    let quick = statement(0.0);
-    // The values are read as a statement starts; the server can freeze up to two
-    // statements later, and the hang is seen `timeout` after that.
-    let lossless_window = 2 * interval + timeout;
+    let sleeping = format!(
+        "SELECT @@GLOBAL.read_only, SLEEP({:.3})",
+        interval.as_secs_f64()
+    );
+    let quick = "SELECT @@GLOBAL.read_only, 0";
     let mut conn: Option<mysql::Conn> = None;
     let mut was_up = false;
     loop {
-        let statement = if was_up {
-            sleeping.as_str()
-        } else {
-            quick.as_str()
-        };
+        let statement = if was_up { sleeping.as_str() } else { quick };
         if conn.is_none() {
             match open(&endpoint, interval + timeout) {
                 Ok(opened) => conn = Some(opened),
@@ -405,12 +383,7 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
             }
         }
         let limit = interval + timeout;
-        let mut answer = ask(
-            conn.as_mut().expect("opened above"),
-            statement,
-            limit,
-            lossless_window,
-        );
+        let mut answer = ask(conn.as_mut().expect("opened above"), statement, limit);
         if let Err(Lost::Connection(why)) = &answer {
             // A demotion kills every session of an account that writes through
             // read_only, this one included. Taken for a dead server, that made the
@@ -419,7 +392,7 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
             // when a new one cannot ask either; a shutdown refuses the new one.
             answer = match open(&endpoint, limit) {
                 Ok(mut fresh) => {
-                    let again = ask(&mut fresh, &quick, limit, lossless_window);
+                    let again = ask(&mut fresh, quick, limit);
                     conn = Some(fresh);
                     again
                 }
@@ -433,20 +406,14 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
         }
         was_up = answer.is_ok();
         match answer {
-            Ok(Answer {
-                read_only,
-                lossless_if_killed,
-            }) => watched.update(|seen| {
-                seen.database = Database::Up { read_only };
-                seen.lossless_if_killed = lossless_if_killed;
-            }),
+            Ok(read_only) => watched.update(|seen| seen.database = Database::Up { read_only }),
             Err(Lost::Connection(why)) => {
                 conn = None;
                 watched.update(|seen| seen.database = Database::Down(why));
             }
             Err(Lost::Hung(why)) => {
                 conn = None;
-                if watched.seen().lossless_if_killed {
+                if watched.seen().lossless_if_killed() {
                     // The writer's guard kills a server that can go losing nothing,
                     // and its clients' connections end with it, but only while the
                     // VIP is still here to send their FIN from: keepalived hears of
@@ -465,6 +432,43 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
     }
 }
 
+/// Asks, every `interval`, whether semi-sync covers every commit the local server has
+/// acknowledged: its status ON and no commit waiting for an acknowledgement. Its own
+/// thread and connection, apart from the statement that watches for hangs: reading
+/// `information_schema.GLOBAL_STATUS` can stall behind the server's own locks where
+/// `SELECT @@read_only` does not (the lab saw it as a network cut healed), and a
+/// stall must not pass for a hang. A check that does not answer leaves the last
+/// finding to age out.
+pub fn semi_sync(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, timeout: Duration) {
+    const FACTS: &str = "SELECT \
+        (SELECT COUNT(*) FROM information_schema.GLOBAL_STATUS \
+         WHERE (VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS' AND VARIABLE_VALUE = 'ON') \
+            OR (VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS' AND VARIABLE_VALUE = '0')), \
+        (SELECT CAST(VARIABLE_VALUE AS UNSIGNED) FROM information_schema.GLOBAL_VARIABLES \
+         WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_TIMEOUT')";
+    let mut conn: Option<mysql::Conn> = None;
+    loop {
+        std::thread::sleep(interval);
+        if conn.is_none() {
+            conn = open(&endpoint, interval + timeout).ok();
+        }
+        let Some(open_conn) = conn.as_mut() else {
+            continue;
+        };
+        let began = Instant::now();
+        let answer: Result<Option<(i64, Option<u64>)>, mysql::Error> = open_conn.query_first(FACTS);
+        let covered = match answer {
+            Ok(Some((2, Some(timeout_ms)))) => Some((began, Duration::from_millis(timeout_ms))),
+            Ok(_) => None,
+            Err(_) => {
+                conn = None;
+                continue;
+            }
+        };
+        watched.update(|seen| seen.semi_sync_covered = covered);
+    }
+}
+
 /// Why the local MariaDB did not answer the guard's statement.
 enum Lost {
     /// The session ended (killed, or the server is going away).
@@ -473,22 +477,11 @@ enum Lost {
     Hung(String),
 }
 
-/// Runs the guard's statement: what it says, or why there was no answer.
-fn ask(
-    conn: &mut mysql::Conn,
-    statement: &str,
-    limit: Duration,
-    lossless_window: Duration,
-) -> Result<Answer, Lost> {
-    type Row = (i64, i64, Option<u64>, i64);
-    let answer: Result<Option<Row>, mysql::Error> = conn.query_first(statement);
+/// Runs the guard's statement: `read_only`, or why there was no answer.
+fn ask(conn: &mut mysql::Conn, statement: &str, limit: Duration) -> Result<bool, Lost> {
+    let answer: Result<Option<(i64, i64)>, mysql::Error> = conn.query_first(statement);
     match answer {
-        Ok(Some((read_only, covered, semi_sync_timeout_ms, 0))) => Ok(Answer {
-            read_only: read_only != 0,
-            lossless_if_killed: covered == 2
-                && semi_sync_timeout_ms
-                    .is_some_and(|ms| Duration::from_millis(ms) > lossless_window),
-        }),
+        Ok(Some((read_only, 0))) => Ok(read_only != 0),
         Ok(_) => Err(Lost::Connection(
             "its statement was killed (shutting down?)".into(),
         )),

@@ -591,13 +591,20 @@ fn an_io_thread_an_operator_stopped_is_started_and_no_replica_is_no_catch_up() {
     assert!(node.read_only());
 }
 
-#[test]
-fn errant_transactions_in_the_peers_domain_stop_the_promotion() {
+/// A node whose binlog state is `own_binlog_state`, promoted while its peer (server 1,
+/// domain 1) is read-only at 1-1-15,2-2-7.
+fn facing_a_read_only_peer_at_1_1_15_2_2_7(own_binlog_state: &str) -> Scripted {
     let mut node = Scripted::new();
     node.peer = vec![peer(true, "1-1-15,2-2-7", "1-1-15,2-2-7")];
-    // This node (server 2) binlogged 1-2-16..17: written here with the peer's domain.
     node.variables
-        .insert("gtid_binlog_state".into(), "1-1-15,1-2-17,2-2-7".into());
+        .insert("gtid_binlog_state".into(), own_binlog_state.into());
+    node
+}
+
+#[test]
+fn errant_transactions_in_the_peers_domain_stop_the_promotion() {
+    // This node (server 2) binlogged 1-2-16..17: written here with the peer's domain.
+    let mut node = facing_a_read_only_peer_at_1_1_15_2_2_7("1-1-15,1-2-17,2-2-7");
     let err = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap_err();
     assert!(err.to_string().contains("errant transactions"), "{err}");
     assert!(err.to_string().contains("1-2-1..17"), "{err}");
@@ -607,10 +614,7 @@ fn errant_transactions_in_the_peers_domain_stop_the_promotion() {
 #[test]
 fn a_tail_the_peers_crash_recovery_dropped_is_no_reason_to_stay_read_only() {
     // The peer (server 1) lost 1-1-16..17 in its crash recovery; this node has them.
-    let mut node = Scripted::new();
-    node.peer = vec![peer(true, "1-1-15,2-2-7", "1-1-15,2-2-7")];
-    node.variables
-        .insert("gtid_binlog_state".into(), "1-1-17,2-2-7".into());
+    let mut node = facing_a_read_only_peer_at_1_1_15_2_2_7("1-1-17,2-2-7");
     promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
     assert!(!node.read_only());
     assert!(
@@ -625,10 +629,7 @@ fn a_tail_the_peers_crash_recovery_dropped_is_no_reason_to_stay_read_only() {
 #[test]
 fn a_node_that_lost_its_own_tail_gets_it_back_before_it_writes() {
     // This node (domain 2) recovered to 2-2-5; the peer had received 2-2-6..7.
-    let mut node = Scripted::new();
-    node.peer = vec![peer(true, "1-1-15,2-2-7", "1-1-15,2-2-7")];
-    node.variables
-        .insert("gtid_binlog_state".into(), "1-1-15,2-2-5".into());
+    let mut node = facing_a_read_only_peer_at_1_1_15_2_2_7("1-1-15,2-2-5");
     node.wait_reaches = false;
     let err = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap_err();
     assert!(
@@ -646,8 +647,7 @@ fn a_node_that_lost_its_own_tail_gets_it_back_before_it_writes() {
 
     // Its own domain's entry is otherwise left out: its applied position there is
     // stale, as this node writes that domain itself.
-    let mut node = Scripted::new();
-    node.peer = vec![peer(true, "1-1-15,2-2-7", "1-1-15,2-2-7")];
+    let mut node = facing_a_read_only_peer_at_1_1_15_2_2_7("1-1-10,2-2-7");
     promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
     assert!(
         node.calls.iter().any(|c| c.starts_with("WAIT 1-1-15 ")),
