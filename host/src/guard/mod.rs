@@ -1193,15 +1193,15 @@ impl Guard {
             .write(Level::Error, &[("msg", &format!("fencing: {why}"))]);
         let seen = self.watched.seen();
         let hung = matches!(seen.database, Database::Hung(_));
-        // A hung server whose last answer showed semi-sync covering every acknowledged
-        // commit has nothing of its own to lose: it goes at once, and the peer takes
+        // A hung server that semi-sync covered when last checked (`lossless_if_killed`)
+        // has nothing of its own to lose: it goes at once, and the peer takes
         // over without waiting out the lease. Killed before keepalived hears of it, so
         // its clients' connections end while the VIP is still here: they see it at
         // once instead of waiting out their read timeouts on a silent address.
         let killed_at_once = hung
             && seen.lossless_if_killed()
             && self.last_resort(
-                "MariaDB does not answer; at its last answer semi-sync covered every acknowledged commit",
+                "MariaDB does not answer; semi-sync covered every acknowledged commit when last checked",
             );
         for (name, vip) in &self.instances {
             if Self::holds_vip(*vip) {

@@ -2,7 +2,8 @@
 //! keepalived processes (a pidfd each: their death is seen at once), the failover
 //! file (inotify), and the local MariaDB itself on a connection that always has a
 //! statement in flight (`SELECT @@read_only, SLEEP(…)`), so a shutdown that kills
-//! connections is seen at once and a hang within the sleep plus a timeout.
+//! connections is seen at once and a hang within the sleep plus a timeout. Beside it,
+//! whether semi-sync covers every commit the server acknowledged (`semi_sync`).
 //!
 //! The node's health (mariadbd running and answering) is written to the health track
 //! file as soon as it changes, and the failover flag to the failover track file;
@@ -149,9 +150,10 @@ impl Watched {
         }
         seen.changed = Instant::now();
         seen.version += 1;
-        if health_file == HealthFile::Now && seen.health_file_unhealthy != !is {
-            super::track::write(&self.health_file, !is, &self.log);
-            seen.health_file_unhealthy = !is;
+        let unhealthy = !is;
+        if health_file == HealthFile::Now && seen.health_file_unhealthy != unhealthy {
+            super::track::write(&self.health_file, unhealthy, &self.log);
+            seen.health_file_unhealthy = unhealthy;
         }
         if was != is {
             let message = if is {
