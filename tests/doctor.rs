@@ -325,7 +325,7 @@ fn settings_set_wrong_at_runtime_each_fail_with_their_fix() {
     production_settings(&pair);
     // This node: durability, strict mode, timers, the replication connection.
     pair.node1.exec(
-        "STOP SLAVE; SET GLOBAL gtid_strict_mode = OFF, sync_binlog = 0, innodb_flush_log_at_trx_commit = 2, slave_net_timeout = 60, auto_increment_offset = 2, read_only = OFF; CHANGE MASTER TO master_use_gtid = current_pos, master_connect_retry = 60; START SLAVE",
+        "STOP SLAVE; SET GLOBAL gtid_strict_mode = OFF, sync_binlog = 0, innodb_flush_log_at_trx_commit = 2, slave_net_timeout = 60, auto_increment_offset = 2, read_only = OFF, rpl_semi_sync_master_wait_no_slave = OFF, rpl_semi_sync_master_enabled = ON; CHANGE MASTER TO master_use_gtid = current_pos, master_connect_retry = 60; START SLAVE",
     );
     wait_until("node1 replicating again", || replicating(&pair.node1));
     // The peer: this node's server_id and domain, and writable too (after node1's IO
@@ -359,6 +359,15 @@ fn settings_set_wrong_at_runtime_each_fail_with_their_fix() {
         &checks,
         "slave_net_timeout",
         &["is 60 s", "slave_net_timeout = 10"],
+    );
+    // Semi-sync on, and the config does not let mmvip restart it.
+    assert_failed(
+        &checks,
+        "settable_variables.semi_sync",
+        &[
+            "semi-sync master is on",
+            "add \"rpl_semi_sync_master_enabled\" to [mariadb] settable_variables",
+        ],
     );
     assert_failed(
         &checks,

@@ -91,6 +91,7 @@ pub fn run(
     if let Some((session, facts)) = local.as_mut() {
         server::check(facts, server::Side::Local, &mut checks);
         checks.push(options::read_only_at_start(facts));
+        checks.push(semi_sync_settable(config, facts));
         replication::check(session, facts, peer.as_mut(), &mut checks);
         checks.push(reached);
         if let Some(peer) = peer.as_mut() {
@@ -190,6 +191,7 @@ const VARIABLES: &[&str] = &[
     "datadir",
     "gtid_binlog_state",
     "gtid_binlog_pos",
+    "rpl_semi_sync_master_enabled",
 ];
 
 /// What a server says of itself, read in one statement.
@@ -232,6 +234,40 @@ impl Facts {
 
     fn gtids(&self, name: &str) -> Vec<crate::gtid::Gtid> {
         crate::gtid::parse(self.text(name)).unwrap_or_default()
+    }
+}
+
+/// With semi-sync on, `master` (a silent peer) and the guard (a stuck dump thread)
+/// restart it; only where the site lets mmvip set the variable.
+fn semi_sync_settable(config: &Config, facts: &Facts) -> Check {
+    const NAME: &str = "settable_variables.semi_sync";
+    const VARIABLE: &str = "rpl_semi_sync_master_enabled";
+    if !facts.on(VARIABLE) {
+        return Check::pass(
+            NAME,
+            "semi-sync master is off: mmvip has nothing to restart",
+        );
+    }
+    if config
+        .mariadb
+        .settable_variables
+        .iter()
+        .any(|v| v == VARIABLE)
+    {
+        Check::pass(
+            NAME,
+            format!("semi-sync master is on and [mariadb] settable_variables lists {VARIABLE}"),
+        )
+    } else {
+        Check::fail(
+            NAME,
+            format!(
+                "semi-sync master is on, but [mariadb] settable_variables does not list {VARIABLE}: a promotion after the peer died waits out rpl_semi_sync_master_timeout for its acknowledgement, and the guard cannot free a binlog dump thread semi-sync left stuck"
+            ),
+            format!(
+                "add \"{VARIABLE}\" to [mariadb] settable_variables (README, \"MariaDB settings\")"
+            ),
+        )
     }
 }
 
