@@ -85,12 +85,7 @@ fn a_silent_holders_lease_is_waited_out_before_another_node_holds_it() {
 #[test]
 fn the_promotion_gate_then_a_holder_cut_off_from_everything_fences_itself() {
     let pair = Pair::start();
-    let topology = Topology::new();
-    let node1 = Node::new(&topology, 0, &pair.node1, None);
-    let node2 = Node::new(&topology, 1, &pair.node2, None);
-    node1.hold_vip(true);
-    let output = node1.hook(&["master", "--instance=VI_1"]);
-    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let (topology, node1, node2) = node1_promoted(&pair);
     assert!(!pair.node1.read_only());
     assert!(
         node1.site.log_text().contains("write lease held"),
@@ -212,12 +207,7 @@ fn a_demotion_that_kills_the_guards_session_does_not_make_the_node_unhealthy() {
 #[test]
 fn a_node_that_stepped_aside_and_then_got_the_lease_leaves_fault() {
     let pair = Pair::start();
-    let topology = Topology::new();
-    let node1 = Node::new(&topology, 0, &pair.node1, None);
-    let node2 = Node::new(&topology, 1, &pair.node2, None);
-    node1.hold_vip(true);
-    let output = node1.hook(&["master", "--instance=VI_1"]);
-    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let (_topology, node1, node2) = node1_promoted(&pair);
     // Both MASTER (a heartbeat cut, in real life): node2's guard is refused by the
     // live holder for a whole lease and steps aside (FAULT)...
     node2.hold_vip(true);
@@ -245,12 +235,7 @@ fn a_node_that_stepped_aside_and_then_got_the_lease_leaves_fault() {
 #[test]
 fn a_holder_paused_past_its_lease_fences_as_it_resumes() {
     let pair = Pair::start();
-    let topology = Topology::new();
-    let node1 = Node::new(&topology, 0, &pair.node1, None);
-    let node2 = Node::new(&topology, 1, &pair.node2, None);
-    node1.hold_vip(true);
-    let output = node1.hook(&["master", "--instance=VI_1"]);
-    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let (_topology, node1, node2) = node1_promoted(&pair);
     // Its guard stops for two leases: to it, time jumps a lease and more.
     node1.signal_guard(rustix::process::Signal::STOP);
     // keepalived (frozen with it, in real life) loses the VIP to node2.
@@ -617,12 +602,7 @@ fn under_systemd_the_guard_says_ready_and_feeds_the_watchdog_only_while_it_runs(
 #[test]
 fn a_node_refused_the_lease_steps_aside_while_the_writer_holds_it() {
     let pair = Pair::start();
-    let topology = Topology::new();
-    let node1 = Node::new(&topology, 0, &pair.node1, None);
-    let node2 = Node::new(&topology, 1, &pair.node2, None);
-    node1.hold_vip(true);
-    let output = node1.hook(&["master", "--instance=VI_1"]);
-    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let (_topology, node1, node2) = node1_promoted(&pair);
 
     let aside = || {
         std::fs::read_to_string(node2.site.path("track/VI_1"))
@@ -650,6 +630,19 @@ fn a_node_refused_the_lease_steps_aside_while_the_writer_holds_it() {
     assert!(node2.guard_log().contains("no longer stepping aside"));
 }
 
+/// Both nodes of `pair` with their guards in a fresh topology, node 1 promoted (it
+/// holds the VIP and the lease, and is writable). Bound as a tuple, they drop in
+/// reverse: the nodes' guards before the topology's namespaces.
+fn node1_promoted(pair: &Pair) -> (Topology, Node, Node) {
+    let topology = Topology::new();
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
+    let node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    (topology, node1, node2)
+}
+
 /// Freezes the writer's mariadbd, waits until its guard has killed it, and checks that
 /// the peer can then hold the lease.
 fn freeze_until_killed_and_the_peer_holds_the_lease(writer: &Server, peer: &Node) {
@@ -675,12 +668,7 @@ fn freeze_until_killed_and_the_peer_holds_the_lease(writer: &Server, peer: &Node
 #[test]
 fn a_hung_writer_is_killed_before_its_lease_is_given_back() {
     let pair = Pair::start();
-    let topology = Topology::new();
-    let node1 = Node::new(&topology, 0, &pair.node1, None);
-    let node2 = Node::new(&topology, 1, &pair.node2, None);
-    node1.hold_vip(true);
-    let output = node1.hook(&["master", "--instance=VI_1"]);
-    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let (_topology, node1, node2) = node1_promoted(&pair);
     freeze_until_killed_and_the_peer_holds_the_lease(&pair.node1, &node2);
     let log = node1.guard_log();
     assert!(log.contains("MariaDB hangs"), "{log}");
@@ -712,12 +700,7 @@ fn a_hung_writer_whose_every_ack_semi_sync_covered_is_killed_without_waiting_out
         Duration::from_secs(10),
         semi_sync_on,
     );
-    let topology = Topology::new();
-    let node1 = Node::new(&topology, 0, &pair.node1, None);
-    let node2 = Node::new(&topology, 1, &pair.node2, None);
-    node1.hold_vip(true);
-    let output = node1.hook(&["master", "--instance=VI_1"]);
-    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let (_topology, node1, node2) = node1_promoted(&pair);
     // A commit acknowledged by the replica turns the status ON.
     pair.node1
         .exec("INSERT INTO app.t (note) VALUES ('acknowledged by node 2')");
