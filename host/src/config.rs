@@ -72,6 +72,19 @@ pub struct MariaDbConfig {
     pub settable_variables: Vec<String>,
 }
 
+impl MariaDbConfig {
+    /// Whether `[mariadb] settable_variables` lets mmvip set `name` (MariaDB's
+    /// variable names are case-insensitive).
+    pub fn may_set(&self, name: &str) -> bool {
+        may_set(&self.settable_variables, name)
+    }
+}
+
+/// Whether the list `settable` names `name`, in any case.
+pub fn may_set(settable: &[String], name: &str) -> bool {
+    settable.iter().any(|v| v.eq_ignore_ascii_case(name))
+}
+
 /// The peer node's MariaDB, as `peer` asks it: over TCP, with an account of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
@@ -763,6 +776,9 @@ mod tests {
             parse("[mariadb]\nsettable_variables = [\"read_only\", \"event_scheduler\"]\n")
                 .unwrap();
         assert_eq!(config.mariadb.settable_variables.len(), 2);
+        // The guard, doctor and sql-admin ask the same question, in any case.
+        assert!(config.mariadb.may_set("EVENT_SCHEDULER"));
+        assert!(!config.mariadb.may_set("rpl_semi_sync_master_enabled"));
         let err = parse("[mariadb]\nsettable_variables = [\"x; DROP\"]\n").unwrap_err();
         assert!(err.message().contains("not a variable name"), "{err}");
     }

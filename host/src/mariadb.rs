@@ -498,7 +498,7 @@ impl SqlAdmin for MariaDb {
         within_ms: u32,
     ) -> Result<bool, SqlError> {
         check_identifier(name)?;
-        if !self.settable.iter().any(|v| v.eq_ignore_ascii_case(name)) {
+        if !crate::config::may_set(&self.settable, name) {
             return Err(refused(format!(
                 "`{name}` is not in [mariadb] settable_variables ({})",
                 self.settable.join(", ")

@@ -241,19 +241,14 @@ impl Facts {
 /// restart it; only where the site lets mmvip set the variable.
 fn semi_sync_settable(config: &Config, facts: &Facts) -> Check {
     const NAME: &str = "settable_variables.semi_sync";
-    const VARIABLE: &str = "rpl_semi_sync_master_enabled";
+    const VARIABLE: &str = crate::guard::dump_threads::SEMI_SYNC_MASTER;
     if !facts.on(VARIABLE) {
         return Check::pass(
             NAME,
             "semi-sync master is off: mmvip has nothing to restart",
         );
     }
-    if config
-        .mariadb
-        .settable_variables
-        .iter()
-        .any(|v| v == VARIABLE)
-    {
+    if config.mariadb.may_set(VARIABLE) {
         Check::pass(
             NAME,
             format!("semi-sync master is on and [mariadb] settable_variables lists {VARIABLE}"),

@@ -28,7 +28,8 @@ const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
 
 const STUCK_STATE: &str = "Waiting to finalize termination";
-const SEMI_SYNC_MASTER: &str = "rpl_semi_sync_master_enabled";
+/// The variable whose restart frees them (`master` restarts it too, for a silent peer).
+pub(crate) const SEMI_SYNC_MASTER: &str = "rpl_semi_sync_master_enabled";
 
 /// Watches forever. `may_restart`: the site lets mmvip set `rpl_semi_sync_master_enabled`
 /// (`[mariadb] settable_variables`); otherwise the guard only says what it found.

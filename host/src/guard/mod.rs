@@ -252,12 +252,7 @@ impl Guard {
         }
         {
             let (endpoint, log) = (self.local.clone(), self.log.clone());
-            let may_restart = self
-                .config
-                .mariadb
-                .settable_variables
-                .iter()
-                .any(|name| name == "rpl_semi_sync_master_enabled");
+            let may_restart = self.config.mariadb.may_set(dump_threads::SEMI_SYNC_MASTER);
             std::thread::spawn(move || dump_threads::watch(endpoint, may_restart, log));
         }
         for address in self.guard.listen.clone() {

@@ -129,6 +129,10 @@ impl Watched {
     /// Writes the health track file if it no longer says what is seen.
     fn sync_health_file(&self) {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        self.write_health_file(&mut seen);
+    }
+
+    fn write_health_file(&self, seen: &mut Seen) {
         let unhealthy = !seen.healthy();
         if seen.health_file_unhealthy != unhealthy {
             super::track::write(&self.health_file, unhealthy, &self.log);
@@ -150,10 +154,8 @@ impl Watched {
         }
         seen.changed = Instant::now();
         seen.version += 1;
-        let unhealthy = !is;
-        if health_file == HealthFile::Now && seen.health_file_unhealthy != unhealthy {
-            super::track::write(&self.health_file, unhealthy, &self.log);
-            seen.health_file_unhealthy = unhealthy;
+        if health_file == HealthFile::Now {
+            self.write_health_file(&mut seen);
         }
         if was != is {
             let message = if is {
