@@ -382,12 +382,7 @@ impl Stored {
         let mut stored = Vec::new();
         let mut unread = Vec::new();
         for node in NodeId::BOTH {
-            // A late backup hook may kill this session: one retry.
-            let read = || {
-                lab.connect(node)
-                    .and_then(|mut c| mariadb::stored_uids(&mut c))
-            };
-            match read().or_else(|_| read()) {
+            match lab.read_from(node, mariadb::stored_uids) {
                 Ok(uids) => stored.push(uids),
                 Err(error) => {
                     unread.push(format!("cannot read rows on {}: {error:#}", node.name()))
@@ -820,11 +815,7 @@ impl RowCheck {
 pub(crate) fn sequence_notes(lab: &Lab) -> Vec<String> {
     let mut heads = Vec::new();
     for node in NodeId::BOTH {
-        let read = || {
-            lab.connect(node)
-                .and_then(|mut c| mariadb::sequence_heads(&mut c))
-        };
-        match read().or_else(|_| read()) {
+        match lab.read_from(node, mariadb::sequence_heads) {
             Ok(streams) => heads.push((node, streams)),
             Err(_) => return Vec::new(),
         }

@@ -198,6 +198,13 @@ impl Lab {
             .with_context(|| format!("connect to mariadbd on {}", node.name()))
     }
 
+    /// Reads from `node` on a fresh connection, once more if that fails: a late
+    /// backup hook may kill the session.
+    pub fn read_from<T>(&self, node: NodeId, read: fn(&mut Conn) -> Result<T>) -> Result<T> {
+        let once = || self.connect(node).and_then(|mut conn| read(&mut conn));
+        once().or_else(|_| once())
+    }
+
     /// Replication both ways over the private network, then the writer's schema and
     /// user, created once on node 1 and replicated to node 2.
     fn close_ring(&self) -> Result<()> {
