@@ -306,9 +306,22 @@ fn with_a_witness_the_lease_survives_a_silent_peer_and_a_silent_witness() {
     assert!(answer.starts_with("REFUSED"), "{answer}");
 }
 
+/// A client connecting to the VIP from a namespace: what it sees as keepalived takes
+/// the VIP away.
+struct VipClient {
+    netns: String,
+    vip: std::net::SocketAddr,
+}
+
 /// keepalived's part in a switch-over, played by the test: when the writer's failover
 /// track file goes to FAULT, its VIP goes to the other node, whose `master` hook runs.
-fn keepalived_stand_in(from: &Node, to: &Node) -> std::thread::JoinHandle<std::process::Output> {
+/// With a `client`, it connects to the VIP at that moment, before the VIP goes: the
+/// second value returned.
+fn keepalived_stand_in(
+    from: &Node,
+    to: &Node,
+    client: Option<VipClient>,
+) -> std::thread::JoinHandle<(std::process::Output, Option<std::io::Result<()>>)> {
     let track = from.site.path("track/failover");
     let (from_ns, to_ns, config) = (from.netns.clone(), to.netns.clone(), to.site.config_path());
     std::thread::spawn(move || {
@@ -317,6 +330,9 @@ fn keepalived_stand_in(from: &Node, to: &Node) -> std::thread::JoinHandle<std::p
             assert!(started.elapsed() < Duration::from_secs(20), "no FAULT");
             std::thread::sleep(Duration::from_millis(1));
         }
+        let connected = client.map(|client| {
+            common::netns::connect_from(&client.netns, client.vip, Duration::from_secs(1))
+        });
         let vip = format!("{VIP}/32");
         for (ns, verb) in [(&from_ns, "del"), (&to_ns, "add")] {
             assert!(
@@ -327,14 +343,15 @@ fn keepalived_stand_in(from: &Node, to: &Node) -> std::thread::JoinHandle<std::p
                     .success()
             );
         }
-        Command::new("ip")
+        let promoted = Command::new("ip")
             .args(["netns", "exec", &to_ns])
             .arg(common::mmvip_binary())
             .arg("--config")
             .arg(config)
             .args(["master", "--instance=VI_1"])
             .output()
-            .unwrap()
+            .unwrap();
+        (promoted, connected)
     })
 }
 
@@ -370,8 +387,42 @@ fn switchover_from_either_node_moves_the_writer_with_nothing_left_behind() {
     pair.node2.exec("START SLAVE");
     pair.wait_converged();
 
+    // A client on the switch reaches the VIP through node1, where a listener on
+    // MariaDB's port stands in for the server (the guard asks MariaDB for its port).
+    let port: u16 = pair
+        .node1
+        .value("SELECT @@GLOBAL.port")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _listener = topology.nodes[0].listen(port);
+    let node1_address = format!("10.98.{}.1", topology.subnet);
+    let routed = Command::new("ip")
+        .args([
+            "-n",
+            &topology.switch.name,
+            "route",
+            "add",
+            VIP,
+            "via",
+            &node1_address,
+        ])
+        .status()
+        .unwrap();
+    assert!(routed.success());
+    let vip: std::net::SocketAddr = format!("{VIP}:{port}").parse().unwrap();
+    common::netns::connect_from(&topology.switch.name, vip, Duration::from_secs(1))
+        .expect("the client reaches node1's VIP before the switch-over");
+
     // Run on the node that is not the writer: its guard asks the writer's.
-    let keepalived = keepalived_stand_in(&node1, &node2);
+    let keepalived = keepalived_stand_in(
+        &node1,
+        &node2,
+        Some(VipClient {
+            netns: topology.switch.name.clone(),
+            vip,
+        }),
+    );
     let output = node2.hook(&["switchover"]);
     assert_eq!(
         exit_code(&output),
@@ -384,6 +435,7 @@ fn switchover_from_either_node_moves_the_writer_with_nothing_left_behind() {
     eprintln!("switch-over: {report}");
     for step in [
         "checks",
+        "new connections refused",
         "read-only",
         "peer applied",
         "lease released",
@@ -392,8 +444,16 @@ fn switchover_from_either_node_moves_the_writer_with_nothing_left_behind() {
     ] {
         assert!(report.contains(step), "{step} missing: {report}");
     }
-    let promoted = keepalived.join().unwrap();
+    let (promoted, connected) = keepalived.join().unwrap();
     assert_eq!(exit_code(&promoted), 0, "{}", stderr(&promoted));
+    // Refused, not accepted, while the VIP was still there: a connection accepted
+    // then would be left unable to answer once the VIP went.
+    let refused = connected.expect("the client tried");
+    assert_eq!(
+        refused.as_ref().map_err(std::io::Error::kind).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a new connection to the leaving VIP: {refused:?}"
+    );
     assert!(pair.node1.read_only());
     assert!(!pair.node2.read_only());
     assert_eq!(
@@ -420,12 +480,15 @@ fn switchover_from_either_node_moves_the_writer_with_nothing_left_behind() {
     // keepalived hears of it, so nothing written before the flag is left behind.
     pair.node2
         .exec("INSERT INTO app.t (note) VALUES ('before the flag')");
-    let keepalived = keepalived_stand_in(&node2, &node1);
+    let keepalived = keepalived_stand_in(&node2, &node1, None);
     std::fs::write(node2.site.flag_path(), "").unwrap();
-    let promoted = keepalived.join().unwrap();
+    let (promoted, _) = keepalived.join().unwrap();
     assert_eq!(exit_code(&promoted), 0, "{}", stderr(&promoted));
     assert!(pair.node2.read_only());
     assert!(!pair.node1.read_only());
+    // node1 refused new connections only during its own switch-over.
+    common::netns::connect_from(&topology.switch.name, vip, Duration::from_secs(1))
+        .expect("the client reaches node1's VIP again");
     assert_eq!(
         pair.node1
             .value("SELECT COUNT(*) FROM app.t WHERE note = 'before the flag'")

@@ -181,6 +181,41 @@ impl Netns {
     }
 }
 
+/// Runs `work` on a thread inside namespace `name` (sockets it makes stay in it).
+fn inside<T: Send + 'static>(name: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let netns = std::fs::File::open(format!("/var/run/netns/{name}")).expect("netns");
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with a namespace fd we opened.
+        let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+        work()
+    })
+    .join()
+    .expect("thread in the namespace")
+}
+
+/// Connects from inside namespace `name`: `Ok` once the handshake completes.
+pub fn connect_from(
+    name: &str,
+    to: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    inside(name, move || {
+        std::net::TcpStream::connect_timeout(&to, timeout).map(drop)
+    })
+}
+
+impl Netns {
+    /// A TCP listener on every address of the namespace: connections complete their
+    /// handshake in its backlog, never accepted.
+    pub fn listen(&self, port: u16) -> std::net::TcpListener {
+        inside(&self.name, move || {
+            std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind")
+        })
+    }
+}
+
 impl Drop for Forward {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

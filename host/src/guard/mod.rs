@@ -19,6 +19,7 @@ pub(crate) mod dump_threads;
 mod lease;
 mod systemd;
 mod track;
+mod turn_away;
 mod watch;
 mod wire;
 mod witness;
@@ -221,6 +222,7 @@ fn secret_of(path: Option<&Path>, what: &str) -> Result<Option<String>> {
 
 impl Guard {
     fn start(self: Arc<Self>) -> Result<()> {
+        turn_away::prepare(&self.log);
         // Every instance starts healthy-unknown: FAULT until the watchers see it.
         track::write(&self.track(HEALTH_TRACK), true, &self.log);
         // A raised flag is left to the loop, which switches over first on the writer.
@@ -1300,31 +1302,21 @@ impl Guard {
             Ok(child) => child,
             Err(error) => return format!("cannot run the fault plugin: {error}"),
         };
-        let deadline = Instant::now() + within;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => {
-                    let output = child.wait_with_output().ok();
-                    return output
-                        .map(|o| {
-                            let text = [o.stdout, o.stderr].concat();
-                            String::from_utf8_lossy(&text).trim().to_string()
-                        })
-                        .unwrap_or_default();
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return format!(
-                        "the fault plugin did not finish within {} ms",
-                        within.as_millis()
-                    );
-                }
-            }
+        if exits_within(&mut child, within) {
+            let output = child.wait_with_output().ok();
+            return output
+                .map(|o| {
+                    let text = [o.stdout, o.stderr].concat();
+                    String::from_utf8_lossy(&text).trim().to_string()
+                })
+                .unwrap_or_default();
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        format!(
+            "the fault plugin did not finish within {} ms",
+            within.as_millis()
+        )
     }
 
     /// `read_only` as the server says it now, on a fresh connection (the watching
@@ -1522,6 +1514,36 @@ fn internet_checksum(bytes: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// Whether `child` exits within `within`: seen through a pidfd the moment it does (a
+/// demotion is inside a switch-over's client gap), polled each millisecond where no
+/// pidfd can be had.
+fn exits_within(child: &mut std::process::Child, within: Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    use rustix::process::{Pid, PidfdFlags, pidfd_open};
+    let deadline = Instant::now() + within;
+    let pidfd = pidfd_open(Pid::from_child(child), PidfdFlags::empty()).ok();
+    loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let wait = left.min(Duration::from_millis(100));
+        match &pidfd {
+            Some(fd) => {
+                let timeout = Timespec {
+                    tv_sec: 0,
+                    tv_nsec: i64::from(wait.subsec_nanos()),
+                };
+                let _ = poll(&mut [PollFd::new(fd, PollFlags::IN)], Some(&timeout));
+            }
+            None => std::thread::sleep(wait.min(Duration::from_millis(1))),
+        }
+    }
+}
+
 /// Removes an address a dead keepalived left on an interface.
 fn remove_address(address: IpAddr, log: &Log) {
     let listing = std::process::Command::new("ip")
@@ -1666,6 +1688,10 @@ impl Guard {
             std::fs::write(&self.config.failover_file, "")
                 .map_err(|e| format!("cannot raise the failover flag: {e}"))?;
         }
+        // Refused from before the demotion kills the sessions until the peer serves
+        // (turn_away.rs says why); lifted when this function returns, however.
+        let _turned_away = self.turn_away_clients(&mut local);
+        steps.step("new connections refused");
         let demoted = self.run_fault_plugin(Duration::from_secs(2));
         if !matches!(self.read_only_now(), Some(true)) {
             return Err(format!("this node did not become read-only: {demoted}"));
@@ -1725,6 +1751,35 @@ impl Guard {
         }
         steps.step("peer writable");
         Ok(steps.report())
+    }
+
+    /// Refuses new connections to the VIPs on this node's MariaDB port. Without nft
+    /// the switch-over goes on, and a client may wait out its read timeout.
+    fn turn_away_clients(
+        &self,
+        local: &mut crate::mariadb::Session,
+    ) -> Option<turn_away::TurnedAway> {
+        let port = local
+            .value(Level::Debug, "SELECT @@GLOBAL.port")
+            .map_err(|e| crate::caps::sql::describe(&e))
+            .and_then(|port| {
+                port.and_then(|p| p.parse::<u16>().ok())
+                    .ok_or_else(|| "no port".to_string())
+            });
+        let vips: Vec<IpAddr> = self.instances.iter().map(|(_, vip)| *vip).collect();
+        match port.and_then(|port| turn_away::turn_away(&vips, port, &self.log)) {
+            Ok(turned_away) => Some(turned_away),
+            Err(why) => {
+                self.log.write(
+                    Level::Warn,
+                    &[(
+                        "msg",
+                        &format!("switch-over: new connections to the VIPs not refused: {why}"),
+                    )],
+                );
+                None
+            }
+        }
     }
 
     fn session(
