@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::guard::{LEASE_MS, MARGIN_MS, Node, VIP};
+use common::guard::{LEASE_MS, MARGIN_MS, Node, Timing, VIP};
 use common::mariadb::{Pair, Server};
 use common::topology::Topology;
 use common::{exit_code, stderr};
@@ -784,4 +784,67 @@ fn a_hung_writer_whose_every_ack_semi_sync_covered_is_killed_without_waiting_out
         .node2
         .value("SELECT COUNT(*) FROM app.t WHERE note = 'acknowledged by node 2'");
     assert_eq!(row.as_deref(), Some("1"));
+}
+
+/// A writer cut off from everything while a commit waits for the peer's
+/// acknowledgement: its guard kills mariadbd before semi-sync gives up on the peer
+/// and commits it here alone (the peer, taking over, would write its own transactions
+/// in its place, and replication would stop on the conflict after the heal). The
+/// default lease and margin: with them, the fence at the lease's end comes after
+/// `rpl_semi_sync_master_timeout` (1.5 s here) and the commit would complete first.
+#[test]
+fn a_writer_cut_off_with_a_commit_waiting_for_the_peer_is_killed_before_it_commits_alone() {
+    let pair = Pair::start();
+    pair.node1.exec(
+        "SET GLOBAL rpl_semi_sync_master_timeout = 1500; \
+         SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC; \
+         SET GLOBAL rpl_semi_sync_master_enabled = ON",
+    );
+    pair.node2.exec(
+        "SET GLOBAL rpl_semi_sync_slave_enabled = ON; STOP SLAVE IO_THREAD; START SLAVE IO_THREAD",
+    );
+    wait_for(
+        "node 2 acknowledging as a semi-sync replica",
+        Duration::from_secs(10),
+        || {
+            pair.node1
+                .value("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_CLIENTS'")
+                .as_deref()
+                == Some("1")
+        },
+    );
+    let topology = Topology::new();
+    let node1 = Node::timed(&topology, 0, &pair.node1, None, None, Timing::DEFAULTS);
+    let _node2 = Node::timed(&topology, 1, &pair.node2, None, None, Timing::DEFAULTS);
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    pair.node1
+        .exec("INSERT INTO app.t (note) VALUES ('acknowledged by node 2')");
+
+    // Node 2 stops acknowledging (frozen: its connection stays open), then node 1 is
+    // cut off from the peer's guard and the probe.
+    pair.node2.freeze();
+    let mut client = pair.node1.root();
+    let in_flight = std::thread::spawn(move || {
+        let started = Instant::now();
+        let outcome = mysql::prelude::Queryable::query_drop(
+            &mut client,
+            "INSERT INTO app.t (note) VALUES ('in flight at the cut')",
+        );
+        (outcome, started.elapsed())
+    });
+    topology.cut(0, true);
+    let (outcome, after) = in_flight.join().unwrap();
+    pair.node2.thaw();
+    assert!(
+        outcome.is_err(),
+        "the commit completed on node 1 alone after {after:?}: {}",
+        node1.guard_log()
+    );
+    wait_for("the guard's last resort", Duration::from_secs(5), || {
+        node1.guard_log().contains(
+            "commits wait for a peer this node cannot reach; none was acknowledged without it); last resort: mariadbd killed",
+        )
+    });
 }

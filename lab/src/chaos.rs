@@ -466,10 +466,17 @@ impl Run {
             return Ok(step);
         }
         let mut restarted = 0;
+        let mut restarted_mariadbd = 0;
         let recovered = self.watch_until(RECOVERY_BOUND, RECOVERY_POLL, |_| {
+            restarted_mariadbd += lab.restart_mariadbd_as_systemd_would()?.len();
             restarted += lab.restart_io_stopped_on_1236()?.len();
             Ok(recovery_problem(lab).is_none())
         })?;
+        if restarted_mariadbd > 0 {
+            step.notes.push(format!(
+                "mariadbd died without the lab stopping it (the guard's last resort) and was started again 5 s later, as Debian's mariadb.service would ({restarted_mariadbd}x)"
+            ));
+        }
         if restarted > 0 {
             self.restarted_io += restarted;
             step.notes.push(format!(

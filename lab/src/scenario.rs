@@ -281,7 +281,9 @@ fn drive(
 
     let heal_at = Instant::now();
     heal(lab, scenario.fault, faulted).with_context(|| format!("heal {:?}", scenario.fault))?;
+    let mut restarted_mariadbd = BTreeSet::new();
     let failed_back = wait::until_or_timeout(FAILBACK_TIMEOUT, Duration::from_millis(10), || {
+        restarted_mariadbd.extend(lab.restart_mariadbd_as_systemd_would()?);
         Ok(writers[0].log().first_ack_by(server_id(faulted), heal_at))
     })?;
     progress(&match failed_back {
@@ -298,6 +300,7 @@ fn drive(
     let samples = sampler.stop();
     let mut restarted_io = BTreeSet::new();
     let converged = wait::until_or_timeout(CONVERGE_TIMEOUT, Duration::from_millis(100), || {
+        restarted_mariadbd.extend(lab.restart_mariadbd_as_systemd_would()?);
         restarted_io.extend(lab.restart_io_stopped_on_1236()?);
         Ok(lab.converged_now()?.then_some(()))
     })?
@@ -312,6 +315,12 @@ fn drive(
     let mut row = measure(
         lab, scenario, hooks, timers, &logs, &samples, &window, converged, started,
     )?;
+    for node in restarted_mariadbd {
+        row.notes.push(format!(
+            "{}: mariadbd died without the lab stopping it (the guard's last resort); started again 5 s later, as Debian's mariadb.service would",
+            node.name()
+        ));
+    }
     for node in restarted_io {
         row.notes.push(format!(
             "{}: IO thread stopped on error 1236 after the restarted peer dropped a transaction it never acknowledged (semi-sync crash recovery); restarted by the lab, as an operator would",

@@ -28,6 +28,8 @@ use crate::wait;
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(40);
 const CLEAN_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Debian's mariadb.service: `Restart=on-abnormal`, `RestartSec=5s`.
+const MARIADBD_RESTART_SEC: Duration = Duration::from_secs(5);
 
 /// What every lab instance of one run shares.
 #[derive(Debug, Clone)]
@@ -49,6 +51,8 @@ struct Node {
     paths: NodePaths,
     keepalived_config: String,
     mariadbd: Option<u32>,
+    /// When the lab first found its mariadbd dead without having stopped it.
+    mariadbd_died: Option<Instant>,
     keepalived: Option<u32>,
     /// `mmvip guard` (hook set `guard`).
     guard: Option<u32>,
@@ -77,6 +81,7 @@ impl Lab {
             paths: NodePaths::new(registry.root(), id).using(&config.artifacts),
             keepalived_config: String::new(),
             mariadbd: None,
+            mariadbd_died: None,
             keepalived: None,
             guard: None,
         });
@@ -262,6 +267,31 @@ impl Lab {
                 && status.last_io_errno == 1236
                 && conn.query_drop("START SLAVE IO_THREAD").is_ok()
             {
+                restarted.push(node);
+            }
+        }
+        Ok(restarted)
+    }
+
+    /// Starts again, [`MARIADBD_RESTART_SEC`] after the lab first finds it dead, a
+    /// mariadbd that died without the lab stopping it: the guard's last resort kills
+    /// it, and Debian's mariadb.service (`Restart=on-abnormal`, `RestartSec=5s`) would
+    /// start it again. The nodes restarted now.
+    pub fn restart_mariadbd_as_systemd_would(&mut self) -> Result<Vec<NodeId>> {
+        let mut restarted = Vec::new();
+        for node in NodeId::BOTH {
+            let state = &mut self.nodes[node.index()];
+            let Some(pid) = state.mariadbd else {
+                continue;
+            };
+            if self.registry.is_running(pid) {
+                state.mariadbd_died = None;
+                continue;
+            }
+            let died = *state.mariadbd_died.get_or_insert_with(Instant::now);
+            if died.elapsed() >= MARIADBD_RESTART_SEC {
+                self.start_mariadb(node)?;
+                self.nodes[node.index()].mariadbd_died = None;
                 restarted.push(node);
             }
         }

@@ -58,6 +58,9 @@ const READ_ONLY_AT_ONCE: Duration = Duration::from_millis(100);
 /// How long a standby may take to apply the writer's position before it counts as
 /// behind (replication under load is a few milliseconds behind at any instant).
 const CAUGHT_UP_WITHIN: Duration = Duration::from_millis(200);
+/// What the last resort needs to be sure of ending mariadbd: SIGKILL, and the kernel
+/// tearing it down.
+const KILL_WITHIN: Duration = Duration::from_millis(50);
 /// How soon a promotion asks again for a lease it was refused.
 const ACQUIRE_RETRY: Duration = Duration::from_millis(20);
 
@@ -129,6 +132,10 @@ pub struct Guard {
     /// The last round found the peer silent while the probes answered: this node is
     /// not the one cut off, and takes the lease alone once the silence is long enough.
     waiting_out_silence: AtomicBool,
+    /// When the last look at the network began, if it found the peer's guard silent
+    /// and no probe answering: this node is cut off from everything
+    /// (`look_for_a_cut`).
+    cut_off_seen: Mutex<Option<Instant>>,
     /// systemd's notification socket and watchdog, when run by systemd.
     notifier: systemd::Notifier,
     /// When the rule loop last turned (the watchdog is fed only while it does).
@@ -207,6 +214,7 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         stepping_away: AtomicBool::new(false),
         peer_silent: AtomicBool::new(false),
         waiting_out_silence: AtomicBool::new(false),
+        cut_off_seen: Mutex::new(None),
         peer_silent_since: Mutex::new(None),
         notifier: systemd::Notifier::from_env(),
         rule_turned: Mutex::new(Instant::now()),
@@ -291,10 +299,30 @@ impl Guard {
             std::thread::spawn(move || {
                 // Every L/4 from the start of the last round, so that a round slowed
                 // by a silent voter does not also push the next one back.
+                // While acknowledgements do not come, a look at the network at once
+                // and after every round: a commit in flight when this node was cut
+                // off must not outlive the cut (`cut_off_with_commits_waiting`).
+                let mut stall_seen = false;
                 loop {
                     let started = Instant::now();
                     guard.renew();
-                    std::thread::sleep((guard.guard.lease / 4).saturating_sub(started.elapsed()));
+                    if guard.watched.seen().stalled_acks.is_some() {
+                        guard.look_for_a_cut();
+                    }
+                    let next = started + guard.guard.lease / 4;
+                    loop {
+                        let seen = guard.watched.seen();
+                        let stalled = seen.stalled_acks.is_some();
+                        if stalled && !stall_seen {
+                            guard.look_for_a_cut();
+                        }
+                        stall_seen = stalled;
+                        let left = next.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        guard.watched.wait_change(seen.version, left);
+                    }
                 }
             });
         }
@@ -880,7 +908,11 @@ impl Guard {
             Instant::now() + ASK_TIMEOUT * 2,
             self.log.clone(),
         );
-        let replicas = local.replicas().ok()?;
+        // What cannot be read counts as behind: `SHOW ALL SLAVES STATUS` blocks while
+        // an IO thread reconnects after a cut, just when a failback is decided.
+        let Ok(replicas) = local.replicas() else {
+            return Some("its replication cannot be read".into());
+        };
         if replicas.is_empty() {
             return Some("it replicates from nobody".into());
         }
@@ -980,6 +1012,13 @@ impl Guard {
                 }
             }
         }
+        let writer = self.holds_a_lease() || seen.database == (Database::Up { read_only: false });
+        if writer && self.cut_off_with_commits_waiting(&seen) {
+            self.fence(
+                "cut off from the peer and every probe, with commits waiting for the peer's acknowledgement",
+            );
+            return next;
+        }
         match &seen.database {
             // The watcher's view may predate a demotion that just made the node
             // read-only and gave the lease back: asked again before fencing.
@@ -1038,10 +1077,15 @@ impl Guard {
         for name in due {
             let asked = self.holds_question(&name);
             let answer = self.ask_peer(&asked);
+            let mut lifted_because = match &answer {
+                Answer::Refused(_) => "the writer answers and this node has caught up with it",
+                _ => "the peer does not hold the lease and the VIP",
+            };
             if matches!(answer, Answer::Silent(_)) {
                 if !self.reaches_probes() {
                     continue;
                 }
+                lifted_because = "the peer's guard has been silent for the lease and the margin while a probe answers";
                 // The probes answer first as a cut heals, the peer's guard a moment
                 // later: only a peer silent for a whole lease and margin is taken
                 // for gone (this clock is the fence's own, not the lease rule's).
@@ -1085,7 +1129,9 @@ impl Guard {
                 Level::Info,
                 &[(
                     "msg",
-                    &format!("{name}: fence lifted: read-only, healthy and keepalived running"),
+                    &format!(
+                        "{name}: fence lifted: read-only, healthy and keepalived running; {lifted_because}"
+                    ),
                 )],
             );
         }
@@ -1195,11 +1241,17 @@ impl Guard {
         // over without waiting out the lease. Killed before keepalived hears of it, so
         // its clients' connections end while the VIP is still here: they see it at
         // once instead of waiting out their read timeouts on a silent address.
-        let killed_at_once = hung
-            && seen.lossless_if_killed()
-            && self.last_resort(
-                "MariaDB does not answer; semi-sync covered every acknowledged commit when last checked",
-            );
+        let killed_at_once = if hung {
+            seen.lossless_if_killed()
+                && self.last_resort(
+                    "MariaDB does not answer; semi-sync covered every acknowledged commit when last checked",
+                )
+        } else {
+            self.cut_off_with_commits_waiting(&seen)
+                && self.last_resort(
+                    "commits wait for a peer this node cannot reach; none was acknowledged without it",
+                )
+        };
         for (name, vip) in &self.instances {
             if Self::holds_vip(*vip) {
                 track::write(&self.track(name), true, &self.log);
@@ -1262,6 +1314,76 @@ impl Guard {
         let held: Vec<String> = self.leases().held.keys().cloned().collect();
         for name in held {
             self.release(&name);
+        }
+    }
+
+    /// Cut off from everything while commits wait for the peer's acknowledgement. A
+    /// writer must not let them complete: `rpl_semi_sync_master_timeout` after they
+    /// began, semi-sync would give up on the peer and commit them here alone, and the
+    /// peer, once it has taken over, writes its own transactions in their place;
+    /// after the heal, replication brings them to it, where they conflict (the same
+    /// sequence number taken twice) and replication stops. Killed while no commit can
+    /// have been acknowledged without the peer (`lossless_if_killed`), mariadbd
+    /// restarts as a replica (`init_rpl_role = SLAVE`) and rolls them back: with
+    /// `rpl_semi_sync_master_wait_point = AFTER_SYNC` they were only prepared.
+    /// Only a look that began after the stall was seen counts (an older one may
+    /// predate a heal), and only before the oldest commit gives up, with time to
+    /// spare for the kill.
+    fn cut_off_with_commits_waiting(&self, seen: &watch::Seen) -> bool {
+        let Some(stalled) = seen.stalled_acks else {
+            return false;
+        };
+        seen.mariadbd_alive
+            && stalled.gives_up_at > Instant::now() + KILL_WITHIN
+            && self
+                .cut_off_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some_and(|look| look >= stalled.seen_at)
+    }
+
+    /// Asks the peer's guard and the probes at once whether this node is cut off
+    /// from everything; the rule loop decides what to do about it. Not part of a lease
+    /// round: a node whose keepalived has already dropped the VIP runs none. Without
+    /// probes, a dead peer and a cut look alike: never cut off.
+    fn look_for_a_cut(&self) {
+        let began = Instant::now();
+        let Some((instance, _)) = self.instances.first() else {
+            return;
+        };
+        if self.guard.probes.is_empty() {
+            return;
+        }
+        let question = self.holds_question(instance);
+        let (peer, probes) = std::thread::scope(|scope| {
+            let probes = scope.spawn(|| self.reaches_probes());
+            let peer = self.ask_peer(&question);
+            (peer, probes.join().expect("the probes do not panic"))
+        });
+        let peer_silent = matches!(peer, Answer::Silent(_));
+        if !peer_silent {
+            self.heard_peer();
+        }
+        let cut_off = peer_silent && !probes;
+        let was_cut_off = std::mem::replace(
+            &mut *self
+                .cut_off_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            cut_off.then_some(began),
+        )
+        .is_some();
+        if cut_off {
+            self.watched.nudge();
+        }
+        if cut_off && !was_cut_off {
+            self.log.write(
+                Level::Warn,
+                &[(
+                    "msg",
+                    "commits wait for the peer's acknowledgement, and neither the peer's guard nor any probe answers: cut off",
+                )],
+            );
         }
     }
 

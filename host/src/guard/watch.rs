@@ -3,7 +3,8 @@
 //! file (inotify), and the local MariaDB itself on a connection that always has a
 //! statement in flight (`SELECT @@read_only, SLEEP(…)`), so a shutdown that kills
 //! connections is seen at once and a hang within the sleep plus a timeout. Beside it,
-//! whether semi-sync covers every commit the server acknowledged (`semi_sync`).
+//! whether semi-sync covers every commit the server acknowledged, and whether commits
+//! wait for acknowledgements that no longer come (`semi_sync`).
 //!
 //! The node's health (mariadbd running and answering) is written to the health track
 //! file as soon as it changes, and the failover flag to the failover track file;
@@ -50,9 +51,27 @@ pub struct Seen {
     /// When a check began that found semi-sync covering every commit this server had
     /// acknowledged, and `rpl_semi_sync_master_timeout` then (see `semi_sync`).
     semi_sync_covered: Option<(Instant, Duration)>,
+    /// A commit waits for the peer's acknowledgement far longer than a present peer
+    /// takes (see `semi_sync`).
+    pub stalled_acks: Option<StalledAcks>,
     /// What the health track file says now: unhealthy.
     health_file_unhealthy: bool,
 }
+
+/// Commits waiting for the peer's acknowledgement, with semi-sync still on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StalledAcks {
+    /// When the check that first found them began.
+    pub seen_at: Instant,
+    /// When the oldest of them gives up on the peer and commits here alone: it
+    /// began waiting `rpl_semi_sync_master_timeout` before. Until then, none was
+    /// acknowledged without the peer: semi-sync, still on, had not fallen back.
+    pub gives_up_at: Instant,
+}
+
+/// How long a commit may wait for an acknowledgement before the peer counts as not
+/// answering (a present one answers within a millisecond or so).
+const STALLED_AFTER_MS: u64 = 100;
 
 impl Seen {
     /// Healthy: MariaDB runs and answers, so this node may be (or stay) the writer.
@@ -104,6 +123,7 @@ impl Watched {
                 version: 0,
                 changed: Instant::now(),
                 semi_sync_covered: None,
+                stalled_acks: None,
                 // The guard writes it unhealthy as it starts.
                 health_file_unhealthy: true,
             }),
@@ -148,7 +168,8 @@ impl Watched {
         let differs = before.database != seen.database
             || before.mariadbd_alive != seen.mariadbd_alive
             || before.keepalived_alive != seen.keepalived_alive
-            || before.failover_flag != seen.failover_flag;
+            || before.failover_flag != seen.failover_flag
+            || before.stalled_acks.is_some() != seen.stalled_acks.is_some();
         if !differs {
             return;
         }
@@ -445,31 +466,69 @@ pub fn database(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, t
 /// finding to age out.
 pub fn semi_sync(watched: Arc<Watched>, endpoint: Endpoint, interval: Duration, timeout: Duration) {
     const FACTS: &str = "SELECT \
-        (SELECT COUNT(*) FROM information_schema.GLOBAL_STATUS \
-         WHERE (VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS' AND VARIABLE_VALUE = 'ON') \
-            OR (VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS' AND VARIABLE_VALUE = '0')), \
+        (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+         WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS'), \
+        (SELECT CAST(VARIABLE_VALUE AS UNSIGNED) FROM information_schema.GLOBAL_STATUS \
+         WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS'), \
         (SELECT CAST(VARIABLE_VALUE AS UNSIGNED) FROM information_schema.GLOBAL_VARIABLES \
-         WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_TIMEOUT')";
+         WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_TIMEOUT'), \
+        (SELECT CAST(MAX(TIME_MS) AS UNSIGNED) FROM information_schema.PROCESSLIST \
+         WHERE STATE = 'Waiting for semi-sync ACK from slave')";
+    type Facts = (Option<String>, Option<u64>, Option<u64>, Option<u64>);
     let mut conn: Option<mysql::Conn> = None;
     loop {
         std::thread::sleep(interval);
         if conn.is_none() {
             conn = open(&endpoint, interval + timeout).ok();
         }
+        // No answer: what was covered stays so (a frozen server acknowledges
+        // nothing), but no commit is known to wait (a killed server has none).
+        let no_answer = || watched.update(|seen| seen.stalled_acks = None);
         let Some(open_conn) = conn.as_mut() else {
+            no_answer();
             continue;
         };
         let began = Instant::now();
-        let answer: Result<Option<(i64, Option<u64>)>, mysql::Error> = open_conn.query_first(FACTS);
-        let covered = match answer {
-            Ok(Some((2, Some(timeout_ms)))) => Some((began, Duration::from_millis(timeout_ms))),
-            Ok(_) => None,
+        let answer: Result<Option<Facts>, mysql::Error> = open_conn.query_first(FACTS);
+        let (status, waiting, timeout_ms, oldest_wait_ms) = match answer {
+            Ok(Some(facts)) => facts,
+            Ok(None) => (None, None, None, None),
             Err(_) => {
                 conn = None;
+                no_answer();
                 continue;
             }
         };
-        watched.update(|seen| seen.semi_sync_covered = covered);
+        let on = status.as_deref() == Some("ON");
+        let covered = match timeout_ms {
+            Some(timeout_ms) if on && waiting == Some(0) => {
+                Some((began, Duration::from_millis(timeout_ms)))
+            }
+            _ => None,
+        };
+        let stalled = match (timeout_ms, oldest_wait_ms) {
+            (Some(timeout_ms), Some(waited_ms)) if on && waited_ms >= STALLED_AFTER_MS => {
+                Some(began + Duration::from_millis(timeout_ms.saturating_sub(waited_ms)))
+            }
+            _ => None,
+        };
+        if stalled.is_some() != watched.seen().stalled_acks.is_some() {
+            let message = match oldest_wait_ms {
+                Some(waited) if stalled.is_some() => format!(
+                    "a commit has waited {waited} ms for the peer's acknowledgement (semi-sync gives up after {} ms)",
+                    timeout_ms.unwrap_or_default()
+                ),
+                _ => "commits are acknowledged again, or no longer wait".to_string(),
+            };
+            watched.log.write(Level::Warn, &[("msg", &message)]);
+        }
+        watched.update(|seen| {
+            seen.semi_sync_covered = covered;
+            seen.stalled_acks = stalled.map(|gives_up_at| StalledAcks {
+                seen_at: seen.stalled_acks.map_or(began, |s| s.seen_at),
+                gives_up_at,
+            });
+        });
     }
 }
 
