@@ -456,6 +456,14 @@ fn switchover_from_either_node_moves_the_writer_with_nothing_left_behind() {
     );
     assert!(pair.node1.read_only());
     assert!(!pair.node2.read_only());
+    // A packet for the VIP that still reaches node1 (a client's stale ARP entry) is
+    // reset at once rather than dropped, so its client does not wait out a timeout.
+    let stale = common::netns::connect_from(&topology.switch.name, vip, Duration::from_secs(1));
+    assert_eq!(
+        stale.as_ref().map_err(std::io::Error::kind).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a connection to the VIP that moved on, through node1: {stale:?}"
+    );
     assert_eq!(
         pair.node2
             .value("SELECT COUNT(*) FROM app.t WHERE note = 'before the switch-over'")

@@ -640,6 +640,18 @@ fn measure(
         }
     }
 
+    let (longest_gap, gap_began) = timing.longest_gap(window.load_start, window.load_end);
+    notes.push(format!(
+        "longest gap {} ms, from {}",
+        ms(longest_gap),
+        if gap_began >= window.heal_at {
+            format!("{} ms after the heal", ms(gap_began - window.heal_at))
+        } else if gap_began >= window.fault_at {
+            format!("{} ms after the fault", ms(gap_began - window.fault_at))
+        } else {
+            format!("{} ms before the fault", ms(window.fault_at - gap_began))
+        }
+    ));
     let mut row = Row {
         name: scenario.name.to_string(),
         hooks: hooks.name().to_string(),
@@ -648,7 +660,7 @@ fn measure(
         verdict: Verdict::Pass,
         problems: Vec::new(),
         rto_ms: rto.map(|at| ms(at - window.fault_at)),
-        max_write_gap_ms: ms(timing.longest_gap(window.load_start, window.load_end)),
+        max_write_gap_ms: ms(longest_gap),
         failback_ms: failback.map(|at| ms(at - window.heal_at)),
         acked: acked.len() as u64,
         lost: rows.lost,

@@ -114,15 +114,25 @@ impl WriterLog {
         self.acks.iter().filter(|ack| ack.at > since).count()
     }
 
-    /// The longest stretch without an acknowledgement between `from` and `to`.
-    pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+    /// The longest stretch without an acknowledgement between `from` and `to`, and
+    /// when it began.
+    pub fn longest_gap(&self, from: Instant, to: Instant) -> (Duration, Instant) {
         let mut previous = from;
-        let mut longest = Duration::ZERO;
-        for ack in self.acks.iter().filter(|a| a.at > from && a.at <= to) {
-            longest = longest.max(ack.at - previous);
-            previous = ack.at;
+        let mut longest = (Duration::ZERO, from);
+        for at in self
+            .acks
+            .iter()
+            .map(|a| a.at)
+            .filter(|at| *at > from && *at <= to)
+            .chain([to])
+        {
+            let gap = at.saturating_duration_since(previous);
+            if gap > longest.0 {
+                longest = (gap, previous);
+            }
+            previous = previous.max(at);
         }
-        longest.max(to.saturating_duration_since(previous))
+        longest
     }
 }
 
@@ -356,9 +366,21 @@ mod tests {
         let start = Instant::now();
         let log = log_with(&[(100, 1), (150, 1), (700, 2)], start);
         let gap = log.longest_gap(start, start + Duration::from_millis(1000));
-        assert_eq!(gap, Duration::from_millis(550));
+        assert_eq!(
+            gap,
+            (
+                Duration::from_millis(550),
+                start + Duration::from_millis(150)
+            )
+        );
         let tail = log.longest_gap(start, start + Duration::from_millis(2000));
-        assert_eq!(tail, Duration::from_millis(1300));
+        assert_eq!(
+            tail,
+            (
+                Duration::from_millis(1300),
+                start + Duration::from_millis(700)
+            )
+        );
     }
 
     #[test]

@@ -230,7 +230,8 @@ fn secret_of(path: Option<&Path>, what: &str) -> Result<Option<String>> {
 
 impl Guard {
     fn start(self: Arc<Self>) -> Result<()> {
-        turn_away::prepare(&self.log);
+        let vips: Vec<IpAddr> = self.instances.iter().map(|(_, vip)| *vip).collect();
+        turn_away::prepare(&vips, &self.log);
         // Every instance starts healthy-unknown: FAULT until the watchers see it.
         track::write(&self.track(HEALTH_TRACK), true, &self.log);
         // A raised flag is left to the loop, which switches over first on the writer.
@@ -830,40 +831,37 @@ impl Guard {
         self.review_catch_ups();
     }
 
-    /// For each instance held back after a fence, asks the peer's guard whether it
-    /// is the writer, and keeps holding while this node has not caught up with it.
-    /// Only such a node is asked about: a steady standby was never writable, has no
-    /// transactions to lose, and asking its replication every round is load on both
-    /// servers. Silence starts no clock here: the silence that lets a node take a
-    /// lease alone is counted by its own lease rounds only.
+    /// For each instance held back after a fence, asks the peer's guard, and keeps
+    /// holding while this node has not caught up with the peer. Only such a node is
+    /// asked about: a steady standby was never writable, has no transactions to
+    /// lose, and asking its replication every round is load on both servers.
+    /// Silence starts no clock here: the silence that lets a node take a lease alone
+    /// is counted by its own lease rounds only.
     fn review_catch_ups(&self) {
         let held: Vec<String> = self.leases().catching_up.keys().cloned().collect();
         for name in held {
             let asked = self.holds_question(&name);
-            let writer_answers = match self.ask_peer(&asked) {
-                Answer::Silent(_) => false,
-                Answer::Refused(_) => {
-                    self.heard_peer();
-                    true
-                }
-                _ => {
-                    self.heard_peer();
-                    false
-                }
-            };
-            self.hold_back_until_caught_up(&name, writer_answers);
+            let peer_answers = !matches!(self.ask_peer(&asked), Answer::Silent(_));
+            if peer_answers {
+                self.heard_peer();
+            }
+            self.hold_back_until_caught_up(&name, peer_answers);
         }
     }
 
-    /// While the peer is the writer (it holds the lease and the VIP) and this node's
-    /// replication from it is not running and caught up, keeps the instance in
-    /// FAULT: a preferred node coming back from a cut or a restart must not preempt
-    /// the writer before it has the writer's transactions. The writer ran without a
-    /// semi-sync acknowledgement meanwhile, so they are nowhere else; a failback
-    /// that stalled or lost the writer then promoted on a stale relay log and lost
-    /// every one of them (lab, writer cut off from every network, then healed).
-    fn hold_back_until_caught_up(&self, instance: &str, writer_answers: bool) {
-        let behind = if writer_answers {
+    /// While the peer's guard answers and this node's replication from the peer is
+    /// not running and caught up, keeps the instance in FAULT: a preferred node
+    /// coming back from a cut or a restart must not preempt the writer before it has
+    /// the writer's transactions. The writer ran without a semi-sync acknowledgement
+    /// meanwhile, so they are nowhere else; a failback that stalled or lost the
+    /// writer then promoted on a stale relay log and lost every one of them (lab,
+    /// writer cut off from every network, then healed). Held too when the peer no
+    /// longer holds the lease because its own guard just killed its mariadbd: that
+    /// server comes back (systemd restarts it) with those transactions, and this
+    /// node catches up then; promoting without them lost 1709 in a lab run. Let go
+    /// when the peer's guard is silent: the whole peer is gone.
+    fn hold_back_until_caught_up(&self, instance: &str, peer_answers: bool) {
+        let behind = if peer_answers {
             self.replication_behind()
         } else {
             None
@@ -1077,10 +1075,8 @@ impl Guard {
         for name in due {
             let asked = self.holds_question(&name);
             let answer = self.ask_peer(&asked);
-            let mut lifted_because = match &answer {
-                Answer::Refused(_) => "the writer answers and this node has caught up with it",
-                _ => "the peer does not hold the lease and the VIP",
-            };
+            let mut lifted_because =
+                "the peer's guard answers and this node has caught up with the peer";
             if matches!(answer, Answer::Silent(_)) {
                 if !self.reaches_probes() {
                     continue;
@@ -1099,9 +1095,11 @@ impl Guard {
                 }
             }
             self.leases().fenced_peer_quiet.remove(&name);
+            // A peer that answers may hold transactions this node lacks, writer or
+            // not (its own guard may have just killed its server).
             let behind = match answer {
-                Answer::Refused(_) => self.replication_behind(),
-                _ => None,
+                Answer::Silent(_) => None,
+                _ => self.replication_behind(),
             };
             let mut leases = self.leases();
             leases.fenced.remove(&name);
@@ -1113,7 +1111,7 @@ impl Guard {
                     &[(
                         "msg",
                         &format!(
-                            "{name}: fence over; held in FAULT while the peer writes and this node catches up ({why})"
+                            "{name}: fence over; held in FAULT until this node has caught up with the peer ({why})"
                         ),
                     )],
                 );

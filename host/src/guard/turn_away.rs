@@ -1,14 +1,17 @@
-//! During a planned switch-over the writer turns away new client connections to its
-//! VIPs: a TCP reset to every SYN for the MariaDB port (nftables, prerouting), from
-//! before its sessions are killed until the peer serves.
+//! Packets for a VIP that no client should wait on get a TCP reset (nftables,
+//! prerouting, a table of mmvip's own):
 //!
-//! Why: a connection accepted on a VIP just before keepalived removes it can send
-//! nothing once the address is gone, not even MariaDB's greeting, and its client waits
-//! out its read timeout (2 s in the lab). Refusing first, then killing the sessions,
-//! means none is left when the address goes. Because the rule sits in prerouting, it
-//! also resets SYNs that still reach this node after the VIP left and before the
-//! peer's gratuitous ARP: a client sees a refused connect at once instead of a connect
-//! that times out. The table stays between switch-overs, its sets empty.
+//! - Always: any TCP packet for a VIP this node does not hold. It reaches this node
+//!   only through a client's stale ARP entry, just after the VIP moved, and the kernel
+//!   would drop it silently: the client then waits for a retransmission (200 ms at
+//!   least; seen at lab failbacks) or its connect timeout. With the reset it
+//!   reconnects at once, to the node that holds the VIP by then.
+//! - During a planned switch-over, on the writer: every SYN for MariaDB's port on a
+//!   VIP it still holds, from before its sessions are killed until the peer serves. A
+//!   connection accepted on a VIP just before keepalived removes it can send nothing
+//!   once the address is gone, not even MariaDB's greeting, and its client waits out
+//!   its read timeout (2 s in the lab). Refusing first, then killing the sessions,
+//!   means none is left when the address goes.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -16,40 +19,65 @@ use std::process::{Command, Stdio};
 
 use crate::log::{Level, Log};
 
-/// The nftables table, this feature's alone. It stays in place, its sets empty but
-/// during a switch-over: adding an element takes one short nft run (about 5 ms),
+/// The nftables table, mmvip's alone. It stays in place; the switch-over's sets are
+/// empty but during one: adding an element takes one short nft run (about 5 ms),
 /// creating the rule three times that, inside the switch-over's gap.
-const TABLE: &str = "mmvip_switchover";
+const TABLE: &str = "mmvip";
 
-/// The table with empty sets, replacing whatever a guard that died mid-switch-over
-/// left (adding it first makes deleting it succeed when it was not there).
-/// Priority raw: before connection tracking, which has nothing to add here.
-const DEFINE: &str = "add table inet mmvip_switchover
-delete table inet mmvip_switchover
-table inet mmvip_switchover {
-  set refused4 { type ipv4_addr . inet_service; }
-  set refused6 { type ipv6_addr . inet_service; }
-  chain turn_away {
-    type filter hook prerouting priority raw; policy accept;
-    ip daddr . tcp dport @refused4 tcp flags & (fin | syn | rst | ack) == syn reject with tcp reset
-    ip6 daddr . tcp dport @refused6 tcp flags & (fin | syn | rst | ack) == syn reject with tcp reset
-  }
+/// The table for `vips`, replacing whatever a guard that died mid-switch-over left
+/// (adding it first makes deleting it succeed when it was not there). Priority raw:
+/// before connection tracking, which has nothing to add here.
+fn define(vips: &[IpAddr]) -> String {
+    let set = |name: &str, kind: &str, v4: bool| {
+        let members: Vec<String> = vips
+            .iter()
+            .filter(|vip| vip.is_ipv4() == v4)
+            .map(IpAddr::to_string)
+            .collect();
+        if members.is_empty() {
+            format!("set {name} {{ type {kind}; }}")
+        } else {
+            format!(
+                "set {name} {{ type {kind}; elements = {{ {} }}; }}",
+                members.join(", ")
+            )
+        }
+    };
+    [
+        format!("add table inet {TABLE}"),
+        format!("delete table inet {TABLE}"),
+        format!("table inet {TABLE} {{"),
+        set("vips4", "ipv4_addr", true),
+        set("vips6", "ipv6_addr", false),
+        "set refused4 { type ipv4_addr . inet_service; }".into(),
+        "set refused6 { type ipv6_addr . inet_service; }".into(),
+        "chain turn_away {".into(),
+        "type filter hook prerouting priority raw; policy accept;".into(),
+        "fib daddr type != local ip daddr @vips4 meta l4proto tcp reject with tcp reset".into(),
+        "fib daddr type != local ip6 daddr @vips6 meta l4proto tcp reject with tcp reset".into(),
+        "ip daddr . tcp dport @refused4 tcp flags & (fin | syn | rst | ack) == syn reject with tcp reset".into(),
+        "ip6 daddr . tcp dport @refused6 tcp flags & (fin | syn | rst | ack) == syn reject with tcp reset".into(),
+        "}".into(),
+        "}".into(),
+    ]
+    .join("\n")
+        + "\n"
 }
+
+const EMPTY: &str = "flush set inet mmvip refused4
+flush set inet mmvip refused6
 ";
 
-const EMPTY: &str = "flush set inet mmvip_switchover refused4
-flush set inet mmvip_switchover refused6
-";
-
-/// Sets up the table at the guard's start. Without nft, switch-overs go on without
-/// refusing connections, and a client may wait out its read timeout.
-pub fn prepare(log: &Log) {
-    if let Err(e) = nft(DEFINE) {
+/// Sets up the table at the guard's start. Without nft, packets for a VIP held
+/// elsewhere are dropped, and switch-overs go on without refusing connections: a
+/// client may wait out a retransmission or its read timeout.
+pub fn prepare(vips: &[IpAddr], log: &Log) {
+    if let Err(e) = nft(&define(vips)) {
         log.write(
             Level::Warn,
             &[(
                 "msg",
-                &format!("switch-overs will not refuse new connections to the VIPs: {e}"),
+                &format!("clients of a VIP that moved may wait out timeouts: {e}"),
             )],
         );
     }
@@ -75,7 +103,7 @@ pub fn turn_away(vips: &[IpAddr], port: u16, log: &Log) -> Result<TurnedAway, St
     }
     // The table is gone if something flushed the ruleset since the guard started.
     if nft(&elements).is_err() {
-        nft(&format!("{DEFINE}{elements}"))?;
+        nft(&format!("{}{elements}", define(vips)))?;
     }
     Ok(TurnedAway { log: log.clone() })
 }
@@ -123,5 +151,38 @@ fn nft(script: &str) -> Result<(), String> {
                 .next()
                 .unwrap_or("failed")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// nft accepts the table as written, IPv4 and IPv6 VIPs both (its check mode:
+    /// nothing is changed). Needs root and nftables.
+    #[test]
+    fn nft_accepts_the_table() {
+        let vips: Vec<IpAddr> = vec!["10.0.0.10".parse().unwrap(), "fd00::10".parse().unwrap()];
+        let script = define(&vips);
+        let mut child = Command::new("nft")
+            .args(["-c", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft (apt-get install nftables)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(script.contains("elements = { 10.0.0.10 }"), "{script}");
+        assert!(script.contains("elements = { fd00::10 }"), "{script}");
     }
 }
