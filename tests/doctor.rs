@@ -965,3 +965,44 @@ fn with_the_guard_instances_track_its_files_at_weight_0_and_its_process() {
         &["does not track the process `mmvip guard`"],
     );
 }
+
+/// With the guard, semi-sync must leave the guard time to kill a writer cut off with
+/// a commit in flight (README, "What happens when"), and wait before the engine
+/// commit, so that the killed server's restart rolls the commit back.
+#[test]
+fn with_the_guard_semi_sync_leaves_time_to_stop_a_commit_on_a_cut_off_writer() {
+    let link = Link::new();
+    let pair = Pair::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("guard-secret");
+    write_secret(&secret, "a shared secret for both guards");
+    let guard = format!(
+        "[guard]\nnode = \"db1\"\nlisten = [\"127.0.0.1:7007\"]\npeer = [\"127.0.0.2:7007\"]\nsecret_file = \"{}\"\nping_interval_ms = 200\n",
+        secret.display()
+    );
+    let node1 = Node::with_mariadb(&pair.node1, None, &link, &guard);
+    pair.node1.exec(
+        "SET GLOBAL rpl_semi_sync_master_enabled = ON, rpl_semi_sync_master_timeout = 500, rpl_semi_sync_master_wait_point = AFTER_COMMIT",
+    );
+    let (_, checks) = node1.doctor(&[]);
+    assert_failed(
+        &checks,
+        "guard.semi_sync",
+        &[
+            "rpl_semi_sync_master_timeout is 500 ms",
+            "needs 950 ms",
+            "rpl_semi_sync_master_wait_point is AFTER_COMMIT",
+            "rpl_semi_sync_master_timeout = 950, rpl_semi_sync_master_wait_point = AFTER_SYNC",
+        ],
+    );
+    pair.node1.exec(
+        "SET GLOBAL rpl_semi_sync_master_timeout = 1000, rpl_semi_sync_master_wait_point = AFTER_SYNC",
+    );
+    let (_, checks) = node1.doctor(&[]);
+    assert_passed(
+        &checks,
+        "guard.semi_sync",
+        &["waits 1000 ms (at least 950)"],
+    );
+    assert_passed(&checks, "guard.nft", &["nft for the guard's table"]);
+}

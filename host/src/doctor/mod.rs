@@ -92,6 +92,9 @@ pub fn run(
         server::check(facts, server::Side::Local, &mut checks);
         checks.push(options::read_only_at_start(facts));
         checks.push(semi_sync_settable(config, facts));
+        if let Some(guard) = &config.guard {
+            checks.push(guard_semi_sync(guard, facts));
+        }
         replication::check(session, facts, peer.as_mut(), &mut checks);
         checks.push(reached);
         if let Some(peer) = peer.as_mut() {
@@ -108,7 +111,23 @@ pub fn run(
         }
     }
     keepalived::check(config, keepalived_conf, &plugins, &mut checks);
+    if config.guard.is_some() {
+        checks.push(guard_nft());
+    }
     checks
+}
+
+/// The guard's nftables table (README, "Switch-over") needs `nft`.
+fn guard_nft() -> Check {
+    const NAME: &str = "guard.nft";
+    match program(&["nft"]) {
+        Some(nft) => Check::pass(NAME, format!("{} for the guard's table", nft.display())),
+        None => Check::fail(
+            NAME,
+            "no nft: the guard cannot reset packets for a VIP held elsewhere nor refuse connections during a switch-over, and clients wait out timeouts",
+            "apt-get install nftables (dnf install nftables)",
+        ),
+    }
 }
 
 /// The checks as one line each.
@@ -192,6 +211,8 @@ const VARIABLES: &[&str] = &[
     "gtid_binlog_state",
     "gtid_binlog_pos",
     "rpl_semi_sync_master_enabled",
+    "rpl_semi_sync_master_timeout",
+    "rpl_semi_sync_master_wait_point",
 ];
 
 /// What a server says of itself, read in one statement.
@@ -263,6 +284,47 @@ fn semi_sync_settable(config: &Config, facts: &Facts) -> Check {
                 "add \"{VARIABLE}\" to [mariadb] settable_variables (README, \"MariaDB settings\")"
             ),
         )
+    }
+}
+
+/// With the guard: a writer cut off with a commit in flight must be killed before
+/// semi-sync gives up on the peer and commits it alone (README, "What happens when",
+/// writer cut off), and its restart must roll the commit back.
+fn guard_semi_sync(guard: &crate::guard::config::GuardConfig, facts: &Facts) -> Check {
+    const NAME: &str = "guard.semi_sync";
+    if !facts.on(crate::guard::dump_threads::SEMI_SYNC_MASTER) {
+        return Check::pass(
+            NAME,
+            "semi-sync master is off: no commit waits for the peer, so there is none for the guard to stop (nor is an acknowledged write sure to be on the peer: README, \"MariaDB settings\")",
+        );
+    }
+    let needed = crate::guard::semi_sync_timeout_needed(guard.ping_interval).as_millis();
+    let mut problems = Vec::new();
+    let mut fixes = Vec::new();
+    let timeout = facts.number("rpl_semi_sync_master_timeout").unwrap_or(0);
+    if u128::from(timeout) < needed {
+        problems.push(format!(
+            "rpl_semi_sync_master_timeout is {timeout} ms: a commit in flight on a writer cut off completes alone before the guard can kill it (it needs {needed} ms with ping_interval_ms {})",
+            guard.ping_interval.as_millis()
+        ));
+        fixes.push(format!("rpl_semi_sync_master_timeout = {needed}"));
+    }
+    let wait_point = facts.text("rpl_semi_sync_master_wait_point");
+    if !wait_point.eq_ignore_ascii_case("AFTER_SYNC") {
+        problems.push(format!(
+            "rpl_semi_sync_master_wait_point is {wait_point}: a waiting commit is already committed here, and killing the server cannot take it back"
+        ));
+        fixes.push("rpl_semi_sync_master_wait_point = AFTER_SYNC".into());
+    }
+    if problems.is_empty() {
+        Check::pass(
+            NAME,
+            format!(
+                "semi-sync waits {timeout} ms (at least {needed}) after the binlog sync: the guard can kill a writer cut off before a commit completes alone"
+            ),
+        )
+    } else {
+        Check::fail(NAME, problems.join("; "), fixes.join(", "))
     }
 }
 

@@ -74,6 +74,13 @@ fn lasted_step_aside(since: &HashMap<String, Instant>) -> Vec<String> {
 }
 
 /// The track file that says whether this node's MariaDB is healthy (all instances).
+/// The shortest `rpl_semi_sync_master_timeout` with which a writer cut off with a
+/// commit in flight is killed before the commit completes alone: the commit seen
+/// waiting, a silent peer's answer, and the kill (`cut_off_with_commits_waiting`).
+pub fn semi_sync_timeout_needed(ping_interval: Duration) -> Duration {
+    ping_interval + Duration::from_millis(watch::STALLED_AFTER_MS) + ASK_TIMEOUT * 2 + KILL_WITHIN
+}
+
 pub const HEALTH_TRACK: &str = "health";
 /// The track file of the failover flag (planned switch-over; all instances).
 pub const FAILOVER_TRACK: &str = "failover";

@@ -71,7 +71,7 @@ pub struct StalledAcks {
 
 /// How long a commit may wait for an acknowledgement before the peer counts as not
 /// answering (a present one answers within a millisecond or so).
-const STALLED_AFTER_MS: u64 = 100;
+pub(crate) const STALLED_AFTER_MS: u64 = 100;
 
 impl Seen {
     /// Healthy: MariaDB runs and answers, so this node may be (or stay) the writer.
