@@ -827,8 +827,16 @@ fn a_writer_cut_off_with_a_commit_waiting_for_the_peer_is_killed_before_it_commi
     node1.hold_vip(true);
     let output = node1.hook(&["master", "--instance=VI_1"]);
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    pair.node1
-        .exec("INSERT INTO app.t (note) VALUES ('acknowledged by node 2')");
+    // Semi-sync switches on once the replica has acknowledged a commit: until then a
+    // commit does not wait, and there would be nothing in flight to stop.
+    wait_for("semi-sync on at node 1", Duration::from_secs(10), || {
+        pair.node1
+            .exec("INSERT INTO app.t (note) VALUES ('acknowledged by node 2')");
+        pair.node1
+            .value("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS'")
+            .as_deref()
+            == Some("ON")
+    });
 
     // Node 2 stops acknowledging (frozen: its connection stays open), then node 1 is
     // cut off from the peer's guard and the probe.
