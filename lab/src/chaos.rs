@@ -757,22 +757,12 @@ fn recovery_problem(lab: &Lab) -> Option<String> {
 /// Share of [from, to] not inside a gap between acknowledgements longer than
 /// [`UNAVAILABLE_AFTER`], and the longest gap.
 fn availability(log: &WriterLog, from: Instant, to: Instant) -> (f64, Duration) {
-    let mut previous = from;
-    let mut down = Duration::ZERO;
-    let mut longest = Duration::ZERO;
-    let acks = log
-        .acks
-        .iter()
-        .map(|a| a.at)
-        .filter(|at| *at > from && *at <= to);
-    for at in acks.chain([to]) {
-        let gap = at - previous;
-        longest = longest.max(gap);
-        if gap > UNAVAILABLE_AFTER {
-            down += gap;
-        }
-        previous = at;
-    }
+    let down: Duration = log
+        .gaps(from, to)
+        .map(|(_, gap)| gap)
+        .filter(|gap| *gap > UNAVAILABLE_AFTER)
+        .sum();
+    let (longest, _) = log.longest_gap(from, to);
     let total = (to - from).as_secs_f64();
     let share = if total > 0.0 {
         1.0 - down.as_secs_f64() / total

@@ -114,25 +114,33 @@ impl WriterLog {
         self.acks.iter().filter(|ack| ack.at > since).count()
     }
 
+    /// Each stretch without an acknowledgement between `from` and `to`: when it
+    /// began and how long it lasted (the last one ends at `to`).
+    pub fn gaps(&self, from: Instant, to: Instant) -> impl Iterator<Item = (Instant, Duration)> {
+        let mut previous = from;
+        self.acks
+            .iter()
+            .map(|a| a.at)
+            .filter(move |at| *at > from && *at <= to)
+            .chain([to])
+            .map(move |at| {
+                let gap = (previous, at.saturating_duration_since(previous));
+                previous = previous.max(at);
+                gap
+            })
+    }
+
     /// The longest stretch without an acknowledgement between `from` and `to`, and
     /// when it began.
     pub fn longest_gap(&self, from: Instant, to: Instant) -> (Duration, Instant) {
-        let mut previous = from;
-        let mut longest = (Duration::ZERO, from);
-        for at in self
-            .acks
-            .iter()
-            .map(|a| a.at)
-            .filter(|at| *at > from && *at <= to)
-            .chain([to])
-        {
-            let gap = at.saturating_duration_since(previous);
-            if gap > longest.0 {
-                longest = (gap, previous);
-            }
-            previous = previous.max(at);
-        }
-        longest
+        self.gaps(from, to)
+            .fold((Duration::ZERO, from), |longest, (began, gap)| {
+                if gap > longest.0 {
+                    (gap, began)
+                } else {
+                    longest
+                }
+            })
     }
 }
 

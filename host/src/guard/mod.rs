@@ -73,7 +73,6 @@ fn lasted_step_aside(since: &HashMap<String, Instant>) -> Vec<String> {
         .collect()
 }
 
-/// The track file that says whether this node's MariaDB is healthy (all instances).
 /// The shortest `rpl_semi_sync_master_timeout` with which a writer cut off with a
 /// commit in flight is killed before the commit completes alone: the commit seen
 /// waiting, a silent peer's answer, and the kill (`cut_off_with_commits_waiting`).
@@ -81,6 +80,7 @@ pub fn semi_sync_timeout_needed(ping_interval: Duration) -> Duration {
     ping_interval + Duration::from_millis(watch::STALLED_AFTER_MS) + ASK_TIMEOUT * 2 + KILL_WITHIN
 }
 
+/// The track file that says whether this node's MariaDB is healthy (all instances).
 pub const HEALTH_TRACK: &str = "health";
 /// The track file of the failover flag (planned switch-over; all instances).
 pub const FAILOVER_TRACK: &str = "failover";
@@ -237,8 +237,7 @@ fn secret_of(path: Option<&Path>, what: &str) -> Result<Option<String>> {
 
 impl Guard {
     fn start(self: Arc<Self>) -> Result<()> {
-        let vips: Vec<IpAddr> = self.instances.iter().map(|(_, vip)| *vip).collect();
-        turn_away::prepare(&vips, &self.log);
+        turn_away::prepare(&self.vips(), &self.log);
         // Every instance starts healthy-unknown: FAULT until the watchers see it.
         track::write(&self.track(HEALTH_TRACK), true, &self.log);
         // A raised flag is left to the loop, which switches over first on the writer.
@@ -316,6 +315,8 @@ impl Guard {
                     guard.renew();
                     if guard.watched.seen().stalled_acks.is_some() {
                         guard.look_for_a_cut();
+                        // A stall that began during the round has had its look.
+                        stall_seen = true;
                     }
                     let next = started + guard.guard.lease / 4;
                     loop {
@@ -419,6 +420,11 @@ impl Guard {
 
     fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The VIPs of this node's `rw` instances.
+    fn vips(&self) -> Vec<IpAddr> {
+        self.instances.iter().map(|(_, vip)| *vip).collect()
     }
 
     fn holds_vip(vip: IpAddr) -> bool {
@@ -1893,8 +1899,7 @@ impl Guard {
                 port.and_then(|p| p.parse::<u16>().ok())
                     .ok_or_else(|| "no port".to_string())
             });
-        let vips: Vec<IpAddr> = self.instances.iter().map(|(_, vip)| *vip).collect();
-        match port.and_then(|port| turn_away::turn_away(&vips, port, &self.log)) {
+        match port.and_then(|port| turn_away::turn_away(&self.vips(), port, &self.log)) {
             Ok(turned_away) => Some(turned_away),
             Err(why) => {
                 self.log.write(

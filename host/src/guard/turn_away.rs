@@ -64,10 +64,6 @@ fn define(vips: &[IpAddr]) -> String {
         + "\n"
 }
 
-const EMPTY: &str = "flush set inet mmvip refused4
-flush set inet mmvip refused6
-";
-
 /// Sets up the table at the guard's start. Without nft, packets for a VIP held
 /// elsewhere are dropped, and switch-overs go on without refusing connections: a
 /// client may wait out a retransmission or its read timeout.
@@ -110,7 +106,8 @@ pub fn turn_away(vips: &[IpAddr], port: u16, log: &Log) -> Result<TurnedAway, St
 
 impl Drop for TurnedAway {
     fn drop(&mut self) {
-        if let Err(e) = nft(EMPTY) {
+        let empty = format!("flush set inet {TABLE} refused4\nflush set inet {TABLE} refused6\n");
+        if let Err(e) = nft(&empty) {
             self.log.write(
                 Level::Error,
                 &[(
