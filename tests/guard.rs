@@ -170,6 +170,51 @@ fn a_dead_keepalived_fences_the_writer_and_its_vip_goes() {
     );
 }
 
+/// A fenced node is held in FAULT until it has caught up with its peer whenever the
+/// peer's guard answers, writer or not: a peer whose own guard has just killed its
+/// server holds no lease, yet has writes this node lacks (lab, writer cut off: the
+/// node let go at once promoted without 1244 of them).
+#[test]
+fn a_fenced_node_behind_its_peer_is_held_until_caught_up_though_the_peer_is_no_writer() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let mut node1 = Node::with_peer(&topology, 0, &pair.node1, None, Some(&pair.node2));
+    let _node2 = Node::with_peer(&topology, 1, &pair.node2, None, Some(&pair.node1));
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    // Fenced: keepalived killed with -9.
+    node1.keepalived = None;
+    wait_for(
+        "read-only after keepalived died",
+        Duration::from_secs(3),
+        || pair.node1.read_only(),
+    );
+    wait_for("the VIP removed", Duration::from_secs(3), || {
+        !node1.has_vip()
+    });
+    // Behind node 2, which is no writer: node 1 no longer replicates from it.
+    pair.node1.exec("STOP SLAVE");
+    node1.start_keepalived();
+    let track = node1.site.path("track/VI_1");
+    let read = || std::fs::read_to_string(&track).unwrap_or_default();
+    wait_for("held in FAULT", Duration::from_secs(5), || {
+        node1
+            .guard_log()
+            .contains("held in FAULT until this node has caught up with the peer")
+    });
+    assert_eq!(read().trim(), "1", "{}", node1.guard_log());
+    pair.node1.exec("START SLAVE");
+    wait_for("caught up, no longer held", Duration::from_secs(10), || {
+        read().trim() == "0"
+    });
+    assert!(
+        node1.guard_log().contains("no longer held in FAULT"),
+        "{}",
+        node1.guard_log()
+    );
+}
+
 #[test]
 fn a_demotion_that_kills_the_guards_session_does_not_make_the_node_unhealthy() {
     let pair = Pair::start();
