@@ -121,10 +121,19 @@ impl Drop for TurnedAway {
     }
 }
 
+/// How long one nft run may take (a few milliseconds when well).
+const NFT_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs `nft -f -` with `script`.
 fn nft(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
+    let mut nft = Command::new("nft");
+    nft.args(["-f", "-"]);
+    run_bounded(nft, script)
+}
+
+/// Runs `program` with `script` on its standard input, for at most [`NFT_WITHIN`].
+fn run_bounded(mut program: Command, script: &str) -> Result<(), String> {
+    let mut child = program
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -137,6 +146,15 @@ fn nft(script: &str) -> Result<(), String> {
         .expect("stdin is piped")
         .write_all(script.as_bytes())
         .map_err(failed)?;
+    // Bounded: the guard's start and a switch-over wait on it.
+    if !super::exits_within(&mut child, NFT_WITHIN) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!(
+            "nft did not finish within {} ms",
+            NFT_WITHIN.as_millis()
+        ));
+    }
     let out = child.wait_with_output().map_err(failed)?;
     if out.status.success() {
         Ok(())
@@ -181,5 +199,27 @@ mod tests {
         );
         assert!(script.contains("elements = { 10.0.0.10 }"), "{script}");
         assert!(script.contains("elements = { fd00::10 }"), "{script}");
+    }
+
+    /// An nft that hangs (a stuck netlink lock) holds neither the guard's start nor a
+    /// switch-over for longer than its bound.
+    #[test]
+    fn a_hung_nft_is_given_up_on() {
+        let started = std::time::Instant::now();
+        let mut hung = Command::new("sleep");
+        hung.arg("30");
+        let outcome = run_bounded(hung, "add table inet mmvip\n");
+        assert_eq!(
+            outcome,
+            Err(format!(
+                "nft did not finish within {} ms",
+                NFT_WITHIN.as_millis()
+            ))
+        );
+        assert!(
+            started.elapsed() < NFT_WITHIN * 2,
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
