@@ -909,3 +909,105 @@ fn a_writer_cut_off_with_a_commit_waiting_for_the_peer_is_killed_before_it_commi
         )
     });
 }
+
+/// A node promoted while its peer is silent closes its replication connection before
+/// it applies what it received. A commit in flight on the old writer when it died
+/// was already sent, and sits in the network (here: a relay that holds the old
+/// writer's bytes, as its kernel held them while a cut lasted); delivered after the
+/// new writer's own writes, it would be applied after them (the lab's long chaos
+/// run: the same sequence number twice, replication stopped). Once the old writer's
+/// MariaDB answers again, restarted as a replica that rolled the commit back, the
+/// new writer's guard resumes replication, and the pair converges without it.
+#[test]
+fn a_node_promoted_without_its_silent_peers_position_takes_nothing_more_from_the_old_connection() {
+    let mut pair = Pair::start();
+    let source = pair.node1.replication.unwrap().port;
+    let relay = common::relay::Relay::to(([127, 0, 0, 1], source).into());
+    pair.node1.exec(
+        "SET GLOBAL rpl_semi_sync_master_timeout = 30000; \
+         SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC; \
+         SET GLOBAL rpl_semi_sync_master_enabled = ON",
+    );
+    pair.node2.exec(&format!(
+        "SET GLOBAL rpl_semi_sync_slave_enabled = ON; STOP SLAVE; \
+         CHANGE MASTER TO master_port = {}; START SLAVE",
+        relay.port
+    ));
+    let topology = Topology::new();
+    let node1 = Node::with_peer(&topology, 0, &pair.node1, None, Some(&pair.node2));
+    let node2 = Node::with_peer(&topology, 1, &pair.node2, None, Some(&pair.node1));
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    wait_for("semi-sync on at node 1", Duration::from_secs(10), || {
+        pair.node1
+            .exec("INSERT INTO app.t (note) VALUES ('acknowledged by node 2')");
+        pair.node1
+            .value("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS'")
+            .as_deref()
+            == Some("ON")
+    });
+    pair.wait_converged();
+
+    // The commit is sent and waits for node 2's acknowledgement, which cannot come.
+    relay.hold();
+    let mut client = pair.node1.root();
+    let in_flight = std::thread::spawn(move || {
+        mysql::prelude::Queryable::query_drop(
+            &mut client,
+            "INSERT INTO app.t (note) VALUES ('in flight when the writer died')",
+        )
+    });
+    wait_for("the commit's event sent", Duration::from_secs(10), || {
+        relay.held_bytes() > 0
+    });
+    pair.node1.kill();
+    assert!(in_flight.join().unwrap().is_err(), "acknowledged");
+
+    node1.hold_vip(false);
+    node2.hold_vip(true);
+    let output = node2.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let log = node2.site.log_text();
+    assert!(
+        log.contains("peer's final position unknown")
+            && log.contains("paused replication from the silent peer (default)"),
+        "{log}"
+    );
+    pair.node2
+        .exec("INSERT INTO app.t (note) VALUES ('written by the new writer')");
+
+    // The cut heals: the old connection's bytes arrive, and nobody takes them.
+    let delivery = relay.release();
+    assert_eq!(delivery.delivered, 0, "{delivery:?}");
+    assert!(delivery.refused > 0, "{delivery:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let late = "SELECT COUNT(*) FROM app.t WHERE note = 'in flight when the writer died'";
+    assert_eq!(pair.node2.value(late).as_deref(), Some("0"));
+
+    // The old writer restarts as a replica, rolling back what no one acknowledged.
+    pair.node1.extra_args = vec![
+        "--init-rpl-role=SLAVE".into(),
+        "--rpl-semi-sync-slave-enabled=ON".into(),
+    ];
+    pair.node1.restart();
+    wait_for(
+        "node 2's guard resuming replication",
+        Duration::from_secs(10),
+        || {
+            node2
+                .guard_log()
+                .contains("replication from the peer resumed (default)")
+        },
+    );
+    pair.wait_converged();
+    assert_eq!(pair.node1.value(late).as_deref(), Some("0"));
+    let new = "SELECT COUNT(*) FROM app.t WHERE note = 'written by the new writer'";
+    assert_eq!(pair.node1.value(new).as_deref(), Some("1"));
+    // Forgotten once resumed: an operator's later STOP SLAVE is left alone.
+    assert!(
+        !std::fs::read_to_string(node2.state_dir().join("state"))
+            .unwrap_or_default()
+            .contains("replication-paused")
+    );
+}

@@ -92,7 +92,7 @@ fn ungranted_capability_is_refused_at_load() {
     site.install("sneaky", "guest-sneaky");
     let message = refusal(&site, "sneaky");
     assert!(
-        message.contains("imports mmvip:hooks/sql-admin@0.2.0 but is not granted `sql-admin`"),
+        message.contains("imports mmvip:hooks/sql-admin@0.2.1 but is not granted `sql-admin`"),
         "{message}"
     );
     // Granting it is the site's explicit decision, and then it loads.
@@ -121,9 +121,23 @@ fn a_plugin_built_for_contract_0_1_gets_a_clear_error() {
     let message = refusal(&site, "old");
     assert!(
         message.contains(
-            "was built against mmvip:hooks@0.1.0; this mmvip provides mmvip:hooks@0.2.0 (0.2.x)"
+            "was built against mmvip:hooks@0.1.0; this mmvip provides mmvip:hooks@0.2.1 (0.2.x)"
         ),
         "{message}"
+    );
+}
+
+#[test]
+fn a_plugin_built_for_an_earlier_0_2_release_still_runs() {
+    let site = Site::new().with_config("[plugins.older]\ngrants = [\"log\", \"sql-admin\"]\n");
+    site.install("older", "guest-older-minor");
+    let output = site.mmvip(&["older"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let log = site.log_text();
+    // Its `sql-admin` of 0.2.0 is linked to this host's, which has more.
+    assert!(
+        log.contains("built for 0.2.0, running; start-replica-io answered: true"),
+        "{log}"
     );
 }
 

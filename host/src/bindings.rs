@@ -16,4 +16,4 @@ pub use generated::mmvip::hooks::{
 
 /// The WIT package this host implements; a plugin must target the same 0.2 track.
 pub const PACKAGE: &str = "mmvip:hooks";
-pub const VERSION: &str = "0.2.0";
+pub const VERSION: &str = "0.2.1";

@@ -645,14 +645,24 @@ impl SqlAdmin for MariaDb {
     }
 
     fn start_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
-        check_length("connection name", connection_name, MAX_IDENTIFIER_CHARS)?;
-        let statement = if connection_name.is_empty() {
-            "START SLAVE IO_THREAD".to_string()
-        } else {
-            format!("START SLAVE {} IO_THREAD", quote_string(connection_name))
-        };
+        let statement = replica_io_statement("START", connection_name)?;
         self.run(Level::Info, &statement, |conn, sql| conn.query_drop(sql))
     }
+
+    fn stop_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
+        let statement = replica_io_statement("STOP", connection_name)?;
+        self.run(Level::Info, &statement, |conn, sql| conn.query_drop(sql))
+    }
+}
+
+/// `START|STOP SLAVE [connection] IO_THREAD`.
+pub fn replica_io_statement(verb: &str, connection_name: &str) -> Result<String, SqlError> {
+    check_length("connection name", connection_name, MAX_IDENTIFIER_CHARS)?;
+    Ok(if connection_name.is_empty() {
+        format!("{verb} SLAVE IO_THREAD")
+    } else {
+        format!("{verb} SLAVE {} IO_THREAD", quote_string(connection_name))
+    })
 }
 
 impl SqlRaw for MariaDb {

@@ -214,6 +214,11 @@ pub mod sql {
         pub fn start_replica_io(connection_name: &str) -> Result<()> {
             Ok(wit::start_replica_io(connection_name)?)
         }
+
+        /// `STOP SLAVE [connection] IO_THREAD` (contract 0.2.1).
+        pub fn stop_replica_io(connection_name: &str) -> Result<()> {
+            Ok(wit::stop_replica_io(connection_name)?)
+        }
     }
 
     /// Grant `sql-raw`.

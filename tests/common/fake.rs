@@ -153,6 +153,12 @@ impl SqlAdmin for Shared {
         Ok(())
     }
 
+    fn stop_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
+        let mut db = self.db()?;
+        db.calls.push(format!("STOP IO {connection_name}"));
+        Ok(())
+    }
+
     fn wait_for_gtid(&mut self, position: &str, timeout_ms: u32) -> Result<bool, SqlError> {
         let mut db = self.db()?;
         db.calls.push(format!("WAIT {position}"));

@@ -31,6 +31,8 @@ pub struct Server {
     pub listen: Option<(String, String)>,
     /// The option file mariadbd reads (`--defaults-file`) instead of none.
     pub defaults_file: Option<PathBuf>,
+    /// Options added to the command line at the next (re)start.
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     stopped_pid: Option<Pid>,
 }
@@ -126,6 +128,7 @@ impl Server {
             replication,
             listen,
             defaults_file: None,
+            extra_args: Vec::new(),
             child: None,
             stopped_pid: None,
         }
@@ -184,6 +187,7 @@ impl Server {
                 ]);
             }
         }
+        command.args(&self.extra_args);
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -284,6 +288,11 @@ impl Server {
 
     pub fn thaw(&self) {
         kill_process(self.pid(), Signal::CONT).expect("SIGCONT mariadbd");
+    }
+
+    /// SIGKILL, as a crash: the process is reaped at the next restart or drop.
+    pub fn kill(&self) {
+        kill_process(self.pid(), Signal::KILL).expect("SIGKILL mariadbd");
     }
 
     /// Clean shutdown (SIGTERM) and wait for the process to end.

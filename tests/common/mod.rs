@@ -7,6 +7,7 @@ pub mod fake;
 pub mod guard;
 pub mod mariadb;
 pub mod netns;
+pub mod relay;
 pub mod topology;
 
 use std::path::{Path, PathBuf};

@@ -33,6 +33,7 @@ pub trait SqlAdmin: Send {
         comment: &str,
     ) -> Result<(), SqlError>;
     fn start_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError>;
+    fn stop_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError>;
 }
 
 fn link(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
@@ -74,5 +75,9 @@ impl wit::Host for Cap<'_> {
 
     fn start_replica_io(&mut self, connection_name: String) -> Answer<()> {
         Ok(self.0.start_replica_io(&connection_name))
+    }
+
+    fn stop_replica_io(&mut self, connection_name: String) -> Answer<()> {
+        Ok(self.0.stop_replica_io(&connection_name))
     }
 }

@@ -61,26 +61,32 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Loads the state file of `dir`; anything unusable is an empty state, logged.
-    /// Without a directory (it could not be opened) the state lives for this run only.
+    /// Loads the state file of `dir` for a hook holding the node lock (which also
+    /// removes a temporary file a stopped hook left); anything unusable is an empty
+    /// state, logged. Without a directory (it could not be opened) the state lives
+    /// for this run only.
     pub fn load(dir: Option<TrustedDir>, log: &Log) -> StateStore {
+        if let Some(dir) = &dir {
+            let _ = rustix::fs::unlinkat(dir.fd(), TEMP_FILE, AtFlags::empty());
+        }
+        StateStore::from_file(dir, log)
+    }
+
+    fn from_file(dir: Option<TrustedDir>, log: &Log) -> StateStore {
         let values = match &dir {
-            Some(dir) => {
-                let _ = rustix::fs::unlinkat(dir.fd(), TEMP_FILE, AtFlags::empty());
-                read_values(dir).unwrap_or_else(|why| {
-                    log.write(
-                        Level::Warn,
-                        &[(
-                            "msg",
-                            &format!(
-                                "state file {} ignored ({why}); starting from an empty state",
-                                dir.path().join(STATE_FILE).display()
-                            ),
-                        )],
-                    );
-                    BTreeMap::new()
-                })
-            }
+            Some(dir) => read_values(dir).unwrap_or_else(|why| {
+                log.write(
+                    Level::Warn,
+                    &[(
+                        "msg",
+                        &format!(
+                            "state file {} ignored ({why}); starting from an empty state",
+                            dir.path().join(STATE_FILE).display()
+                        ),
+                    )],
+                );
+                BTreeMap::new()
+            }),
             None => BTreeMap::new(),
         };
         StateStore {
@@ -91,10 +97,19 @@ impl StateStore {
     }
 
     /// The state as it stands, for a command that only reads it (status, doctor): an
-    /// untrusted or missing directory reads as empty.
+    /// untrusted or missing directory reads as empty. Without the node lock, so it
+    /// leaves the temporary file alone: a hook may be writing it right now (the
+    /// rename makes every read see one whole version).
     pub fn read(state_dir: &std::path::Path, log: &Log) -> StateStore {
         let dir = crate::trust::open_dir(state_dir, "state_dir", false).ok();
-        StateStore::load(dir, log)
+        StateStore::from_file(dir, log)
+    }
+
+    /// One value, for a resident poller (the guard): read like [`StateStore::read`],
+    /// and a state that cannot be read is silently none, so it logs nothing each time.
+    pub fn peek(state_dir: &std::path::Path, key: &str) -> Option<String> {
+        let dir = crate::trust::open_dir(state_dir, "state_dir", false).ok()?;
+        read_values(&dir).ok()?.remove(key)
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (&String, &String)> {

@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub(crate) mod dump_threads;
 mod lease;
+mod paused;
 mod systemd;
 mod track;
 mod turn_away;
@@ -271,6 +272,10 @@ impl Guard {
             let (endpoint, log) = (self.local.clone(), self.log.clone());
             let may_restart = self.config.mariadb.may_set(dump_threads::SEMI_SYNC_MASTER);
             std::thread::spawn(move || dump_threads::watch(endpoint, may_restart, log));
+        }
+        {
+            let guard = Arc::clone(&self);
+            std::thread::spawn(move || guard.resume_paused_replication());
         }
         for address in self.guard.listen.clone() {
             let guard = Arc::clone(&self);
@@ -952,22 +957,11 @@ impl Guard {
                 ));
             }
         }
-        let (peers, timeout) = self.peer_db.as_ref()?;
+        self.peer_db.as_ref()?;
         // From here on, what cannot be checked counts as behind: the writer answers,
         // so it will answer again, and failing back unchecked is what loses writes.
         let unverified = |why: &str| Some(format!("cannot compare with the writer ({why})"));
-        let Some(mut peer) = peers.iter().find_map(|endpoint| {
-            let mut session = crate::mariadb::Session::new(
-                endpoint.clone(),
-                (*timeout).min(ASK_TIMEOUT),
-                Instant::now() + ASK_TIMEOUT,
-                self.log.clone(),
-            );
-            session
-                .value(Level::Debug, "SELECT 1")
-                .ok()
-                .map(|_| session)
-        }) else {
+        let Some(mut peer) = self.answering_peer_server() else {
             return unverified("its MariaDB does not answer");
         };
         let Ok(writer) = binlog_position(&mut peer) else {
@@ -994,6 +988,24 @@ impl Guard {
             )),
             Err(why) => unverified(&why),
         }
+    }
+
+    /// A session with the first of the peer's MariaDB addresses (`[peer]`) that
+    /// answers; none without `[peer]`.
+    fn answering_peer_server(&self) -> Option<crate::mariadb::Session> {
+        let (peers, timeout) = self.peer_db.as_ref()?;
+        peers.iter().find_map(|endpoint| {
+            let mut session = crate::mariadb::Session::new(
+                endpoint.clone(),
+                (*timeout).min(ASK_TIMEOUT),
+                Instant::now() + ASK_TIMEOUT,
+                self.log.clone(),
+            );
+            session
+                .value(Level::Debug, "SELECT 1")
+                .ok()
+                .map(|_| session)
+        })
     }
 
     /// Keeps the rule: writable only while holding the lease of an instance whose VIP

@@ -43,8 +43,14 @@ pub struct Bounds {
 
 /// Waits until this node has applied what the peer acknowledged (or, the peer being
 /// silent, what it received). Between waits it checks that `vip` is still here: if
-/// it went away, the promotion is off.
-pub fn wait(node: &mut impl Node, bounds: &Bounds, vip: &str) -> Result<String, Failure> {
+/// it went away, the promotion is off. `guarded`: a guard runs on this node, and
+/// resumes replication that this promotion pauses.
+pub fn wait(
+    node: &mut impl Node,
+    bounds: &Bounds,
+    vip: &str,
+    guarded: bool,
+) -> Result<String, Failure> {
     let started = node.now();
     let own_domain: u32 = node
         .global_variable("gtid_domain_id")
@@ -96,6 +102,9 @@ pub fn wait(node: &mut impl Node, bounds: &Bounds, vip: &str) -> Result<String, 
         }
         None => {
             stop_waiting_for_a_gone_peer(node);
+            if guarded {
+                pause_replication_from_a_silent_peer(node)?;
+            }
             let target = drain_received(node, own_domain, started, bounds.limit, vip)?;
             summary.push_str(&format!(
                 "peer's final position unknown; applied what was received ({})",
@@ -228,6 +237,52 @@ fn stop_waiting_for_a_gone_peer(node: &mut impl Node) {
             "semi-sync was switched off and could not be switched on again ({error}): writes are asynchronous until it is"
         )),
     }
+}
+
+/// The state key naming the replication connections `master` paused, one per line
+/// (the default connection is the empty name); the guard resumes them.
+pub const PAUSED_KEY: &str = "replication-paused";
+
+/// With the peer silent, stops fetching from it before applying what was received.
+/// A commit in flight on the old writer when it went silent may already sit in the
+/// kernel's buffers of its replication connection: the old writer, killed by its
+/// guard, rolls that commit back at its restart, but the kernel still delivers the
+/// buffered event when a cut heals, and applied after this node's own writes it
+/// conflicts with them (the lab's long chaos run: the same sequence number twice,
+/// replication stopped). Closing the connection now refuses that late delivery. The
+/// guard starts the IO thread again once the peer's MariaDB answers: a fresh
+/// connection fetches from what this node received, out of the peer's binlog as its
+/// recovery left it. Not pausing is the old behaviour, so a failure to pause is a
+/// warning, not a reason to stay read-only.
+fn pause_replication_from_a_silent_peer(node: &mut impl Node) -> Result<(), Failure> {
+    let replicas = node
+        .replicas()
+        .map_err(|e| fail(format!("cannot read replication status: {e}")))?;
+    let mut paused = Vec::new();
+    for replica in &replicas {
+        if replica.io_state == IoState::Stopped {
+            continue;
+        }
+        let name = connection_name(replica);
+        match node.stop_replica_io(&replica.connection_name) {
+            Ok(()) => paused.push(replica.connection_name.clone()),
+            Err(error) => node.warn(&format!(
+                "replication `{name}`: cannot pause fetching from the silent peer ({error}); what its old connection still delivers will be applied"
+            )),
+        }
+    }
+    if !paused.is_empty() {
+        node.remember(PAUSED_KEY, &paused.join("\n"));
+        node.warn(&format!(
+            "paused replication from the silent peer ({}): nothing its old connection still delivers is applied after this node's writes; the guard resumes it once the peer's MariaDB answers",
+            paused
+                .iter()
+                .map(|name| if name.is_empty() { "default" } else { name })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// An IO thread stopped without an error was stopped on purpose (by an operator):

@@ -102,7 +102,9 @@ pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
     // write, so what the catch-up reads of the peer is final. Caught up first and
     // leased after, a node that waited seconds for the lease (its own isolation just
     // healing) went writable on a catch-up from before the peer's last writes.
-    let lease = match node.acquire_lease(&target.name, settings.lease_timeout) {
+    let answer = node.acquire_lease(&target.name, settings.lease_timeout);
+    let guarded = matches!(answer, LeaseAnswer::Held(_));
+    let lease = match answer {
         LeaseAnswer::Held(left) => {
             format!("; write lease held ({left} ms left, renewed by the guard)")
         }
@@ -130,7 +132,7 @@ pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
         } else {
             String::new()
         };
-        match catchup::wait(node, &bounds, &target.vip) {
+        match catchup::wait(node, &bounds, &target.vip, guarded) {
             Ok(summary) => summary,
             Err(catchup::Failure { why, timed_out }) => {
                 let cut = if timed_out { cut.as_str() } else { "" };

@@ -19,6 +19,7 @@ pub trait Node {
     ) -> Result<bool, SqlError>;
     fn replicas(&mut self) -> Result<Vec<ReplicaStatus>, SqlError>;
     fn start_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError>;
+    fn stop_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError>;
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError>;
     fn privileged_users(&mut self) -> Result<Vec<String>, SqlError>;
     fn kill_connection(&mut self, id: u64) -> Result<bool, SqlError>;
@@ -81,6 +82,10 @@ impl Node for Capabilities {
 
     fn start_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
         sql::admin::start_replica_io(connection_name)
+    }
+
+    fn stop_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
+        sql::admin::stop_replica_io(connection_name)
     }
 
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {

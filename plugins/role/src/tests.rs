@@ -147,6 +147,14 @@ impl Node for Scripted {
         Ok(())
     }
 
+    fn stop_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
+        self.calls.push(format!("STOP IO {connection_name}"));
+        for replica in &mut self.replicas {
+            replica.io_state = IoState::Stopped;
+        }
+        Ok(())
+    }
+
     fn privileged_users(&mut self) -> Result<Vec<String>, SqlError> {
         Ok(self.privileged.clone())
     }
@@ -313,6 +321,43 @@ fn with_the_peer_silent_semi_sync_is_restarted_so_no_commit_waits_for_it() {
             .iter()
             .any(|c| c.starts_with("SET rpl_semi_sync"))
     );
+}
+
+#[test]
+fn with_the_peer_silent_and_a_guard_fetching_is_paused_before_what_was_received_is_applied() {
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Held(1900);
+    promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(!node.read_only());
+    let paused = node.calls.iter().position(|c| c == "STOP IO ").unwrap();
+    let waited = node
+        .calls
+        .iter()
+        .position(|c| c.starts_with("WAIT 1-1-10 "))
+        .unwrap();
+    assert!(paused < waited, "{:?}", node.calls);
+    // The guard resumes the default connection (the empty name) from this key.
+    assert_eq!(node.state[crate::catchup::PAUSED_KEY], "");
+    assert!(
+        node.warnings
+            .iter()
+            .any(|line| line.contains("paused replication from the silent peer (default)")),
+        "{:?}",
+        node.warnings
+    );
+
+    // Without a guard nobody would resume it: fetching goes on as before.
+    let mut node = Scripted::new();
+    promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(!node.calls.iter().any(|c| c.starts_with("STOP IO")));
+    assert!(!node.state.contains_key(crate::catchup::PAUSED_KEY));
+
+    // The peer answering, its final position is known: nothing is paused.
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Held(1900);
+    node.peer = vec![peer(true, "1-1-10,2-2-7", "1-1-10,2-2-7")];
+    promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(!node.calls.iter().any(|c| c.starts_with("STOP IO")));
 }
 
 #[test]
@@ -694,6 +739,9 @@ impl Node for LeavingVip<'_> {
     }
     fn start_replica_io(&mut self, name: &str) -> Result<(), SqlError> {
         self.node.start_replica_io(name)
+    }
+    fn stop_replica_io(&mut self, name: &str) -> Result<(), SqlError> {
+        self.node.stop_replica_io(name)
     }
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
         self.node.connections()

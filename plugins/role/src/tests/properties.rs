@@ -289,6 +289,11 @@ impl Node for Model {
         self.node.start_replica_io(connection_name)
     }
 
+    fn stop_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
+        self.fault(Op::SetVariable)?;
+        self.node.stop_replica_io(connection_name)
+    }
+
     fn connections(&mut self) -> Result<Vec<ClientConnection>, SqlError> {
         self.fault(Op::Connections)?;
         self.node.connections()
