@@ -1011,3 +1011,70 @@ fn a_node_promoted_without_its_silent_peers_position_takes_nothing_more_from_the
             .contains("replication-paused")
     );
 }
+
+/// A writer killed while a commit waited for the peer's acknowledgement, after the
+/// peer had already applied that commit and sent it back around the ring: restarted
+/// as a replica (`init_rpl_role = SLAVE`), its recovery truncates the commit from its
+/// binlog, but its `gtid_slave_pos` counts it as seen, so it would ask the peer for
+/// what comes after it and never get it back (the write lost at a reboot in the lab's
+/// long chaos run). Its guard rewinds the position to the binlog's, and it comes back.
+#[test]
+fn a_commit_recovery_dropped_after_it_came_back_around_the_ring_is_fetched_again() {
+    let mut pair = Pair::start();
+    // Node 2 applies node 1's commits but never acknowledges them (no semi-sync
+    // replica): node 1's commit stays prepared, waiting.
+    pair.node1.exec(
+        "SET GLOBAL rpl_semi_sync_master_timeout = 30000; \
+         SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC; \
+         SET GLOBAL rpl_semi_sync_master_wait_no_slave = ON; \
+         SET GLOBAL rpl_semi_sync_master_enabled = ON",
+    );
+    let topology = Topology::new();
+    let node1 = Node::new(&topology, 0, &pair.node1, None);
+    let _node2 = Node::new(&topology, 1, &pair.node2, None);
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let mut client = pair.node1.root();
+    let waiting = std::thread::spawn(move || {
+        mysql::prelude::Queryable::query_drop(
+            &mut client,
+            "INSERT INTO app.t (note) VALUES ('around the ring')",
+        )
+    });
+    let row = "SELECT COUNT(*) FROM app.t WHERE note = 'around the ring'";
+    let own = |variable: &str| {
+        pair.node1
+            .value(&format!("SELECT @@GLOBAL.{variable}"))
+            .unwrap_or_default()
+    };
+    wait_for(
+        "the commit applied by node 2 and seen back at node 1",
+        Duration::from_secs(10),
+        || {
+            pair.node2.value(row).as_deref() == Some("1")
+                && own("gtid_slave_pos").contains(&own("gtid_binlog_pos"))
+        },
+    );
+    pair.node1.kill();
+    assert!(waiting.join().unwrap().is_err(), "acknowledged");
+    pair.node1.extra_args = vec![
+        "--init-rpl-role=SLAVE".into(),
+        "--rpl-semi-sync-slave-enabled=ON".into(),
+    ];
+    pair.node1.restart();
+    let error_log =
+        std::fs::read_to_string(pair.node1.dir.path().join("error.log")).unwrap_or_default();
+    assert!(
+        error_log.contains("Successfully truncated binlog"),
+        "recovery kept the commit: {error_log}"
+    );
+    wait_for(
+        "the commit fetched back from node 2",
+        Duration::from_secs(10),
+        || pair.node1.value(row).as_deref() == Some("1"),
+    );
+    let log = node1.guard_log();
+    assert!(log.contains("replica position rewound from"), "{log}");
+    pair.wait_converged();
+}

@@ -63,9 +63,70 @@ pub fn missing_from(ours: &[Gtid], theirs: &[Gtid], domain: u32) -> Vec<String> 
         .collect()
 }
 
+/// The replica position to ask the peer from when this node's crash recovery dropped
+/// its own last transactions after they had come back around the ring.
+/// `init_rpl_role = SLAVE` truncates a prepared transaction from the binlog; but if
+/// the peer had applied it and sent it back, `gtid_slave_pos` already counts it as
+/// seen, and the replica would ask from after it, so it never came back and the
+/// nodes diverged (a lab reboot). `slave_pos` ahead of `binlog_state` for this
+/// server in its own domain is that trace: the position is rewound to the binlog's.
+/// None when nothing needs rewinding, or the binlog has nothing of this server in
+/// the domain (a reset binlog: fetching the whole domain would apply it twice).
+pub fn rewound_slave_pos(
+    slave_pos: &[Gtid],
+    binlog_state: &[Gtid],
+    domain: u32,
+    server: u32,
+) -> Option<Vec<Gtid>> {
+    let binlogged = binlog_state
+        .iter()
+        .copied()
+        .find(|g| g.domain == domain && g.server == server)?;
+    let seen = in_domain(slave_pos, domain)?;
+    if seen.server != server || seen.seq <= binlogged.seq {
+        return None;
+    }
+    Some(
+        slave_pos
+            .iter()
+            .map(|g| if g.domain == domain { binlogged } else { *g })
+            .collect(),
+    )
+}
+
+/// A position as MariaDB writes it.
+pub fn render(position: &[Gtid]) -> String {
+    position
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slave_pos_past_the_own_binlog_is_rewound_to_it() {
+        let rewound = |slave, binlog| {
+            rewound_slave_pos(&parse(slave).unwrap(), &parse(binlog).unwrap(), 1, 1)
+                .map(|position| render(&position))
+        };
+        // Recovery dropped 1-1-5, which had come back from the peer.
+        assert_eq!(
+            rewound("1-1-5,2-2-9", "1-1-4,2-2-9").as_deref(),
+            Some("1-1-4,2-2-9")
+        );
+        // Nothing dropped; or the own domain not yet seen from the peer.
+        assert_eq!(rewound("1-1-4,2-2-9", "1-1-4,2-2-9"), None);
+        assert_eq!(rewound("1-1-3,2-2-9", "1-1-4,2-2-9"), None);
+        assert_eq!(rewound("2-2-9", "1-1-4,2-2-9"), None);
+        // The peer's server wrote last in this domain (a failover): not a drop.
+        assert_eq!(rewound("1-2-6,2-2-9", "1-1-4,2-2-9"), None);
+        // A reset binlog: nothing to rewind to.
+        assert_eq!(rewound("1-1-5,2-2-9", "2-2-9"), None);
+    }
 
     #[test]
     fn lists_parse() {

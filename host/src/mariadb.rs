@@ -657,11 +657,20 @@ impl SqlAdmin for MariaDb {
 
 /// `START|STOP SLAVE [connection] IO_THREAD`.
 pub fn replica_io_statement(verb: &str, connection_name: &str) -> Result<String, SqlError> {
+    replica_statement(verb, connection_name, " IO_THREAD")
+}
+
+/// `START|STOP SLAVE [connection]` followed by `threads` (empty for both).
+pub fn replica_statement(
+    verb: &str,
+    connection_name: &str,
+    threads: &str,
+) -> Result<String, SqlError> {
     check_length("connection name", connection_name, MAX_IDENTIFIER_CHARS)?;
     Ok(if connection_name.is_empty() {
-        format!("{verb} SLAVE IO_THREAD")
+        format!("{verb} SLAVE{threads}")
     } else {
-        format!("{verb} SLAVE {} IO_THREAD", quote_string(connection_name))
+        format!("{verb} SLAVE {}{threads}", quote_string(connection_name))
     })
 }
 

@@ -17,7 +17,7 @@ pub mod config;
 pub mod control;
 pub(crate) mod dump_threads;
 mod lease;
-mod paused;
+mod replication;
 mod systemd;
 mod track;
 mod turn_away;
@@ -275,7 +275,7 @@ impl Guard {
         }
         {
             let guard = Arc::clone(&self);
-            std::thread::spawn(move || guard.resume_paused_replication());
+            std::thread::spawn(move || guard.look_after_replication());
         }
         for address in self.guard.listen.clone() {
             let guard = Arc::clone(&self);

@@ -66,7 +66,7 @@ pub fn wait(
             "this node does not replicate from anyone (SHOW ALL SLAVES STATUS is empty), so the peer's writes cannot be here",
         ));
     }
-    check_not_broken(&replicas)?;
+    check_not_broken(&replicas, &[])?;
     let peer_limit = bounds.peer_read_only.min(bounds.limit);
     let peer = peer_final_position(node, peer_limit)?;
     start_stopped_io_threads(node, &replicas)?;
@@ -102,10 +102,12 @@ pub fn wait(
         }
         None => {
             stop_waiting_for_a_gone_peer(node);
-            if guarded {
-                pause_replication_from_a_silent_peer(node)?;
-            }
-            let target = drain_received(node, own_domain, started, bounds.limit, vip)?;
+            let paused = if guarded {
+                pause_replication_from_a_silent_peer(node)?
+            } else {
+                Vec::new()
+            };
+            let target = drain_received(node, own_domain, started, bounds.limit, vip, &paused)?;
             summary.push_str(&format!(
                 "peer's final position unknown; applied what was received ({})",
                 if target.is_empty() {
@@ -121,8 +123,10 @@ pub fn wait(
 }
 
 /// A stopped SQL thread, or an IO thread stopped on an error (e.g. 1236, the peer
-/// lacks a GTID asked for), will not recover by itself: the ring is broken.
-fn check_not_broken(replicas: &[ReplicaStatus]) -> Result<(), Failure> {
+/// lacks a GTID asked for), will not recover by itself: the ring is broken. Except
+/// the IO threads this promotion `paused`: stopping one keeps the error it had
+/// while reconnecting to the silent peer.
+fn check_not_broken(replicas: &[ReplicaStatus], paused: &[String]) -> Result<(), Failure> {
     for replica in replicas {
         let name = connection_name(replica);
         if replica.sql_state != SqlState::Running {
@@ -136,7 +140,10 @@ fn check_not_broken(replicas: &[ReplicaStatus]) -> Result<(), Failure> {
                 replica.sql_state
             )));
         }
-        if replica.io_state == IoState::Stopped && !replica.last_io_error.is_empty() {
+        if replica.io_state == IoState::Stopped
+            && !replica.last_io_error.is_empty()
+            && !paused.contains(&replica.connection_name)
+        {
             return Err(fail(format!(
                 "replication `{name}` is broken: IO thread stopped ({})",
                 replica.last_io_error
@@ -254,7 +261,7 @@ pub const PAUSED_KEY: &str = "replication-paused";
 /// connection fetches from what this node received, out of the peer's binlog as its
 /// recovery left it. Not pausing is the old behaviour, so a failure to pause is a
 /// warning, not a reason to stay read-only.
-fn pause_replication_from_a_silent_peer(node: &mut impl Node) -> Result<(), Failure> {
+fn pause_replication_from_a_silent_peer(node: &mut impl Node) -> Result<Vec<String>, Failure> {
     let replicas = node
         .replicas()
         .map_err(|e| fail(format!("cannot read replication status: {e}")))?;
@@ -282,7 +289,7 @@ fn pause_replication_from_a_silent_peer(node: &mut impl Node) -> Result<(), Fail
                 .join(", ")
         ));
     }
-    Ok(())
+    Ok(paused)
 }
 
 /// An IO thread stopped without an error was stopped on purpose (by an operator):
@@ -351,13 +358,14 @@ fn drain_received(
     started: std::time::Instant,
     limit: Duration,
     vip: &str,
+    paused: &[String],
 ) -> Result<String, Failure> {
     let mut applied = String::new();
     loop {
         let replicas = node
             .replicas()
             .map_err(|e| fail(format!("cannot read replication status: {e}")))?;
-        check_not_broken(&replicas)?;
+        check_not_broken(&replicas, paused)?;
         let mut received = Vec::new();
         for replica in &replicas {
             if replica.io_state != IoState::Running {

@@ -346,6 +346,15 @@ fn with_the_peer_silent_and_a_guard_fetching_is_paused_before_what_was_received_
         node.warnings
     );
 
+    // An IO thread reconnecting to the silent peer keeps its error once stopped:
+    // paused, not broken.
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Held(1900);
+    node.replicas[0].io_state = IoState::Connecting;
+    node.replicas[0].last_io_error = "error reconnecting to master: Connection refused".into();
+    let summary = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(!node.read_only(), "{summary}");
+
     // Without a guard nobody would resume it: fetching goes on as before.
     let mut node = Scripted::new();
     promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
