@@ -40,6 +40,8 @@ struct Scripted {
     wall: u64,
     calls: Vec<String>,
     warnings: Vec<String>,
+    /// What `STOP SLAVE IO_THREAD` answers instead of stopping.
+    stop_io_fails: Option<SqlError>,
 }
 
 impl Scripted {
@@ -68,6 +70,7 @@ impl Scripted {
             wall: 1_800_000_000,
             calls: Vec::new(),
             warnings: Vec::new(),
+            stop_io_fails: None,
         }
     }
 
@@ -149,6 +152,9 @@ impl Node for Scripted {
 
     fn stop_replica_io(&mut self, connection_name: &str) -> Result<(), SqlError> {
         self.calls.push(format!("STOP IO {connection_name}"));
+        if let Some(error) = self.stop_io_fails.clone() {
+            return Err(error);
+        }
         for replica in &mut self.replicas {
             replica.io_state = IoState::Stopped;
         }
@@ -354,6 +360,14 @@ fn with_the_peer_silent_and_a_guard_fetching_is_paused_before_what_was_received_
     node.replicas[0].last_io_error = "error reconnecting to master: Connection refused".into();
     let summary = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
     assert!(!node.read_only(), "{summary}");
+
+    // A STOP that times out may still take effect: the guard is told either way.
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Held(1900);
+    node.stop_io_fails = Some(SqlError::Timeout("no answer within 1000 ms".into()));
+    promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(!node.read_only());
+    assert_eq!(node.state[crate::catchup::PAUSED_KEY], "");
 
     // Without a guard nobody would resume it: fetching goes on as before.
     let mut node = Scripted::new();
