@@ -1078,3 +1078,53 @@ fn a_commit_recovery_dropped_after_it_came_back_around_the_ring_is_fetched_again
     assert!(log.contains("replica position rewound from"), "{log}");
     pair.wait_converged();
 }
+
+/// An IO thread stopped on error 1236 (the peer lacks the GTID asked for, as after
+/// the peer's recovery dropped a transaction this node had applied) is started again
+/// by the guard, and replication resumes once the peer has that GTID.
+#[test]
+fn an_io_thread_stopped_on_1236_is_started_again_once_the_peer_has_the_gtid() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node2 = Node::new(&topology, 1, &pair.node2, None);
+    // Node 2 counts three of node 1's transactions that node 1 does not have yet.
+    let position = pair.node1.value("SELECT @@GLOBAL.gtid_binlog_pos").unwrap();
+    let last = common::mariadb::last_seq(&position, 1);
+    let ahead = position.replace(&format!("1-1-{last}"), &format!("1-1-{}", last + 3));
+    pair.node2.exec(&format!(
+        "STOP SLAVE; SET GLOBAL gtid_slave_pos = '{ahead}'; START SLAVE"
+    ));
+    let io_errno = || {
+        let mut conn = pair.node2.root();
+        let row: Option<mysql::Row> =
+            mysql::prelude::Queryable::query_first(&mut conn, "SHOW SLAVE STATUS").unwrap();
+        row.and_then(|row| row.get::<u32, _>("Last_IO_Errno"))
+    };
+    wait_for(
+        "node 2's IO thread stopped on 1236",
+        Duration::from_secs(10),
+        || io_errno() == Some(1236),
+    );
+    // Node 1 writes them (as root, through read_only); node 2 may fetch after them now.
+    for n in 1..=3 {
+        pair.node1
+            .exec(&format!("INSERT INTO app.t (note) VALUES ('skipped {n}')"));
+    }
+    pair.node1
+        .exec("INSERT INTO app.t (note) VALUES ('after the gap')");
+    wait_for(
+        "replication resumed by node 2's guard",
+        Duration::from_secs(15),
+        || {
+            pair.node2
+                .value("SELECT COUNT(*) FROM app.t WHERE note = 'after the gap'")
+                .as_deref()
+                == Some("1")
+        },
+    );
+    let log = node2.guard_log();
+    assert!(
+        log.contains("IO thread stopped on error 1236") && log.contains("started again"),
+        "{log}"
+    );
+}

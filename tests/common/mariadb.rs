@@ -413,3 +413,18 @@ pub fn replicating(server: &Server) -> bool {
         io.as_deref() == Some("Yes") && sql.as_deref() == Some("Yes")
     })
 }
+
+/// The sequence number of `domain` in a GTID position (0 when it has none).
+pub fn last_seq(position: &str, domain: u32) -> u64 {
+    position
+        .split(',')
+        .filter_map(|gtid| {
+            let mut parts = gtid.trim().splitn(3, '-');
+            let in_domain = parts.next()?.parse::<u32>().ok()? == domain;
+            parts.next()?;
+            let seq = parts.next()?.parse::<u64>().ok()?;
+            in_domain.then_some(seq)
+        })
+        .next()
+        .unwrap_or(0)
+}

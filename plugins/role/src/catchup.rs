@@ -379,7 +379,8 @@ fn drain_received(
         check_not_broken(&replicas, paused)?;
         let mut received = Vec::new();
         for replica in &replicas {
-            if replica.io_state != IoState::Running {
+            // A paused one was said so once, when it was paused.
+            if replica.io_state != IoState::Running && !paused.contains(&replica.connection_name) {
                 node.warn(&format!(
                     "replication `{}`: IO thread {} ({}); applying what was received",
                     connection_name(replica),
