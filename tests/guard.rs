@@ -1128,3 +1128,39 @@ fn an_io_thread_stopped_on_1236_is_started_again_once_the_peer_has_the_gtid() {
         "{log}"
     );
 }
+
+/// A failover flag lowered while the writer's switch-over still runs (here: waiting
+/// for a peer that does not apply, then failing) leaves the failover track file
+/// lowered: the switch-over's own "move the VIP" comes after the lowering was seen
+/// and would otherwise keep the node in FAULT for good (a lab chaos run).
+#[test]
+fn a_flag_lowered_during_the_switch_over_leaves_the_node_out_of_fault() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::with_peer(&topology, 0, &pair.node1, None, Some(&pair.node2));
+    let _node2 = Node::with_peer(&topology, 1, &pair.node2, None, Some(&pair.node1));
+    node1.hold_vip(true);
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    // The peer stops applying: the switch-over's first check waits 1 s, then fails.
+    pair.node2.exec("STOP SLAVE SQL_THREAD");
+    pair.node1
+        .exec("INSERT INTO app.t (note) VALUES ('not applied by node 2')");
+    let track = node1.site.path("track/failover");
+    let track_value = || {
+        std::fs::read_to_string(&track)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    std::fs::write(node1.site.flag_path(), "").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(node1.site.flag_path()).unwrap();
+    wait_for("the switch-over's end", Duration::from_secs(5), || {
+        node1
+            .guard_log()
+            .contains("switch-over (failover flag) failed: the peer lags")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(track_value(), "0", "{}", node1.guard_log());
+}
