@@ -245,7 +245,7 @@ pub mod peer {
 
 /// Grant `lease`: the node's write lease, held by its guard.
 pub mod lease {
-    pub use crate::wit::lease::{Answer, acquire, release};
+    pub use crate::wit::lease::{Answer, acquire, peer_answers, release};
 }
 
 /// Grant `vip`: addresses held by this node.

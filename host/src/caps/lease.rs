@@ -21,6 +21,7 @@ pub const CAPABILITY: Capability = Capability {
 pub trait Lease: Send {
     fn acquire(&mut self, instance: &str, timeout: Duration) -> Answer;
     fn release(&mut self, instance: &str) -> Answer;
+    fn peer_answers(&mut self) -> bool;
 }
 
 /// The guard of a site with `[guard]`; without one, the lease is not used.
@@ -57,6 +58,10 @@ impl wit::Host for Cap<'_> {
     fn release(&mut self, instance: String) -> wasmtime::Result<Answer> {
         Ok(self.0.release(&instance))
     }
+
+    fn peer_answers(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.0.peer_answers())
+    }
 }
 
 struct NotUsed;
@@ -68,6 +73,10 @@ impl Lease for NotUsed {
 
     fn release(&mut self, _: &str) -> Answer {
         Answer::NotUsed
+    }
+
+    fn peer_answers(&mut self) -> bool {
+        false
     }
 }
 
@@ -118,6 +127,14 @@ impl Lease for GuardSocket {
 
     fn release(&mut self, instance: &str) -> Answer {
         self.ask(&format!("RELEASE {instance}"), Duration::from_secs(1))
+    }
+
+    /// Anything but `ANSWERS` (no guard, a garbled line) is a silent peer: the
+    /// caller then promotes as it did before it could ask.
+    fn peer_answers(&mut self) -> bool {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        crate::guard::control::ask(&self.state_dir, "PEER", left.min(Duration::from_secs(1)))
+            .is_ok_and(|line| line == "ANSWERS")
     }
 }
 

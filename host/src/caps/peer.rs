@@ -87,6 +87,7 @@ impl Peer for PeerServers {
     fn status(&mut self) -> Result<PeerStatus, SqlError> {
         let count = self.sessions.len();
         let mut failures = Vec::new();
+        let mut connected = false;
         for step in 0..count {
             let index = (self.preferred + step) % count;
             let session = &mut self.sessions[index];
@@ -98,13 +99,20 @@ impl Peer for PeerServers {
                 }
                 // An answer with an error is an answer: the account or server is wrong.
                 Err(error @ SqlError::Server(_)) => return Err(error),
-                Err(error) => failures.push(format!("{address}: {}", super::sql::describe(&error))),
+                Err(error) => {
+                    connected |= matches!(error, SqlError::Timeout(_));
+                    failures.push(format!("{address}: {}", super::sql::describe(&error)));
+                }
             }
         }
-        Err(SqlError::Unreachable(format!(
-            "no answer from the peer ({})",
-            failures.join("; ")
-        )))
+        let why = format!("no answer from the peer ({})", failures.join("; "));
+        // A server that took the connection and did not answer in time is there,
+        // only slow: the caller may not take it for gone.
+        Err(if connected {
+            SqlError::Timeout(why)
+        } else {
+            SqlError::Unreachable(why)
+        })
     }
 }
 

@@ -69,6 +69,12 @@ fn answer(stream: &UnixStream, guard: &Guard) {
                 "RELEASED".to_string()
             }
             ["STATUS"] => format!("STATUS {}", guard.status()),
+            ["PEER"] => if guard.peer_answers() {
+                "ANSWERS"
+            } else {
+                "SILENT"
+            }
+            .to_string(),
             ["SWITCHOVER"] => match guard.switchover_command() {
                 Ok(report) => format!("DONE {report}"),
                 Err(why) => format!("REFUSED {why}"),

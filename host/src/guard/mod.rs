@@ -635,6 +635,11 @@ impl Guard {
         )
     }
 
+    /// Whether the peer's guard answered the last lease round (`lease.peer-answers`).
+    pub fn peer_answers(&self) -> bool {
+        !self.peer_silent.load(Ordering::SeqCst)
+    }
+
     fn heard_peer(&self) {
         *self
             .peer_silent_since

@@ -68,7 +68,7 @@ pub fn wait(
     }
     check_not_broken(&replicas, &[])?;
     let peer_limit = bounds.peer_read_only.min(bounds.limit);
-    let peer = peer_final_position(node, peer_limit)?;
+    let peer = peer_final_position(node, peer_limit, guarded)?;
     start_stopped_io_threads(node, &replicas)?;
     let mut summary = String::new();
     match &peer {
@@ -163,11 +163,18 @@ fn connection_name(replica: &ReplicaStatus) -> &str {
 
 /// The peer's status once it is read-only; `None` when it does not answer at all.
 /// A peer that answers but stays writable is a live writer: promoting would make two.
+/// A peer whose MariaDB accepts the connection but does not answer in time, while
+/// its guard answers (`guarded`), is alive and slow, not gone: asked again until
+/// `limit`. Taken for gone, its last transactions were left behind and their
+/// sequence numbers written again here (a lab chaos run: the peer's server had just
+/// restarted, and answered after the 500 ms `[peer]` timeout).
 fn peer_final_position(
     node: &mut impl Node,
     limit: Duration,
+    guarded: bool,
 ) -> Result<Option<PeerStatus>, Failure> {
     let started = node.now();
+    let mut peer_alive = None;
     loop {
         match node.peer_status() {
             Ok(status) if status.read_only => return Ok(Some(status)),
@@ -177,6 +184,20 @@ fn peer_final_position(
                         why: format!(
                             "the peer at {} is still writable after {} s: promoting now would make two writers",
                             status.address,
+                            limit.as_secs_f32()
+                        ),
+                        timed_out: true,
+                    });
+                }
+                node.pause(PEER_POLL);
+            }
+            Err(SqlError::Timeout(why))
+                if guarded && *peer_alive.get_or_insert_with(|| node.peer_guard_answers()) =>
+            {
+                if node.now().duration_since(started) >= limit {
+                    return Err(Failure {
+                        why: format!(
+                            "the peer's MariaDB did not answer within {} s ({why}) while its guard does: its final position is unknown while it is alive",
                             limit.as_secs_f32()
                         ),
                         timed_out: true,

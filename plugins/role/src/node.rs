@@ -37,6 +37,8 @@ pub trait Node {
     /// The write lease of `instance`, from this node's guard.
     fn acquire_lease(&mut self, instance: &str, timeout: Duration) -> LeaseAnswer;
     fn release_lease(&mut self, instance: &str) -> LeaseAnswer;
+    /// Whether the peer's guard answered this node's guard's last lease round.
+    fn peer_guard_answers(&mut self) -> bool;
     fn holds_vip(&mut self, address: &str) -> Result<bool, String>;
     /// The remote `host:port` of clients still connected through `address`.
     fn vip_clients(&mut self, address: &str) -> Result<Vec<String>, String>;
@@ -128,6 +130,10 @@ impl Node for Capabilities {
 
     fn release_lease(&mut self, instance: &str) -> LeaseAnswer {
         lease::release(instance)
+    }
+
+    fn peer_guard_answers(&mut self) -> bool {
+        lease::peer_answers()
     }
 
     fn holds_vip(&mut self, address: &str) -> Result<bool, String> {

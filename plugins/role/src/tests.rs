@@ -42,6 +42,7 @@ struct Scripted {
     warnings: Vec<String>,
     /// What `STOP SLAVE IO_THREAD` answers instead of stopping.
     stop_io_fails: Option<SqlError>,
+    peer_guard_answers: bool,
 }
 
 impl Scripted {
@@ -71,6 +72,7 @@ impl Scripted {
             calls: Vec::new(),
             warnings: Vec::new(),
             stop_io_fails: None,
+            peer_guard_answers: false,
         }
     }
 
@@ -181,6 +183,10 @@ impl Node for Scripted {
     fn release_lease(&mut self, instance: &str) -> LeaseAnswer {
         self.calls.push(format!("RELEASE {instance}"));
         LeaseAnswer::Held(0)
+    }
+
+    fn peer_guard_answers(&mut self) -> bool {
+        self.peer_guard_answers
     }
 
     fn now(&self) -> Instant {
@@ -326,6 +332,45 @@ fn with_the_peer_silent_semi_sync_is_restarted_so_no_commit_waits_for_it() {
             .calls
             .iter()
             .any(|c| c.starts_with("SET rpl_semi_sync"))
+    );
+}
+
+#[test]
+fn a_peer_whose_guard_answers_is_waited_for_when_its_mariadb_is_slow() {
+    let slow = || {
+        Err(SqlError::Timeout(
+            "no answer on 10.0.0.2:3306 within 500 ms".into(),
+        ))
+    };
+    // Slow twice, then it answers: the catch-up uses its final position.
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Held(1900);
+    node.peer_guard_answers = true;
+    node.peer = vec![slow(), slow(), peer(true, "1-1-10,2-2-7", "1-1-10,2-2-7")];
+    let summary = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(summary.contains("caught up with the peer at"), "{summary}");
+    assert!(!node.calls.iter().any(|c| c.starts_with("STOP IO")));
+
+    // Slow throughout: not promoted on what was received.
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Held(1900);
+    node.peer_guard_answers = true;
+    node.peer = vec![slow()];
+    let refused = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap_err();
+    assert!(node.read_only());
+    assert!(
+        format!("{refused:?}").contains("while its guard does"),
+        "{refused:?}"
+    );
+
+    // Its guard silent too (a whole node frozen): gone, as before.
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Held(1900);
+    node.peer = vec![slow()];
+    let summary = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(
+        summary.contains("peer's final position unknown"),
+        "{summary}"
     );
 }
 
@@ -792,6 +837,9 @@ impl Node for LeavingVip<'_> {
     }
     fn release_lease(&mut self, instance: &str) -> LeaseAnswer {
         self.node.release_lease(instance)
+    }
+    fn peer_guard_answers(&mut self) -> bool {
+        self.node.peer_guard_answers()
     }
     fn holds_vip(&mut self, address: &str) -> Result<bool, String> {
         *self.checks_left += 1;

@@ -357,6 +357,11 @@ impl Node for Model {
         LeaseAnswer::Held(0)
     }
 
+    fn peer_guard_answers(&mut self) -> bool {
+        self.tick();
+        self.lease_used && self.granting
+    }
+
     fn holds_vip(&mut self, address: &str) -> Result<bool, String> {
         self.tick();
         self.last_vip_check = self.calls;
