@@ -213,7 +213,7 @@ fn a_fenced_node_behind_its_peer_is_held_until_caught_up_though_the_peer_is_no_w
         !node1.has_vip()
     });
     // Behind node 2, which is no writer: node 1 no longer replicates from it.
-    pair.node1.exec("STOP SLAVE");
+    pair.node1.exec_through_fences("STOP SLAVE");
     node1.start_keepalived();
     let track = node1.site.path("track/VI_1");
     let read = || std::fs::read_to_string(&track).unwrap_or_default();
@@ -223,7 +223,7 @@ fn a_fenced_node_behind_its_peer_is_held_until_caught_up_though_the_peer_is_no_w
             .contains("held in FAULT until this node has caught up with the peer")
     });
     assert_eq!(read().trim(), "1", "{}", node1.guard_log());
-    pair.node1.exec("START SLAVE");
+    pair.node1.exec_through_fences("START SLAVE");
     wait_for("caught up, no longer held", Duration::from_secs(10), || {
         read().trim() == "0"
     });

@@ -258,6 +258,25 @@ impl Server {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// Runs a statement that may run twice (`STOP SLAVE`) as root, on a fresh
+    /// connection up to four times: a fence kills every session, and this one may
+    /// be among them.
+    pub fn exec_through_fences(&self, sql: &str) {
+        let mut tries = 0;
+        loop {
+            match self.try_connect().and_then(|mut conn| conn.query_drop(sql)) {
+                Ok(()) => return,
+                Err(e) if tries >= 3 || matches!(e, mysql::Error::MySqlError(_)) => {
+                    panic!("{sql}: {e}")
+                }
+                Err(_) => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
     /// One value read as root. A read is retried on a fresh connection a few times:
     /// a fence kills every session, and an observer's may be among them.
     pub fn value(&self, sql: &str) -> Option<String> {
