@@ -29,6 +29,20 @@ fn promote(node: &Node) {
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
 }
 
+/// Kills `node`'s keepalived (-9) and waits until its guard has fenced it: `server`
+/// read-only and the VIP keepalived left behind removed.
+fn fenced_by_a_dead_keepalived(node: &mut Node, server: &Server) {
+    node.keepalived = None;
+    wait_for(
+        "read-only after keepalived died",
+        Duration::from_secs(3),
+        || server.read_only(),
+    );
+    wait_for("the VIP removed", Duration::from_secs(3), || {
+        !node.has_vip()
+    });
+}
+
 /// Writes on `writer` until semi-sync is on there: it switches on once the replica
 /// has acknowledged a commit, and until then a commit does not wait.
 fn wait_for_semi_sync_on(writer: &Server) {
@@ -157,15 +171,7 @@ fn a_dead_keepalived_fences_the_writer_and_its_vip_goes() {
     promote(&node1);
     assert!(!pair.node1.read_only());
     // keepalived killed with -9: its VIP stays behind on the interface.
-    node1.keepalived = None;
-    wait_for(
-        "read-only after keepalived died",
-        Duration::from_secs(3),
-        || pair.node1.read_only(),
-    );
-    wait_for("the VIP removed", Duration::from_secs(3), || {
-        !node1.has_vip()
-    });
+    fenced_by_a_dead_keepalived(&mut node1, &pair.node1);
     assert!(
         node1.guard_log().contains("keepalived is not running"),
         "{}",
@@ -202,16 +208,7 @@ fn a_fenced_node_behind_its_peer_is_held_until_caught_up_though_the_peer_is_no_w
     let mut node1 = Node::with_peer(&topology, 0, &pair.node1, None, Some(&pair.node2));
     let _node2 = Node::with_peer(&topology, 1, &pair.node2, None, Some(&pair.node1));
     promote(&node1);
-    // Fenced: keepalived killed with -9.
-    node1.keepalived = None;
-    wait_for(
-        "read-only after keepalived died",
-        Duration::from_secs(3),
-        || pair.node1.read_only(),
-    );
-    wait_for("the VIP removed", Duration::from_secs(3), || {
-        !node1.has_vip()
-    });
+    fenced_by_a_dead_keepalived(&mut node1, &pair.node1);
     // Behind node 2, which is no writer: node 1 no longer replicates from it.
     pair.node1.exec_through_fences("STOP SLAVE");
     node1.start_keepalived();

@@ -950,11 +950,7 @@ impl Guard {
             return Some("it replicates from nobody".into());
         }
         for replica in &replicas {
-            let name = if replica.connection_name.is_empty() {
-                "default"
-            } else {
-                &replica.connection_name
-            };
+            let name = replication::connection_shown(&replica.connection_name);
             if replica.io_state != IoState::Running || replica.sql_state != SqlState::Running {
                 return Some(format!(
                     "replication `{name}` is not running: {}",
@@ -992,17 +988,14 @@ impl Guard {
         let (Some(own_domain), Ok(position)) = (own_domain, crate::gtid::parse(&writer)) else {
             return unverified("the GTID positions");
         };
-        let target: Vec<String> = position
+        let target: Vec<crate::gtid::Gtid> = position
             .into_iter()
             .filter(|g| g.domain != own_domain)
-            .map(|g| g.to_string())
             .collect();
-        match peer_reaches(&mut local, &target.join(","), CAUGHT_UP_WITHIN) {
+        let target = crate::gtid::render(&target);
+        match peer_reaches(&mut local, &target, CAUGHT_UP_WITHIN) {
             Ok(true) => None,
-            Ok(false) => Some(format!(
-                "this node has not applied the writer's {}",
-                target.join(",")
-            )),
+            Ok(false) => Some(format!("this node has not applied the writer's {target}")),
             Err(why) => unverified(&why),
         }
     }

@@ -102,7 +102,7 @@ impl Guard {
                 continue;
             }
             let error = record.get("Last_IO_Error").unwrap_or_default().to_string();
-            let shown = if name.is_empty() { "default" } else { &name };
+            let shown = connection_shown(&name);
             match replica_io_statement("START", &name)
                 .and_then(|statement| local.rows(Level::Info, &statement))
             {
@@ -187,7 +187,7 @@ impl Guard {
     fn peer_server_answers(&self) -> bool {
         match self.peer_db {
             Some(_) => self.answering_peer_server().is_some(),
-            None => !self.peer_silent.load(std::sync::atomic::Ordering::SeqCst),
+            None => self.peer_answers(),
         }
     }
 
@@ -203,7 +203,7 @@ impl Guard {
         let mut local = self.local_session();
         let mut resumed = Vec::new();
         for name in paused.split('\n') {
-            let shown = if name.is_empty() { "default" } else { name };
+            let shown = connection_shown(name);
             let started = replica_io_statement("START", name)
                 .and_then(|statement| local.rows(Level::Info, &statement));
             match started {
@@ -264,15 +264,14 @@ fn rewind(local: &mut Session, position: &str) -> Result<Vec<String>, SqlError> 
     }
     set?;
     Ok(running
-        .into_iter()
-        .map(|name| {
-            if name.is_empty() {
-                "default".into()
-            } else {
-                name
-            }
-        })
+        .iter()
+        .map(|name| connection_shown(name).to_string())
         .collect())
+}
+
+/// A replication connection's name as the logs show it: the default one is unnamed.
+pub(super) fn connection_shown(name: &str) -> &str {
+    if name.is_empty() { "default" } else { name }
 }
 
 fn warn(log: &Log, message: &str) {

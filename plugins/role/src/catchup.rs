@@ -300,8 +300,12 @@ fn pause_replication_from_a_silent_peer(node: &mut impl Node) -> Result<Vec<Stri
         .iter()
         .map(|replica| replica.connection_name.clone())
         .collect();
+    let shown: Vec<&str> = fetching
+        .iter()
+        .map(|replica| connection_name(replica))
+        .collect();
     node.remember(PAUSED_KEY, &names.join("\n"));
-    for replica in fetching {
+    for replica in &fetching {
         let name = connection_name(replica);
         match node.stop_replica_io(&replica.connection_name) {
             Ok(()) => {}
@@ -315,11 +319,7 @@ fn pause_replication_from_a_silent_peer(node: &mut impl Node) -> Result<Vec<Stri
     }
     node.warn(&format!(
         "paused replication from the silent peer ({}): nothing its old connection still delivers is applied after this node's writes; the guard resumes it once the peer's MariaDB answers",
-        names
-            .iter()
-            .map(|name| if name.is_empty() { "default" } else { name })
-            .collect::<Vec<_>>()
-            .join(", ")
+        shown.join(", ")
     ));
     Ok(names)
 }
