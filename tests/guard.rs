@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::guard::{LEASE_MS, MARGIN_MS, Node, Timing, VIP};
+use common::guard::{LEASE_MS, MARGIN_MS, Node, Timing, VIP, VIP2};
 use common::mariadb::{Pair, Server};
 use common::topology::Topology;
 use common::{exit_code, stderr};
@@ -225,11 +225,9 @@ fn a_fenced_node_behind_its_peer_is_held_until_caught_up_though_the_peer_is_no_w
         read().trim() == "0"
     });
     // The log line follows the track file by a moment (CI once read between them).
-    wait_for(
-        "no longer held, in the log",
-        Duration::from_secs(1),
-        || node1.guard_log().contains("no longer held in FAULT"),
-    );
+    wait_for("no longer held, in the log", Duration::from_secs(1), || {
+        node1.guard_log().contains("no longer held in FAULT")
+    });
 }
 
 #[test]
@@ -1172,4 +1170,86 @@ fn a_peer_alive_but_slow_to_answer_is_waited_for() {
     let log = node1.site.log_text();
     assert!(log.contains("caught up with the peer at"), "{log}");
     assert!(!log.contains("final position unknown"), "{log}");
+}
+
+/// With two `rw` instances a node may already be writable when another instance's
+/// VIP arrives, and `read_only` keeps nobody out: each VIP has a gate that resets
+/// every TCP packet for it until this node's `master` for it has passed under its
+/// lease, and closes again as the lease goes (the two-VIP layout's switch-over and
+/// heartbeat cut).
+#[test]
+fn with_two_rw_instances_a_vip_reaches_a_writable_node_only_once_it_serves_that_instance() {
+    let pair = Pair::start();
+    let topology = Topology::new();
+    let node1 = Node::two_instances(&topology, 0, &pair.node1);
+    let node2 = Node::two_instances(&topology, 1, &pair.node2);
+    // A client on the switch reaches both VIPs through node1, where a listener
+    // stands in for MariaDB (the gate does not depend on the port).
+    let _listener = topology.nodes[0].listen(3306);
+    let node1_address = topology.address(0);
+    for vip in [VIP, VIP2] {
+        let routed = Command::new("ip")
+            .args(["-n", &topology.switch.name, "route", "add", vip])
+            .args(["via", &node1_address])
+            .status()
+            .unwrap();
+        assert!(routed.success());
+    }
+    let connect = |vip: &str| {
+        let to: std::net::SocketAddr = format!("{vip}:3306").parse().unwrap();
+        common::netns::connect_from(&topology.switch.name, to, Duration::from_secs(1))
+            .map_err(|e| e.kind())
+    };
+    let refused = Err(std::io::ErrorKind::ConnectionRefused);
+
+    // VI_1 arrives and is promoted: served.
+    node1.hold_vip(true);
+    assert_eq!(connect(VIP), refused, "reached before master passed");
+    let output = node1.hook(&["master", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert!(!pair.node1.read_only());
+    assert_eq!(connect(VIP), Ok(()), "{}", node1.guard_log());
+
+    // VI_2's VIP arrives too (both nodes VRRP MASTER: a heartbeat cut) while node2
+    // holds its lease: node1 is writable, yet nothing reaches it through VIP2.
+    node2.hold_address(VIP2, true);
+    assert!(node2.ask("ACQUIRE VI_2 2000").starts_with("HELD"));
+    node1.hold_address(VIP2, true);
+    assert_eq!(
+        connect(VIP2),
+        refused,
+        "VIP2 reached node1 without its lease"
+    );
+    let output = node1.hook(&["master", "--instance=VI_2"]);
+    assert_ne!(
+        exit_code(&output),
+        0,
+        "promoted without the lease: {}\n{}",
+        node1.guard_log(),
+        node2.guard_log()
+    );
+    assert_eq!(connect(VIP2), refused, "{}", node1.guard_log());
+    assert_eq!(connect(VIP), Ok(()), "VI_1's clients were cut off");
+
+    // node2 gives VI_2 up (a switch-over): node1's master serves it once it passes.
+    node2.hold_address(VIP2, false);
+    assert_eq!(node2.ask("RELEASE VI_2"), "RELEASED");
+    let output = node1.hook(&["master", "--instance=VI_2"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert_eq!(connect(VIP2), Ok(()), "{}", node1.guard_log());
+
+    // VI_1 leaves node1, which stays writable for VI_2: its gate closes with the
+    // lease, so a VIP1 that lingers (or comes back before master) reaches nothing.
+    node1.hold_vip(false);
+    let output = node1.hook(&["backup", "--instance=VI_1"]);
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert!(!pair.node1.read_only());
+    node1.hold_vip(true);
+    assert_eq!(connect(VIP), refused, "{}", node1.guard_log());
+    assert_eq!(connect(VIP2), Ok(()));
+    assert!(
+        node1.guard_log().contains("VI_1: gate of 10.97.0.1 closed"),
+        "{}",
+        node1.guard_log()
+    );
 }

@@ -106,7 +106,8 @@ impl Run<'_> {
         let sql = self.open_sql_ahead(&found.spec, deadline)?;
         let peer = self.peer(&found.spec, deadline)?;
         let (plugin, _) = found.load(self.engine, self.config, &self.log)?;
-        let caps = self.backends(&plugin, sql, peer, state_dir, deadline);
+        let granted = lease::Granted::default();
+        let caps = self.backends(&plugin, sql, peer, state_dir, deadline, &granted);
         let call = Call {
             args,
             settings: plugin.spec.settings.clone(),
@@ -124,6 +125,10 @@ impl Run<'_> {
             memory_bytes: plugin.spec.memory_bytes,
         };
         let ran = runtime::run(self.engine, &plugin.linked, caps, &call, bounds);
+        // Under the node lock still: no demotion gives the lease back in between.
+        if ran.0.verdict == Verdict::Pass {
+            lease::serve(&self.config.state_dir, &granted, &self.log);
+        }
         drop(lock);
         Ok(ran)
     }
@@ -237,6 +242,7 @@ impl Run<'_> {
         peer: Box<dyn peer::Peer>,
         state_dir: Option<TrustedDir>,
         deadline: Instant,
+        granted: &lease::Granted,
     ) -> Backends {
         let state_dir = state_dir.filter(|_| plugin.spec.granted("state"));
         Backends {
@@ -250,6 +256,7 @@ impl Run<'_> {
                 self.config.state_dir.clone(),
                 self.config.guard.is_some(),
                 deadline,
+                std::sync::Arc::clone(granted),
             ),
         }
     }

@@ -554,7 +554,7 @@ impl Run {
                 .checked_sub(STATE_OVERLAP)
                 .unwrap_or(self.checked_until),
         );
-        let overlap = two_writers(&samples, self.checked_until, now, self.layout);
+        let overlap = sampler::two_writers(&samples, self.checked_until, now, self.layout);
         if !overlap.is_zero() {
             self.two_writer += overlap;
             self.violations.push(format!(
@@ -686,18 +686,6 @@ impl Run {
             steps,
             logs: None,
         })
-    }
-}
-
-/// Two writers in [from, to]: both nodes writable in the single-VIP layout; in the
-/// two-VIP layout, where both are writable by design, some VIP on both nodes while
-/// both are writable.
-fn two_writers(samples: &sampler::Samples, from: Instant, to: Instant, layout: Layout) -> Duration {
-    match layout {
-        Layout::Single => sampler::both_writable(&samples.read_only, from, to),
-        Layout::Dual => {
-            sampler::shared_vip_both_writable(&samples.read_only, &samples.vips, from, to)
-        }
     }
 }
 

@@ -335,9 +335,6 @@ pub fn install(
             Ok(HookCommands::mmvip(paths))
         }
         HookSet::Guard | HookSet::GuardWitness => {
-            if instances.len() != 1 {
-                bail!("the guard lab has the single-VIP layout only");
-            }
             install_mmvip(paths, artifacts, hooks, Some((node, instances)))?;
             fs::write(paths.guard_check(), GUARD_CHECK)?;
             set_mode(&paths.guard_check(), 0o755)?;
@@ -400,10 +397,10 @@ fn install_mmvip(
             set_mode(&target, 0o644)?;
         }
     }
-    if roles.is_some_and(|(_, instances)| instances.len() == 1) {
+    if roles.is_some_and(|(_, instances)| asks_peer(hooks, instances)) {
         write_secret(&paths.peer_password(), PEER_PASSWORD)?;
     }
-    let mut config = render_mmvip_config(paths, roles);
+    let mut config = render_mmvip_config(paths, roles, hooks);
     if let (true, Some((node, _))) = (hooks.guarded(), roles) {
         write_secret(&paths.guard_secret(), GUARD_SECRET)?;
         fs::create_dir_all(paths.track_dir())?;
@@ -512,10 +509,24 @@ fn write_secret(path: &Path, secret: &str) -> Result<()> {
     set_mode(path, 0o600)
 }
 
+/// Whether `master` is given `[peer]`: with one instance always; in the two-VIP
+/// layout, where each node is writable by design for its own VIP, only under the
+/// guard. Without a guard `master` cannot tell a peer writable for its own VIP from
+/// a second writer, and would refuse every promotion there (at start-up and at
+/// failback); under the guard each VIP has a gate, closed on the peer before it gave
+/// the instance's lease back, so the peer's position is final for that instance.
+fn asks_peer(hooks: HookSet, instances: &[Instance]) -> bool {
+    instances.len() == 1 || hooks.guarded()
+}
+
 /// The node's mmvip.toml. `roles` (this node and the pair's instances) is None when
 /// the role-change plugins are not installed: then there is no [instances] table
 /// and no [peer] to ask.
-pub fn render_mmvip_config(paths: &NodePaths, roles: Option<(NodeId, &[Instance])>) -> String {
+pub fn render_mmvip_config(
+    paths: &NodePaths,
+    roles: Option<(NodeId, &[Instance])>,
+    hooks: HookSet,
+) -> String {
     let mut text = format!(
         "\
 # mmvip on {dir}: one config per lab node, passed with --config.
@@ -543,14 +554,11 @@ settable_variables = [\"read_only\", \"rpl_semi_sync_master_enabled\"]
     let Some((node, instances)) = roles else {
         return text;
     };
-    // In the two-VIP layout each node is writable for its own VIP by design, so a
-    // `master` that waits for the peer to turn read-only refuses every promotion
-    // there (at start-up and at failback). Until the host tells that case apart,
-    // the two-VIP layout runs without [peer]: `master` logs that it cannot ask the
-    // peer and applies what it received, as before the peer capability.
-    if instances.len() > 1 {
+    // Without [peer] `master` logs that it cannot ask the peer and applies what it
+    // received, as before the peer capability.
+    if !asks_peer(hooks, instances) {
         text.push_str(
-            "\n# No [peer]: both nodes are writable by design in the two-VIP layout, and\n# `master` refuses to promote while the peer is writable.\n",
+            "\n# No [peer]: both nodes are writable by design in the two-VIP layout, and\n# without the guard's gates `master` refuses to promote while the peer is writable.\n",
         );
     } else {
         // `master` asks the peer over the heartbeat network first, then the public one.
@@ -654,17 +662,19 @@ mod tests {
     #[test]
     fn mmvip_config_lists_instances_and_the_peer_only_when_asked() {
         let dual = Layout::Dual.instances();
-        let two = render_mmvip_config(&paths(), Some((NodeId::One, &dual)));
+        let two = render_mmvip_config(&paths(), Some((NodeId::One, &dual)), HookSet::Mmvip);
         assert!(two.contains("[instances.VI_1]\nvip  = \"10.77.1.99\"\nrole = \"rw\""));
         assert!(two.contains("[instances.VI_2]\nvip  = \"10.77.1.98\""));
         assert!(two.contains("socket     = \"/tmp/mmvip-lab/node1/run/mysqld.sock\""));
         assert!(!two.contains("\n[peer]\n"));
+        let guarded = render_mmvip_config(&paths(), Some((NodeId::One, &dual)), HookSet::Guard);
+        assert!(guarded.contains("\n[peer]\n"));
         let single = Layout::Single.instances();
-        let with = render_mmvip_config(&paths(), Some((NodeId::One, &single)));
+        let with = render_mmvip_config(&paths(), Some((NodeId::One, &single)), HookSet::Mmvip);
         assert!(with.contains(
             "[peer]\naddresses     = [\"10.77.0.2:3306\", \"10.77.1.2:3306\"]\nuser          = \"mmvip_peer\"\npassword_file = \"/tmp/mmvip-lab/node1/mmvip/peer-password\"\ntimeout_ms    = 500\n"
         ));
-        let without = render_mmvip_config(&paths(), None);
+        let without = render_mmvip_config(&paths(), None, HookSet::MmvipChecks);
         assert!(!without.contains("[instances"));
         assert!(!without.contains("\n[peer]\n"));
         assert!(without.contains("failover_file = \"/tmp/mmvip-lab/node1/etc/failover\""));

@@ -379,6 +379,7 @@ mod tests {
                 ("2-keepalived-stop", "mmvip"),
                 ("7a-dual-switchover", "mmvip"),
                 ("7b-dual-kill9", "mmvip"),
+                ("7c-dual-split-brain", "mmvip"),
             ]
         );
     }
@@ -386,7 +387,7 @@ mod tests {
     #[test]
     fn one_hook_set_runs_every_selected_scenario() {
         let plan = plan(HookChoice::One(HookSet::Shell), &(1..=7).collect());
-        assert_eq!(plan.len(), 8);
+        assert_eq!(plan.len(), 9);
         assert!(plan.iter().all(|(_, h)| *h == HookSet::Shell));
     }
 

@@ -14,7 +14,7 @@ use mmvip_lab::{HookChoice, RunOptions, chaos, report, wait};
 #[command(
     name = "mmvip-lab",
     about = "Failover lab for mmvip: two MariaDB nodes and a client in network namespaces, real keepalived, measured scenarios",
-    after_help = "Run as root. Exit status: 0 no mmvip row failed; 1 an mmvip row failed (a write lost, no takeover or failback, rows unreadable, no convergence, the VIP never moved, or two writers in the single-VIP layout); 2 setup or usage error; 130 interrupted."
+    after_help = "Run as root. Exit status: 0 no mmvip row failed; 1 an mmvip row failed (a write lost, no takeover or failback, rows unreadable, no convergence, the VIP never moved, or two writers: both nodes writable in the single-VIP layout, a VIP on two writable nodes in the two-VIP layout); 2 setup or usage error; 130 interrupted."
 )]
 struct Cli {
     /// Lab root: per-node files, logs and the state file `down` uses

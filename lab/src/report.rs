@@ -177,7 +177,7 @@ fn cells(row: &Row) -> [String; 14] {
 /// What the columns and verdicts mean, printed under the table.
 pub const LEGEND: &str = "\
 verdict: pass | FAIL (an mmvip row broke a rule: the run fails) | known-failure (split brain with two writers under mmvip: the write lease's job, reported, not failing the run) | baseline (shell scripts: the comparison, not judged)
-rules: a write acknowledged after the fault by the node taking over (rto_ms; not required in the split brain, where the old writer lives on and a second one is the failure), failback, every acknowledged write on both nodes (lost = 0), rows read back on both nodes, convergence, the VIP moved, and in the single-VIP layout two_writer_ms = 0
+rules: a write acknowledged after the fault by the node taking over (rto_ms; not required in the split brain, where the old writer lives on and a second one is the failure), failback, every acknowledged write on both nodes (lost = 0), rows read back on both nodes, convergence, the VIP moved, and two_writer_ms = 0 (two-VIP layout: a VIP on both nodes, open on both, while both are writable)
 ambiguous: committed/total writes whose connection broke after the statement or COMMIT was sent, each resolved by reading the data back
 sample_ms: median/worst gap between one node's consecutive read_only samples during the load (two_writer_ms cannot see an overlap shorter than the worst gap)";
 

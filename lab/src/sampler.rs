@@ -2,11 +2,15 @@
 //! its unix socket (unix sockets work across namespaces), one thread per node so a
 //! slow node cannot delay the other's samples; and which node holds which VIP, from
 //! the kernel's address notifications inside each node's namespace (event-driven, so
-//! a VIP's arrival and departure are timed to the moment). From the samples come
+//! a VIP's arrival and departure are timed to the moment). Under the guard, also
+//! which VIPs each node's gate closes (the guard's nftables set, followed with `nft
+//! monitor` in the node's namespace: event-driven too). From the samples come
 //! `two_writer_ms`, the VIP history, and the sampling period actually achieved.
 
+use std::io::BufRead as _;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -19,7 +23,7 @@ use mysql::{Conn, OptsBuilder};
 use crate::addrwatch::AddressEvents;
 use crate::mariadb;
 use crate::netns;
-use crate::topology::{NodeId, PUBLIC_IF};
+use crate::topology::{Layout, NodeId, PUBLIC_IF};
 
 /// Short enough that `two_writer_ms = 0` means no overlap longer than a few ms; one
 /// cheap query per node per period is light even on 2 cores.
@@ -38,11 +42,14 @@ pub struct ReadOnlySample {
     pub read_only: Option<bool>,
 }
 
-/// Which VIPs each node holds from this moment on (one entry per change).
+/// Which VIPs each node holds, and which of them its gate closes, from this moment
+/// on (one entry per change). A gated VIP resets every TCP packet for it on that
+/// node: it serves no client there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipSample {
     pub at: Instant,
     pub held: [Vec<Ipv4Addr>; 2],
+    pub gated: [Vec<Ipv4Addr>; 2],
 }
 
 #[derive(Debug, Default, Clone)]
@@ -57,23 +64,36 @@ pub struct Samples {
 struct Shared {
     samples: Samples,
     held: [Vec<Ipv4Addr>; 2],
+    gated: [Vec<Ipv4Addr>; 2],
+}
+
+impl Shared {
+    /// Records the nodes' VIP state as it is now.
+    fn push_vips(&mut self, at: Instant) {
+        let (held, gated) = (self.held.clone(), self.gated.clone());
+        self.samples.vips.push(VipSample { at, held, gated });
+    }
 }
 
 pub struct Sampler {
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// The `nft monitor` processes following the gates, killed (by pid) to stop.
+    monitors: Vec<Child>,
 }
 
 impl Sampler {
-    /// Starts the samplers and returns once both nodes' current VIPs are known.
-    pub fn start(sockets: [PathBuf; 2]) -> anyhow::Result<Sampler> {
+    /// Starts the samplers and returns once both nodes' current VIPs are known (and
+    /// their gates, with `gates`: the guard's hooks).
+    pub fn start(sockets: [PathBuf; 2], gates: bool) -> anyhow::Result<Sampler> {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut sampler = Sampler {
             shared,
             stop,
             threads: Vec::new(),
+            monitors: Vec::new(),
         };
         for (node, socket) in NodeId::BOTH.into_iter().zip(sockets) {
             let shared = Arc::clone(&sampler.shared);
@@ -100,6 +120,13 @@ impl Sampler {
                 .recv_timeout(WATCH_READY_TIMEOUT)
                 .map_err(|_| anyhow!("the VIP watchers did not report the current addresses"))?
                 .context("watch VIPs")?;
+        }
+        if gates {
+            for node in NodeId::BOTH {
+                let (monitor, thread) = watch_gates(node, &sampler.shared)?;
+                sampler.monitors.push(monitor);
+                sampler.threads.push(thread);
+            }
         }
         Ok(sampler)
     }
@@ -145,6 +172,11 @@ impl Sampler {
 
     fn halt(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Their readers end at the end of the output.
+        for mut monitor in self.monitors.drain(..) {
+            let _ = monitor.kill();
+            let _ = monitor.wait();
+        }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -254,14 +286,125 @@ fn watch_vips(
                 .collect();
             let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
             shared.held[node.index()] = vips;
-            let held = shared.held.clone();
-            shared.samples.vips.push(VipSample { at, held });
+            shared.push_vips(at);
         }
         if applied.dump_done && !reported_ready {
             reported_ready = true;
             let _ = ready.send(Ok(()));
         }
     }
+}
+
+/// The guard's gate set for IPv4 VIPs (host/src/guard/turn_away.rs).
+const GATE_SET: &str = "gated4";
+
+/// Follows `node`'s gates: `nft monitor` in its namespace from now on, then the set
+/// as it is (listed after the monitor started, so that no change is missed; a
+/// change in between is applied twice, which ends in the same set). A transaction
+/// (the guard's table defined anew) counts once it is complete: at its generation
+/// line.
+fn watch_gates(
+    node: NodeId,
+    shared: &Arc<Mutex<Shared>>,
+) -> anyhow::Result<(Child, JoinHandle<()>)> {
+    let namespace = node.namespace();
+    let mut monitor = Command::new("ip")
+        .args(["netns", "exec", &namespace, "nft", "monitor"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("run nft monitor (apt-get install nftables)")?;
+    let stdout = monitor.stdout.take().context("nft monitor's output")?;
+    let listed = Command::new("ip")
+        .args([
+            "netns", "exec", &namespace, "nft", "list", "set", "inet", "mmvip", GATE_SET,
+        ])
+        .output()
+        .context("nft list set")?;
+    // No table yet: no gate is closed.
+    let mut gated: Vec<Ipv4Addr> = if listed.status.success() {
+        addresses_in(&String::from_utf8_lossy(&listed.stdout))
+    } else {
+        Vec::new()
+    };
+    {
+        let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.gated[node.index()] = gated.clone();
+        shared.push_vips(Instant::now());
+    }
+    let shared = Arc::clone(shared);
+    let thread = std::thread::Builder::new()
+        .name(format!("gates-{}", node.name()))
+        .spawn(move || {
+            let mut pending = gated.clone();
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(change) = gate_change(&line) {
+                    change.apply(&mut pending);
+                } else if line.starts_with("# new generation") && pending != gated {
+                    gated = pending.clone();
+                    let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    shared.gated[node.index()] = gated.clone();
+                    shared.push_vips(Instant::now());
+                }
+            }
+        })?;
+    Ok((monitor, thread))
+}
+
+/// One line of `nft monitor` that changes the gate set.
+#[derive(Debug, PartialEq, Eq)]
+enum GateChange {
+    Close(Vec<Ipv4Addr>),
+    Open(Vec<Ipv4Addr>),
+    /// The guard's table removed (it is defined anew: its elements follow).
+    Cleared,
+}
+
+impl GateChange {
+    fn apply(self, gated: &mut Vec<Ipv4Addr>) {
+        match self {
+            GateChange::Close(vips) => {
+                for vip in vips {
+                    if !gated.contains(&vip) {
+                        gated.push(vip);
+                    }
+                }
+                gated.sort_unstable();
+            }
+            GateChange::Open(vips) => gated.retain(|vip| !vips.contains(vip)),
+            GateChange::Cleared => gated.clear(),
+        }
+    }
+}
+
+fn gate_change(line: &str) -> Option<GateChange> {
+    let element = |verb: &str| format!("{verb} element inet mmvip {GATE_SET} ");
+    if line.starts_with(&element("add")) {
+        Some(GateChange::Close(addresses_in(line)))
+    } else if line.starts_with(&element("delete")) {
+        Some(GateChange::Open(addresses_in(line)))
+    } else if line.starts_with("delete table inet mmvip") {
+        Some(GateChange::Cleared)
+    } else {
+        None
+    }
+}
+
+/// The IPv4 addresses between the braces of `elements = { … }` or `{ … }`.
+fn addresses_in(text: &str) -> Vec<Ipv4Addr> {
+    let inside = text
+        .split_once("elements = {")
+        .map(|(_, rest)| rest)
+        .or_else(|| text.split_once('{').map(|(_, rest)| rest))
+        .and_then(|rest| rest.split_once('}'))
+        .map_or("", |(inside, _)| inside);
+    let mut addresses: Vec<Ipv4Addr> = inside
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    addresses.sort_unstable();
+    addresses
 }
 
 /// How often read_only was actually sampled: the gaps between one node's
@@ -365,8 +508,19 @@ pub fn writable_without_vip(
     held_between(timeline, from, to)
 }
 
-/// Time within [from, to] during which some VIP was on both nodes while both were
-/// writable: two writers for one instance of the two-VIP layout.
+/// Two writers in [from, to]: both nodes writable in the single-VIP layout; in the
+/// two-VIP layout, where both are writable by design, some VIP on both nodes, open
+/// on both, while both are writable.
+pub fn two_writers(samples: &Samples, from: Instant, to: Instant, layout: Layout) -> Duration {
+    match layout {
+        Layout::Single => both_writable(&samples.read_only, from, to),
+        Layout::Dual => shared_vip_both_writable(&samples.read_only, &samples.vips, from, to),
+    }
+}
+
+/// Time within [from, to] during which some VIP was on both nodes, its gate open on
+/// both, while both were writable: two writers for one instance of the two-VIP
+/// layout.
 pub fn shared_vip_both_writable(
     read_only: &[ReadOnlySample],
     vips: &[VipSample],
@@ -379,7 +533,13 @@ pub fn shared_vip_both_writable(
     let timeline = events.iter().map(|(at, event)| {
         match event {
             Event::ReadOnly(s) => writable[s.node.index()] = s.read_only == Some(false),
-            Event::Vips(s) => shared = s.held[0].iter().any(|vip| s.held[1].contains(vip)),
+            Event::Vips(s) => {
+                shared = s.held[0].iter().any(|vip| {
+                    s.held[1].contains(vip)
+                        && !s.gated[0].contains(vip)
+                        && !s.gated[1].contains(vip)
+                })
+            }
         }
         (*at, shared && writable[0] && writable[1])
     });
@@ -466,6 +626,7 @@ mod tests {
         let vips = |ms, held: [Vec<Ipv4Addr>; 2]| VipSample {
             at: t + Duration::from_millis(ms),
             held,
+            gated: Default::default(),
         };
         let vip_samples = [
             vips(0, [vec![vip1], vec![vip2]]),
@@ -480,6 +641,49 @@ mod tests {
         let shared =
             shared_vip_both_writable(&read_only, &vip_samples, t, t + Duration::from_millis(60));
         assert_eq!(shared, Duration::from_millis(10));
+
+        // Node 2's gate closes VIP1 from 15: it serves nobody there.
+        let mut gated = vip_samples.to_vec();
+        gated.insert(
+            2,
+            VipSample {
+                at: t + Duration::from_millis(15),
+                held: [vec![vip1], vec![vip1, vip2]],
+                gated: [vec![], vec![vip1]],
+            },
+        );
+        let shared = shared_vip_both_writable(&read_only, &gated, t, t + Duration::from_millis(60));
+        assert_eq!(shared, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn the_gate_set_follows_nft_monitor_and_nft_list() {
+        let vip1: Ipv4Addr = "10.77.1.99".parse().unwrap();
+        let vip2: Ipv4Addr = "10.77.1.98".parse().unwrap();
+        let listed = "table inet mmvip {\n\tset gated4 {\n\t\ttype ipv4_addr\n\t\telements = { 10.77.1.98, 10.77.1.99 }\n\t}\n}\n";
+        let mut gated = addresses_in(listed);
+        assert_eq!(gated, [vip2, vip1]);
+        for (line, after) in [
+            (
+                "delete element inet mmvip gated4 { 10.77.1.99 }",
+                vec![vip2],
+            ),
+            (
+                "add element inet mmvip refused4 { 10.77.1.99 . 3306 }",
+                vec![vip2],
+            ),
+            ("delete table inet mmvip", vec![]),
+            ("add element inet mmvip gated4 { 10.77.1.99 }", vec![vip1]),
+            (
+                "add element inet mmvip gated4 { 10.77.1.98 }",
+                vec![vip2, vip1],
+            ),
+        ] {
+            if let Some(change) = gate_change(line) {
+                change.apply(&mut gated);
+            }
+            assert_eq!(gated, after, "{line}");
+        }
     }
 
     #[test]
@@ -549,10 +753,12 @@ mod tests {
             VipSample {
                 at: at(0),
                 held: [vec![vip], vec![]],
+                gated: Default::default(),
             },
             VipSample {
                 at: at(100),
                 held: [vec![], vec![vip]],
+                gated: Default::default(),
             },
         ];
         let read_only = vec![
@@ -576,14 +782,17 @@ mod tests {
             VipSample {
                 at: t,
                 held: [vec![vip], vec![]],
+                gated: Default::default(),
             },
             VipSample {
                 at: t + Duration::from_millis(100),
                 held: [vec![vip], vec![vip]],
+                gated: Default::default(),
             },
             VipSample {
                 at: t + Duration::from_millis(200),
                 held: [vec![], vec![vip]],
+                gated: Default::default(),
             },
         ];
         assert_eq!(

@@ -147,6 +147,7 @@ pub fn catalog() -> Vec<Scenario> {
         s(6, "6-split-brain", Layout::Single, Fault::SplitBrain),
         s(7, "7a-dual-switchover", Layout::Dual, Fault::FailoverFile),
         s(7, "7b-dual-kill9", Layout::Dual, Fault::MariadbKill),
+        s(7, "7c-dual-split-brain", Layout::Dual, Fault::SplitBrain),
         s(8, "8-mariadb-freeze", Layout::Single, Fault::MariadbFreeze),
         s(9, "9-guard-kill9", Layout::Single, Fault::GuardKill),
         s(10, "10-mmvip-switchover", Layout::Single, Fault::Switchover),
@@ -348,7 +349,7 @@ impl Load {
     /// The sampler first (its VIP watchers report the current state before it
     /// returns), then every writer; returns once writes flow through every VIP.
     pub(crate) fn start(lab: &Lab) -> Result<Load> {
-        let sampler = Sampler::start(lab.sockets())?;
+        let sampler = Sampler::start(lab.sockets(), lab.hooks.guarded())?;
         let writers = writer_specs(lab)
             .into_iter()
             .map(Writer::start)
@@ -609,9 +610,6 @@ fn measure(
             stray.as_secs_f64() * 1000.0
         ));
     }
-    if scenario.layout == Layout::Dual {
-        notes.push("two-VIP layout: both nodes are writable by design while each holds a VIP, so two_writer_ms counts that and is not judged".into());
-    }
     if scenario.fault == Fault::NodeFreeze {
         let after = sampler::writable_after(&samples.read_only, faulted, window.heal_at);
         notes.push(format!(
@@ -666,10 +664,11 @@ fn measure(
         lost: rows.lost,
         ambiguous: ambiguous.len() as u64,
         ambiguous_committed: rows.ambiguous_committed,
-        two_writer_ms: ms(sampler::both_writable(
-            &samples.read_only,
+        two_writer_ms: ms(sampler::two_writers(
+            samples,
             window.load_start,
             window.load_end,
+            scenario.layout,
         )),
         sample_median_ms: millis_f64(period.median),
         sample_worst_ms: millis_f64(period.worst),
@@ -746,7 +745,7 @@ pub fn judge(
     if !row.converged {
         problems.push("the pair did not converge".into());
     }
-    let two_writers = scenario.layout == Layout::Single && row.two_writer_ms > 0;
+    let two_writers = row.two_writer_ms > 0;
     if two_writers {
         problems.push(format!("two writers for {} ms", row.two_writer_ms));
     }
@@ -964,7 +963,10 @@ mod tests {
             .filter(|s| s.layout == Layout::Dual)
             .map(|s| s.name)
             .collect();
-        assert_eq!(dual, ["7a-dual-switchover", "7b-dual-kill9"]);
+        assert_eq!(
+            dual,
+            ["7a-dual-switchover", "7b-dual-kill9", "7c-dual-split-brain"]
+        );
     }
 
     #[test]
@@ -975,7 +977,12 @@ mod tests {
             .collect();
         assert_eq!(
             picked,
-            ["1-switchover", "7a-dual-switchover", "7b-dual-kill9"]
+            [
+                "1-switchover",
+                "7a-dual-switchover",
+                "7b-dual-kill9",
+                "7c-dual-split-brain"
+            ]
         );
     }
 
@@ -1072,14 +1079,20 @@ mod tests {
         assert_eq!(verdict, Verdict::Fail);
     }
 
+    /// In the two-VIP layout `two_writer_ms` counts a VIP on two writable nodes (the
+    /// sampler's rule), not both nodes writable: judged there too.
     #[test]
-    fn two_writers_are_judged_in_the_single_layout_only() {
+    fn two_writers_are_judged_in_the_two_vip_layout_too() {
         let dual = scenario("7b-dual-kill9");
         let mut row = good_row(&dual);
         row.two_writer_ms = 5000;
-        assert_eq!(
-            judge(&row, &dual, HookSet::Mmvip, &RowCheck::default()).0,
-            Verdict::Pass
+        let (verdict, problems) = judge(&row, &dual, HookSet::Guard, &RowCheck::default());
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("two writers for 5000 ms")),
+            "{problems:?}"
         );
     }
 

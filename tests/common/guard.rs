@@ -14,6 +14,8 @@ use super::topology::Topology;
 use super::{Site, exit_code};
 
 pub const VIP: &str = "10.97.0.1";
+/// The second instance's VIP (`Node::two_instances`).
+pub const VIP2: &str = "10.97.0.2";
 /// The tests' guard timing: short, so that waiting a lease out is quick.
 pub const LEASE_MS: u64 = 1000;
 pub const MARGIN_MS: u64 = 500;
@@ -99,6 +101,40 @@ impl Node {
         peer: Option<&Server>,
         timing: Timing,
     ) -> Node {
+        Node::configured(
+            topology,
+            index,
+            server,
+            witness,
+            peer,
+            timing,
+            &[("VI_1", VIP)],
+        )
+    }
+
+    /// Two `rw` instances, VI_1 on [`VIP`] and VI_2 on [`VIP2`], as in the two-VIP
+    /// layout (no `[peer]`: each node is writable for its own VIP by design).
+    pub fn two_instances(topology: &Topology, index: usize, server: &Server) -> Node {
+        Node::configured(
+            topology,
+            index,
+            server,
+            None,
+            None,
+            Timing::TESTS,
+            &[("VI_1", VIP), ("VI_2", VIP2)],
+        )
+    }
+
+    fn configured(
+        topology: &Topology,
+        index: usize,
+        server: &Server,
+        witness: Option<(&str, u16)>,
+        peer: Option<&Server>,
+        timing: Timing,
+        instances: &[(&str, &str)],
+    ) -> Node {
         let site = Site::new().with_socket(&server.socket);
         let (peer_path, peer_table) = match peer {
             Some(peer) => {
@@ -134,9 +170,13 @@ impl Node {
             None => String::new(),
         };
         let (track, keepalived_pid) = (site.path("track"), site.path("keepalived.pid"));
+        let instance_tables: String = instances
+            .iter()
+            .map(|(name, vip)| format!("\n[instances.{name}]\nvip = \"{vip}\"\nrole = \"rw\"\n"))
+            .collect();
         let site = site.with_config(&format!(
             // The guard's benchmark promotes dozens of times on purpose: no flap damping.
-            "{peer_table}\n[instances.VI_1]\nvip = \"{VIP}\"\nrole = \"rw\"\n\n[plugins.master]\nflap_limit = 0\n\n[guard]\nnode = \"node{}\"\nlisten = [\"{}:7007\"]\npeer = [\"{}:7007\"]\nsecret_file = \"{}\"\nlease_ms = {}\nmargin_ms = {}\ntrack_dir = \"{}\"\nkeepalived_pidfile = \"{}\"\nmariadb_pidfile = \"{}\"\nprobes = [\"{}\"]\nping_interval_ms = {}\n{witness_table}",
+            "{peer_table}{instance_tables}\n[plugins.master]\nflap_limit = 0\n\n[guard]\nnode = \"node{}\"\nlisten = [\"{}:7007\"]\npeer = [\"{}:7007\"]\nsecret_file = \"{}\"\nlease_ms = {}\nmargin_ms = {}\ntrack_dir = \"{}\"\nkeepalived_pidfile = \"{}\"\nmariadb_pidfile = \"{}\"\nprobes = [\"{}\"]\nping_interval_ms = {}\n{witness_table}",
             index + 1,
             topology.address(index),
             topology.address(1 - index),
@@ -247,9 +287,14 @@ impl Node {
     }
 
     pub fn hold_vip(&self, held: bool) {
+        self.hold_address(VIP, held);
+    }
+
+    /// Adds `vip` to the node's loopback, or removes it, as keepalived would.
+    pub fn hold_address(&self, vip: &str, held: bool) {
         let status = Command::new("ip")
             .args(["-n", &self.netns, "addr", if held { "add" } else { "del" }])
-            .arg(format!("{VIP}/32"))
+            .arg(format!("{vip}/32"))
             .args(["dev", "lo"])
             .status()
             .unwrap();

@@ -204,7 +204,12 @@ pub fn backends(log: Log) -> Backends {
         vip: Box::new(fake::HeldVips(Default::default())),
         state: StateStore::load(None, &log),
         peer: mmvip::caps::peer::backend(None, None, std::time::Instant::now(), &log),
-        lease: mmvip::caps::lease::backend(PathBuf::new(), false, std::time::Instant::now()),
+        lease: mmvip::caps::lease::backend(
+            PathBuf::new(),
+            false,
+            std::time::Instant::now(),
+            Default::default(),
+        ),
         log,
     }
 }

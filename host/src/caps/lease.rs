@@ -1,7 +1,8 @@
 //! Grant `lease`: asks this node's guard for an instance's write lease, over the
 //! guard's socket in the state directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasData, Linker};
@@ -24,15 +25,61 @@ pub trait Lease: Send {
     fn peer_answers(&mut self) -> bool;
 }
 
+/// The instances whose lease a run was granted, for [`serve`] once it has passed.
+pub type Granted = Arc<Mutex<Vec<String>>>;
+
 /// The guard of a site with `[guard]`; without one, the lease is not used.
-pub fn backend(state_dir: PathBuf, guarded: bool, deadline: Instant) -> Box<dyn Lease> {
+pub fn backend(
+    state_dir: PathBuf,
+    guarded: bool,
+    deadline: Instant,
+    granted: Granted,
+) -> Box<dyn Lease> {
     if guarded {
         Box::new(GuardSocket {
             state_dir,
             deadline,
+            granted,
         })
     } else {
         Box::new(NotUsed)
+    }
+}
+
+/// Tells the guard that a run granted these leases has passed: each instance's VIP
+/// is served from now on (its gate opens, where there are gates). The promotion is
+/// the run's; the guard only learns that it is complete.
+pub fn serve(state_dir: &Path, granted: &Granted, log: &crate::log::Log) {
+    let instances = std::mem::take(&mut *granted.lock().unwrap_or_else(PoisonError::into_inner));
+    for instance in instances {
+        let answer = crate::guard::control::ask(
+            state_dir,
+            &format!("SERVE {instance}"),
+            Duration::from_secs(2),
+        );
+        match answer
+            .as_deref()
+            .map(|line| line.split_once(' ').unwrap_or((line, "")))
+        {
+            Ok(("SERVING", _)) => {}
+            Ok((_, why)) => log.write(
+                crate::log::Level::Error,
+                &[(
+                    "msg",
+                    &format!(
+                        "{instance}: its VIP is not served here: {}",
+                        crate::log::one_line(why)
+                    ),
+                )],
+            ),
+            Err(why) => log.write(
+                crate::log::Level::Error,
+                &[(
+                    "msg",
+                    &format!("{instance}: its VIP is not served here: {why}"),
+                )],
+            ),
+        }
     }
 }
 
@@ -83,6 +130,7 @@ impl Lease for NotUsed {
 struct GuardSocket {
     state_dir: PathBuf,
     deadline: Instant,
+    granted: Granted,
 }
 
 impl GuardSocket {
@@ -119,10 +167,17 @@ fn answer_of(line: &str) -> Answer {
 
 impl Lease for GuardSocket {
     fn acquire(&mut self, instance: &str, timeout: Duration) -> Answer {
-        self.ask(
+        let answer = self.ask(
             &format!("ACQUIRE {instance} {}", timeout.as_millis()),
             timeout,
-        )
+        );
+        if matches!(answer, Answer::Held(_)) {
+            let mut granted = self.granted.lock().unwrap_or_else(PoisonError::into_inner);
+            if !granted.iter().any(|name| name == instance) {
+                granted.push(instance.to_string());
+            }
+        }
+        answer
     }
 
     fn release(&mut self, instance: &str) -> Answer {

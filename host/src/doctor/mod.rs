@@ -112,16 +112,27 @@ pub fn run(
     }
     keepalived::check(config, keepalived_conf, &plugins, &mut checks);
     if config.guard.is_some() {
-        checks.push(guard_nft());
+        let rw_instances = config
+            .instances
+            .values()
+            .filter(|i| i.role == crate::config::Role::ReadWrite)
+            .count();
+        checks.push(guard_nft(rw_instances > 1));
     }
     checks
 }
 
-/// The guard's nftables table (README, "Switch-over") needs `nft`.
-fn guard_nft() -> Check {
+/// The guard's nftables table (README, "Switch-over") needs `nft`; with several `rw`
+/// instances (`gated`) the VIP gates are in it, and the guard does not start without.
+fn guard_nft(gated: bool) -> Check {
     const NAME: &str = "guard.nft";
     match program(&["nft"]) {
         Some(nft) => Check::pass(NAME, format!("{} for the guard's table", nft.display())),
+        None if gated => Check::fail(
+            NAME,
+            "no nft: with several rw instances the guard keeps a gate per VIP in nftables, and refuses to start without it",
+            "apt-get install nftables (dnf install nftables)",
+        ),
         None => Check::fail(
             NAME,
             "no nft: the guard cannot reset packets for a VIP held elsewhere nor refuse connections during a switch-over, and clients wait out timeouts",

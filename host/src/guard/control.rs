@@ -4,6 +4,7 @@
 //! ```text
 //! ACQUIRE <instance> <timeout_ms>  →  HELD <left_ms>  |  REFUSED <why>
 //! RELEASE <instance>               →  RELEASED
+//! SERVE <instance>                 →  SERVING <what>  |  REFUSED <why>
 //! STATUS                           →  STATUS <instance>=held:<ms>,vote:<holder>:<ms> ... healthy=<bool>
 //! ```
 
@@ -68,6 +69,10 @@ fn answer(stream: &UnixStream, guard: &Guard) {
                 guard.release(instance);
                 "RELEASED".to_string()
             }
+            ["SERVE", instance] => match guard.serve(instance) {
+                Ok(what) => format!("SERVING {what}"),
+                Err(why) => format!("REFUSED {why}"),
+            },
             ["STATUS"] => format!("STATUS {}", guard.status()),
             ["PEER"] => if guard.peer_answers() {
                 "ANSWERS"

@@ -25,7 +25,7 @@ mod watch;
 mod wire;
 mod witness;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -151,6 +151,9 @@ pub struct Guard {
     /// Since when this node's rounds have found the peer's guard silent (none since
     /// it was last heard: an answer, or a signed request of its own).
     peer_silent_since: Mutex<Option<Instant>>,
+    /// The instances whose VIP's gate is open (`turn_away`: several `rw` instances
+    /// only). Held across each nft run, so that gates change one at a time.
+    serving: Mutex<HashSet<String>>,
 }
 
 /// Runs the guard of this node until the process ends.
@@ -224,6 +227,7 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         waiting_out_silence: AtomicBool::new(false),
         cut_off_seen: Mutex::new(None),
         peer_silent_since: Mutex::new(None),
+        serving: Mutex::default(),
         notifier: systemd::Notifier::from_env(),
         rule_turned: Mutex::new(Instant::now()),
     });
@@ -238,7 +242,11 @@ fn secret_of(path: Option<&Path>, what: &str) -> Result<Option<String>> {
 
 impl Guard {
     fn start(self: Arc<Self>) -> Result<()> {
-        turn_away::prepare(&self.vips(), &self.log);
+        turn_away::prepare(&self.vips(), &self.gated_vips(), &self.log).map_err(|e| {
+            Error::failed(format!(
+                "several rw instances need the VIP gate, which needs nftables: {e}"
+            ))
+        })?;
         // Every instance starts healthy-unknown: FAULT until the watchers see it.
         track::write(&self.track(HEALTH_TRACK), true, &self.log);
         // A raised flag is left to the loop, which switches over first on the writer.
@@ -444,6 +452,134 @@ impl Guard {
         self.instances.iter().map(|(_, vip)| *vip).collect()
     }
 
+    /// Whether the VIPs have gates: with several `rw` instances a node may already be
+    /// writable when a VIP arrives, and `read_only` keeps nobody out.
+    fn gated_layout(&self) -> bool {
+        self.instances.len() > 1
+    }
+
+    /// The VIPs whose gate is closed: all but the served ones, in a gated layout.
+    fn gated_vips(&self) -> Vec<IpAddr> {
+        let serving = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
+        self.gated_except(&serving)
+    }
+
+    fn gated_except(&self, serving: &HashSet<String>) -> Vec<IpAddr> {
+        if !self.gated_layout() {
+            return Vec::new();
+        }
+        self.instances
+            .iter()
+            .filter(|(name, _)| !serving.contains(name))
+            .map(|(_, vip)| *vip)
+            .collect()
+    }
+
+    /// Opens the gate of `instance`'s VIP, once its promotion (the `master` hook) has
+    /// passed while this node holds its lease: the clients that arrive through it
+    /// find every write of the previous holder here.
+    pub fn serve(&self, instance: &str) -> std::result::Result<String, String> {
+        let Some((_, vip)) = self.instances.iter().find(|(name, _)| name == instance) else {
+            return Err(format!("{instance} is not an rw instance of this site"));
+        };
+        if !self.gated_layout() {
+            return Ok("no gate: read_only keeps clients from writing".into());
+        }
+        let mut serving = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
+        if serving.contains(instance) {
+            return Ok("gate open".into());
+        }
+        let leased = self.leases().held.get(instance).is_some_and(|until| {
+            until.saturating_duration_since(Instant::now()) > self.fence_lead()
+        });
+        if !leased || !Self::holds_vip(*vip) {
+            return Err(format!(
+                "{instance}: gate kept closed: this node does not hold both its lease and its VIP"
+            ));
+        }
+        serving.insert(instance.to_string());
+        if let Err(e) = turn_away::set_gate(*vip, true, &self.vips(), &self.gated_except(&serving))
+        {
+            serving.remove(instance);
+            return Err(format!(
+                "{instance}: the gate of {vip} could not be opened: {e}"
+            ));
+        }
+        drop(serving);
+        self.log.write(
+            Level::Info,
+            &[(
+                "msg",
+                &format!("{instance}: gate of {vip} open: this node serves it"),
+            )],
+        );
+        Ok("gate open".into())
+    }
+
+    /// Closes the gate of `instance`'s VIP (none in a single-instance layout): every
+    /// TCP packet for it is answered with a reset here from now on.
+    fn close_gate(&self, instance: &str, why: &str) {
+        let mut serving = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
+        if !serving.remove(instance) {
+            return;
+        }
+        let Some((_, vip)) = self.instances.iter().find(|(name, _)| name == instance) else {
+            return;
+        };
+        let outcome = turn_away::set_gate(*vip, false, &self.vips(), &self.gated_except(&serving));
+        drop(serving);
+        match outcome {
+            Ok(()) => self.log.write(
+                Level::Warn,
+                &[("msg", &format!("{instance}: gate of {vip} closed ({why})"))],
+            ),
+            // Its lease is gone or going: the writes through it must stop here, and
+            // the gate was the only way short of read_only.
+            Err(e) => self.fence(&format!(
+                "{instance}: the gate of {vip} could not be closed ({e}) after {why}"
+            )),
+        }
+    }
+
+    /// Closes the gate of each served instance whose lease has run down to the fence's
+    /// lead, whose VIP left, or whose keepalived died, and steps aside from it while
+    /// its VIP is here: the node may stay writable for another instance, and this
+    /// one's clients then belong to the peer.
+    fn review_gates(&self, seen: &watch::Seen) {
+        let served: Vec<String> = self
+            .serving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        let now = Instant::now();
+        for name in served {
+            let Some((_, vip)) = self.instances.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
+            let vip_held = Self::holds_vip(*vip);
+            let leased = self
+                .leases()
+                .held
+                .get(&name)
+                .is_some_and(|until| until.saturating_duration_since(now) > self.fence_lead());
+            let why = if !seen.keepalived_alive {
+                "keepalived is not running"
+            } else if !leased {
+                "its write lease is running out"
+            } else if !vip_held {
+                "its VIP left"
+            } else {
+                continue;
+            };
+            self.close_gate(&name, why);
+            if vip_held {
+                self.step_aside(&name, why);
+            }
+        }
+    }
+
     fn holds_vip(vip: IpAddr) -> bool {
         crate::caps::vip::backend().holds(&vip.to_string()) == Ok(true)
     }
@@ -575,6 +711,8 @@ impl Guard {
 
     /// Gives `instance`'s lease back: this node's vote, the peer's, the witness's.
     fn release(&self, instance: &str) {
+        // Nothing may come in through the VIP once the peer can hold the lease.
+        self.close_gate(instance, "the write lease is given back");
         let _round = self.rounds.lock().unwrap_or_else(PoisonError::into_inner);
         let me = &self.guard.node;
         {
@@ -729,11 +867,18 @@ impl Guard {
                     self.watched.seen().database,
                     Database::Up { read_only: false }
                 );
+                // With gates, writable for an instance means serving it: a VIP that
+                // arrived on a node writable for another instance reaches nothing
+                // here, and must not keep its holder's renewals away.
                 let ours = self.leases().held.contains_key(*instance)
-                    || self
-                        .instances
-                        .iter()
-                        .any(|(name, vip)| name == instance && Self::holds_vip(*vip));
+                    || if self.gated_layout() {
+                        self.serving
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .contains(*instance)
+                    } else {
+                        self.holds_vip_of(instance)
+                    };
                 if writable && ours && *from != self.guard.node {
                     return format!(
                         "DENY {instance} {nonce} {} {}",
@@ -1045,6 +1190,7 @@ impl Guard {
                 }
             }
         }
+        self.review_gates(&seen);
         let writer = self.holds_a_lease() || seen.database == (Database::Up { read_only: false });
         if writer && self.cut_off_with_commits_waiting(&seen) {
             self.fence(
@@ -1830,7 +1976,9 @@ impl Guard {
                     crate::caps::sql::describe(&e)
                 )
             })?;
-        if peer_read_only.as_deref() != Some("1") {
+        // With gates the peer is writable for its own instance by design: its gate
+        // keeps the moving instances' clients off it until its `master` has caught up.
+        if peer_read_only.as_deref() != Some("1") && !self.gated_layout() {
             return Err("the peer is writable too: refusing to switch over".into());
         }
         let position = binlog_position(&mut local)?;
@@ -1867,8 +2015,8 @@ impl Guard {
         self.stepping_away.store(true, Ordering::SeqCst);
         let _over = StoreOnDrop(&self.stepping_away, false);
         let held: Vec<String> = self.leases().held.keys().cloned().collect();
-        for name in held {
-            self.release(&name);
+        for name in &held {
+            self.release(name);
         }
         steps.step("lease released");
         self.watched.step_away();
@@ -1881,8 +2029,20 @@ impl Guard {
         }
         steps.step("VIP gone");
         loop {
-            let read_only = peer.value(Level::Debug, "SELECT @@GLOBAL.read_only");
-            if matches!(read_only.as_ref().map(Option::as_deref), Ok(Some("0"))) {
+            // With gates the peer may have been writable all along: it has taken over
+            // once its guard holds each lease given back, with the VIP.
+            let taken_over = if self.gated_layout() {
+                held.iter().all(|name| {
+                    matches!(
+                        self.ask_peer(&self.holds_question(name)),
+                        Answer::Refused(_)
+                    )
+                })
+            } else {
+                let read_only = peer.value(Level::Debug, "SELECT @@GLOBAL.read_only");
+                matches!(read_only.as_ref().map(Option::as_deref), Ok(Some("0")))
+            };
+            if taken_over {
                 break;
             }
             if Instant::now() > deadline {
@@ -1906,7 +2066,11 @@ impl Guard {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        steps.step("peer writable");
+        steps.step(if self.gated_layout() {
+            "peer holds the leases"
+        } else {
+            "peer writable"
+        });
         Ok(steps.report())
     }
 
@@ -1923,7 +2087,9 @@ impl Guard {
                 port.and_then(|p| p.parse::<u16>().ok())
                     .ok_or_else(|| "no port".to_string())
             });
-        match port.and_then(|port| turn_away::turn_away(&self.vips(), port, &self.log)) {
+        match port.and_then(|port| {
+            turn_away::turn_away(&self.vips(), &self.gated_vips(), port, &self.log)
+        }) {
             Ok(turned_away) => Some(turned_away),
             Err(why) => {
                 self.log.write(

@@ -12,6 +12,11 @@
 //!   once the address is gone, not even MariaDB's greeting, and its client waits out
 //!   its read timeout (2 s in the lab). Refusing first, then killing the sessions,
 //!   means none is left when the address goes.
+//! - Where a node can be writable for one `rw` instance when another's VIP arrives
+//!   (several `rw` instances), every TCP packet for a VIP whose instance this node
+//!   does not serve: the gate. `read_only` cannot keep the arriving VIP's clients
+//!   from writing on a node already writable, before its `master` has caught up
+//!   (a switch-over) or while it holds no lease for that VIP (a heartbeat cut).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -24,16 +29,20 @@ use crate::log::{Level, Log};
 /// creating the rule three times that, inside the switch-over's gap.
 const TABLE: &str = "mmvip";
 
-/// The table for `vips`, replacing whatever a guard that died mid-switch-over left
-/// (adding it first makes deleting it succeed when it was not there). Priority raw:
-/// before connection tracking, which has nothing to add here.
-fn define(vips: &[IpAddr]) -> String {
+/// The table for `vips`, with `gated` closed, replacing whatever a guard that died
+/// mid-switch-over left (adding it first makes deleting it succeed when it was not
+/// there). Priority raw: before connection tracking, which has nothing to add here.
+fn define(vips: &[IpAddr], gated: &[IpAddr]) -> String {
     let set = |name: &str, kind: &str, v4: bool| {
-        let members: Vec<String> = vips
-            .iter()
-            .filter(|vip| vip.is_ipv4() == v4)
-            .map(IpAddr::to_string)
-            .collect();
+        let members: Vec<String> = if name.starts_with("gated") {
+            gated
+        } else {
+            vips
+        }
+        .iter()
+        .filter(|vip| vip.is_ipv4() == v4)
+        .map(IpAddr::to_string)
+        .collect();
         if members.is_empty() {
             format!("set {name} {{ type {kind}; }}")
         } else {
@@ -49,12 +58,16 @@ fn define(vips: &[IpAddr]) -> String {
         format!("table inet {TABLE} {{"),
         set("vips4", "ipv4_addr", true),
         set("vips6", "ipv6_addr", false),
+        set("gated4", "ipv4_addr", true),
+        set("gated6", "ipv6_addr", false),
         "set refused4 { type ipv4_addr . inet_service; }".into(),
         "set refused6 { type ipv6_addr . inet_service; }".into(),
         "chain turn_away {".into(),
         "type filter hook prerouting priority raw; policy accept;".into(),
         "fib daddr type != local ip daddr @vips4 meta l4proto tcp reject with tcp reset".into(),
         "fib daddr type != local ip6 daddr @vips6 meta l4proto tcp reject with tcp reset".into(),
+        "ip daddr @gated4 meta l4proto tcp reject with tcp reset".into(),
+        "ip6 daddr @gated6 meta l4proto tcp reject with tcp reset".into(),
         "ip daddr . tcp dport @refused4 tcp flags & (fin | syn | rst | ack) == syn reject with tcp reset".into(),
         "ip6 daddr . tcp dport @refused6 tcp flags & (fin | syn | rst | ack) == syn reject with tcp reset".into(),
         "}".into(),
@@ -64,19 +77,37 @@ fn define(vips: &[IpAddr]) -> String {
         + "\n"
 }
 
-/// Sets up the table at the guard's start. Without nft, packets for a VIP held
-/// elsewhere are dropped, and switch-overs go on without refusing connections: a
-/// client may wait out a retransmission or its read timeout.
-pub fn prepare(vips: &[IpAddr], log: &Log) {
-    if let Err(e) = nft(&define(vips)) {
-        log.write(
-            Level::Warn,
-            &[(
-                "msg",
-                &format!("clients of a VIP that moved may wait out timeouts: {e}"),
-            )],
-        );
+/// Sets up the table at the guard's start, with `gated` closed. Without nft, packets
+/// for a VIP held elsewhere are dropped, and switch-overs go on without refusing
+/// connections: a client may wait out a retransmission or its read timeout. A gate
+/// is not optional: without it, the error is the caller's to refuse on.
+pub fn prepare(vips: &[IpAddr], gated: &[IpAddr], log: &Log) -> Result<(), String> {
+    match nft(&define(vips, gated)) {
+        Ok(()) => Ok(()),
+        Err(e) if gated.is_empty() => {
+            log.write(
+                Level::Warn,
+                &[(
+                    "msg",
+                    &format!("clients of a VIP that moved may wait out timeouts: {e}"),
+                )],
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
+}
+
+/// Opens (`open`) or closes the gate of `vip`: closed, every TCP packet for it is
+/// answered with a reset. `vips` and `gated` (the gates to close, this one's change
+/// included) define the table again if something flushed it since the guard started.
+pub fn set_gate(vip: IpAddr, open: bool, vips: &[IpAddr], gated: &[IpAddr]) -> Result<(), String> {
+    let set = if vip.is_ipv4() { "gated4" } else { "gated6" };
+    let verb = if open { "delete" } else { "add" };
+    if nft(&format!("{verb} element inet {TABLE} {set} {{ {vip} }}\n")).is_err() {
+        nft(&define(vips, gated))?;
+    }
+    Ok(())
 }
 
 /// New connections to the VIPs are refused while this lives.
@@ -85,7 +116,12 @@ pub struct TurnedAway {
 }
 
 /// Starts refusing new TCP connections to `port` on each of `vips`.
-pub fn turn_away(vips: &[IpAddr], port: u16, log: &Log) -> Result<TurnedAway, String> {
+pub fn turn_away(
+    vips: &[IpAddr],
+    gated: &[IpAddr],
+    port: u16,
+    log: &Log,
+) -> Result<TurnedAway, String> {
     let mut elements = String::new();
     for vip in vips {
         let set = if vip.is_ipv4() {
@@ -99,7 +135,7 @@ pub fn turn_away(vips: &[IpAddr], port: u16, log: &Log) -> Result<TurnedAway, St
     }
     // The table is gone if something flushed the ruleset since the guard started.
     if nft(&elements).is_err() {
-        nft(&format!("{}{elements}", define(vips)))?;
+        nft(&format!("{}{elements}", define(vips, gated)))?;
     }
     Ok(TurnedAway { log: log.clone() })
 }
@@ -178,7 +214,7 @@ mod tests {
     #[test]
     fn nft_accepts_the_table() {
         let vips: Vec<IpAddr> = vec!["10.0.0.10".parse().unwrap(), "fd00::10".parse().unwrap()];
-        let script = define(&vips);
+        let script = define(&vips, &vips[..1]);
         let mut child = Command::new("nft")
             .args(["-c", "-f", "-"])
             .stdin(Stdio::piped())
@@ -199,6 +235,11 @@ mod tests {
         );
         assert!(script.contains("elements = { 10.0.0.10 }"), "{script}");
         assert!(script.contains("elements = { fd00::10 }"), "{script}");
+        assert!(
+            script.contains("set gated4 { type ipv4_addr; elements = { 10.0.0.10 }; }")
+                && script.contains("set gated6 { type ipv6_addr; }"),
+            "{script}"
+        );
     }
 
     /// An nft that hangs (a stuck netlink lock) holds neither the guard's start nor a

@@ -44,12 +44,14 @@ pub struct Bounds {
 /// Waits until this node has applied what the peer acknowledged (or, the peer being
 /// silent, what it received). Between waits it checks that `vip` is still here: if
 /// it went away, the promotion is off. `guarded`: a guard runs on this node, and
-/// resumes replication that this promotion pauses.
+/// resumes replication that this promotion pauses. `gated`: see
+/// [`peer_final_position`].
 pub fn wait(
     node: &mut impl Node,
     bounds: &Bounds,
     vip: &str,
     guarded: bool,
+    gated: bool,
 ) -> Result<String, Failure> {
     let started = node.now();
     let own_domain: u32 = node
@@ -68,7 +70,11 @@ pub fn wait(
     }
     check_not_broken(&replicas, &[])?;
     let peer_limit = bounds.peer_read_only.min(bounds.limit);
-    let peer = peer_final_position(node, peer_limit, guarded)?;
+    let (peer, silent) = match peer_final_position(node, peer_limit, guarded, gated)? {
+        PeerFinal::Known(status) => (Some(status), false),
+        PeerFinal::Silent => (None, true),
+        PeerFinal::NotAsked => (None, false),
+    };
     start_stopped_io_threads(node, &replicas)?;
     let mut summary = String::new();
     match &peer {
@@ -91,8 +97,13 @@ pub fn wait(
             wait_for(node, &target, started, bounds.limit, vip)?;
             check_errant(node, &ours, peer)?;
             summary.push_str(&format!(
-                "caught up with the peer at {} (read-only, binlog at {})",
+                "caught up with the peer at {} ({}, binlog at {})",
                 peer.address,
+                if peer.read_only {
+                    "read-only"
+                } else {
+                    "writable for another instance, its gate for this one closed"
+                },
                 if target.is_empty() {
                     "nothing of its domains"
                 } else {
@@ -102,7 +113,9 @@ pub fn wait(
         }
         None => {
             stop_waiting_for_a_gone_peer(node);
-            let paused = if guarded {
+            // Only a silent peer's connection may still deliver a commit its guard
+            // rolls back; without [peer] the peer is alive as far as anyone knows.
+            let paused = if guarded && silent {
                 pause_replication_from_a_silent_peer(node)?
             } else {
                 Vec::new()
@@ -161,23 +174,40 @@ fn connection_name(replica: &ReplicaStatus) -> &str {
     }
 }
 
-/// The peer's status once it is read-only; `None` when it does not answer at all.
-/// A peer that answers but stays writable is a live writer: promoting would make two.
+/// What became of asking the peer for its final position.
+enum PeerFinal {
+    /// Read-only, at this position.
+    Known(PeerStatus),
+    /// Unreachable, or not answering (its guard silent too, where there is one).
+    Silent,
+    /// No `[peer]`: the site chose to promote on what was received.
+    NotAsked,
+}
+
+/// The peer's status once it is read-only, or whether it was silent or not asked.
+/// A peer that answers but stays writable is a live writer: promoting would make two,
+/// except where it is `gated` (below).
 /// A peer whose MariaDB accepts the connection but does not answer in time, while
 /// its guard answers (`guarded`), is alive and slow, not gone: asked again until
 /// `limit`. Taken for gone, its last transactions were left behind and their
 /// sequence numbers written again here (a lab chaos run: the peer's server had just
 /// restarted, and answered after the 500 ms `[peer]` timeout).
+/// `gated`: this node holds the lease, and the site has several `rw` instances, so
+/// each VIP has a gate (the guard's). The peer closed its gate for this instance and
+/// killed its clients' sessions before it gave the lease back: a peer still writable
+/// for its own instance has written its last through this one, and its position
+/// read now covers it.
 fn peer_final_position(
     node: &mut impl Node,
     limit: Duration,
     guarded: bool,
-) -> Result<Option<PeerStatus>, Failure> {
+    gated: bool,
+) -> Result<PeerFinal, Failure> {
     let started = node.now();
     let mut peer_alive = None;
     loop {
         match node.peer_status() {
-            Ok(status) if status.read_only => return Ok(Some(status)),
+            Ok(status) if status.read_only || gated => return Ok(PeerFinal::Known(status)),
             Ok(status) => {
                 if node.now().duration_since(started) >= limit {
                     return Err(Failure {
@@ -209,7 +239,7 @@ fn peer_final_position(
                 node.warn(&format!(
                     "the peer's final position is unknown ({why}); applying what this node received"
                 ));
-                return Ok(None);
+                return Ok(PeerFinal::Silent);
             }
             // A peer that answers with an error is alive, and may have acknowledged
             // writes this node never received: not knowing them is not "gone".
@@ -226,7 +256,7 @@ fn peer_final_position(
                 node.warn(&format!(
                     "cannot ask the peer ({error}); its final position is unknown, applying what this node received"
                 ));
-                return Ok(None);
+                return Ok(PeerFinal::NotAsked);
             }
         }
     }

@@ -132,7 +132,9 @@ pub fn promote_on(node: &mut impl Node, call: &Call) -> Outcome {
         } else {
             String::new()
         };
-        match catchup::wait(node, &bounds, &target.vip, guarded) {
+        // Several rw instances under a guard: each VIP has a gate (host/src/guard).
+        let gated = guarded && call.instances().iter().filter(|i| is_read_write(i)).count() > 1;
+        match catchup::wait(node, &bounds, &target.vip, guarded, gated) {
             Ok(summary) => summary,
             Err(catchup::Failure { why, timed_out }) => {
                 let cut = if timed_out { cut.as_str() } else { "" };
@@ -220,15 +222,14 @@ pub fn demote_on(node: &mut impl Node, call: &Call, state: VrrpState) -> Outcome
     {
         let mut summary = format!("still holds the rw VIP of {kept}: staying writable");
         if let Some(target) = target {
-            release_lease(node, &target.name);
             // Sessions that came in through the departing VIP belong to clients now
             // sent to the peer; left open (a transaction holding row locks) they
-            // would stall replication of the peer's writes.
+            // would stall replication of the peer's writes. Killed before the lease
+            // goes, so that none of them commits here once the peer may write.
             let spared = Spared::learn(node, &options.settings);
-            summary.push_str(&format!(
-                "; {}",
-                kill_through_vip(node, &options.settings, &spared, &target.vip)?
-            ));
+            let killed = kill_through_vip(node, &options.settings, &spared, &target.vip);
+            release_lease(node, &target.name);
+            summary.push_str(&format!("; {}", killed?));
         }
         return finish(summary, &problems);
     }

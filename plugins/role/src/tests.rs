@@ -426,6 +426,18 @@ fn with_the_peer_silent_and_a_guard_fetching_is_paused_before_what_was_received_
     node.peer = vec![peer(true, "1-1-10,2-2-7", "1-1-10,2-2-7")];
     promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
     assert!(!node.calls.iter().any(|c| c.starts_with("STOP IO")));
+
+    // No [peer] (the two-VIP layout): the peer is not silent, only not asked, and
+    // pausing would cut it off from a live writer.
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Held(1900);
+    node.peer = vec![Err(SqlError::Refused(
+        "no [peer] in the config: the peer's addresses and account are not known".into(),
+    ))];
+    promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(!node.read_only());
+    assert!(!node.calls.iter().any(|c| c.starts_with("STOP IO")));
+    assert!(!node.state.contains_key(crate::catchup::PAUSED_KEY));
 }
 
 #[test]
@@ -578,8 +590,9 @@ fn demotion_keeps_another_held_rw_vip_writable_and_refuses_a_master_transition()
     );
     assert!(!node.read_only());
     // Only the unspared session that came in through VI_1's VIP goes; the one
-    // through VI_2's VIP stays.
-    assert_eq!(node.calls, ["ACQUIRE VI_2", "RELEASE VI_1", "KILL 1"]);
+    // through VI_2's VIP stays. Killed before the lease goes: once it is given
+    // back the peer may write for VI_1.
+    assert_eq!(node.calls, ["ACQUIRE VI_2", "KILL 1", "RELEASE VI_1"]);
     assert!(summary.contains("killed 1 sessions"), "{summary}");
 
     let master = Call::new(&[], "{}", Duration::from_secs(30)).with_event(
@@ -680,6 +693,46 @@ fn a_peer_that_stays_writable_is_a_second_writer_and_stops_the_promotion() {
         &call(&["--instance=VI_1"], r#"{"peer_read_only_timeout": "2s"}"#),
     )
     .unwrap_err();
+    assert!(
+        err.to_string().contains("still writable after 2 s"),
+        "{err}"
+    );
+    assert!(node.read_only());
+}
+
+/// Under a guard with two rw instances, the peer writable for its own instance has
+/// closed its gate for this one before giving the lease back: its position now is
+/// final for this instance's clients, and the catch-up waits for it.
+#[test]
+fn with_gates_a_peer_writable_for_its_own_instance_is_caught_up_with() {
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Held(1900);
+    node.peer = vec![peer(false, "1-1-14", "1-1-14")];
+    let summary = promote_on(&mut node, &call(&["--instance=VI_1"], "{}")).unwrap();
+    assert!(
+        summary.contains(
+            "writable for another instance, its gate for this one closed, binlog at 1-1-14"
+        ),
+        "{summary}"
+    );
+    assert!(
+        node.calls.iter().any(|c| c.starts_with("WAIT 1-1-14 ")),
+        "{:?}",
+        node.calls
+    );
+    assert!(!node.read_only());
+
+    // One rw instance has no gate: a writable peer is a second writer, lease or not.
+    let one_instance = Call::new(
+        &["--instance=VI_1"],
+        r#"{"peer_read_only_timeout": "2s"}"#,
+        Duration::from_secs(30),
+    )
+    .with_event(None, instances()[..1].to_vec(), true);
+    let mut node = Scripted::new();
+    node.lease = LeaseAnswer::Held(1900);
+    node.peer = vec![peer(false, "1-1-14", "1-1-14")];
+    let err = promote_on(&mut node, &one_instance).unwrap_err();
     assert!(
         err.to_string().contains("still writable after 2 s"),
         "{err}"
