@@ -1230,6 +1230,17 @@ fn with_two_rw_instances_a_vip_reaches_a_writable_node_only_once_it_serves_that_
     );
     assert_eq!(connect(VIP2), refused, "{}", node1.guard_log());
     assert_eq!(connect(VIP), Ok(()), "VI_1's clients were cut off");
+    // What `mmvip status` shows of it.
+    let status = node1.ask("STATUS");
+    let gate_of = |name: &str| {
+        status
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(&format!("{name}=")))
+            .and_then(|parts| parts.split(',').find_map(|part| part.strip_prefix("gate:")))
+            .map(str::to_string)
+    };
+    assert_eq!(gate_of("VI_1").as_deref(), Some("open"), "{status}");
+    assert_eq!(gate_of("VI_2").as_deref(), Some("closed"), "{status}");
 
     // node2 gives VI_2 up (a switch-over): node1's master serves it once it passes.
     node2.hold_address(VIP2, false);

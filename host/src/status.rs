@@ -149,7 +149,8 @@ fn sql_text(state: SqlState) -> &'static str {
     }
 }
 
-/// The guard's `STATUS` line: `VI_1=held:1450,vote:db1:2400 healthy=true`.
+/// The guard's `STATUS` line: `VI_1=held:1450,vote:db1:2400,gate:open healthy=true`
+/// (a gate only with several `rw` instances).
 fn guard_status(line: &str) -> Value {
     let mut instances = serde_json::Map::new();
     let mut healthy = None;
@@ -161,7 +162,7 @@ fn guard_status(line: &str) -> Value {
             healthy = Some(value == "true");
             continue;
         }
-        let mut entry = json!({ "held_ms": null, "vote": null });
+        let mut entry = json!({ "held_ms": null, "vote": null, "gate": null });
         for part in value.split(',').filter(|p| !p.is_empty()) {
             let fields: Vec<&str> = part.split(':').collect();
             match fields.as_slice() {
@@ -169,6 +170,7 @@ fn guard_status(line: &str) -> Value {
                 ["vote", holder, ms] => {
                     entry["vote"] = json!({ "holder": holder, "left_ms": ms.parse::<u64>().ok() })
                 }
+                ["gate", state @ ("open" | "closed")] => entry["gate"] = json!(state),
                 _ => {}
             }
         }
@@ -282,7 +284,12 @@ pub fn render(status: &Value) -> String {
                     ),
                     None => "this node's vote free".to_string(),
                 };
-                line(format!("guard {name}: {held}; {vote}"));
+                let gate = match lease["gate"].as_str() {
+                    Some("open") => "; gate open: its VIP reaches MariaDB here",
+                    Some(_) => "; gate closed: its VIP reaches nothing here",
+                    None => "",
+                };
+                line(format!("guard {name}: {held}; {vote}{gate}"));
             }
             line(format!(
                 "guard: local MariaDB {}",
@@ -343,10 +350,16 @@ mod tests {
 
     #[test]
     fn the_guards_status_line_reads_into_leases_and_health() {
-        let status = guard_status("STATUS VI_1=held:1450,vote:db1:2400 VI_2= healthy=true");
+        let status = guard_status(
+            "STATUS VI_1=held:1450,vote:db1:2400,gate:open VI_2=gate:closed healthy=true",
+        );
         assert_eq!(status["leases"]["VI_1"]["held_ms"], 1450);
         assert_eq!(status["leases"]["VI_1"]["vote"]["holder"], "db1");
+        assert_eq!(status["leases"]["VI_1"]["gate"], "open");
         assert_eq!(status["leases"]["VI_2"]["held_ms"], Value::Null);
+        assert_eq!(status["leases"]["VI_2"]["gate"], "closed");
+        let single = guard_status("STATUS VI_1=held:1450 healthy=true");
+        assert_eq!(single["leases"]["VI_1"]["gate"], Value::Null);
         assert_eq!(status["healthy"], true);
     }
 

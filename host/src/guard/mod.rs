@@ -1701,6 +1701,11 @@ impl Guard {
     /// What the guard holds, for `mmvip status` and the lease capability.
     fn status(&self) -> String {
         let now = Instant::now();
+        let serving = self
+            .serving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let leases = self.leases();
         let mut parts = Vec::new();
         for (name, _) in &self.instances {
@@ -1713,9 +1718,16 @@ impl Guard {
                 .ballots
                 .holder(name, now)
                 .map(|(holder, left)| format!("vote:{holder}:{}", left.as_millis()));
+            let gate = self.gated_layout().then(|| {
+                if serving.contains(name) {
+                    "gate:open".to_string()
+                } else {
+                    "gate:closed".to_string()
+                }
+            });
             parts.push(format!(
                 "{name}={}",
-                [held, vote]
+                [held, vote, gate]
                     .into_iter()
                     .flatten()
                     .collect::<Vec<_>>()
