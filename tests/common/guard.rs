@@ -113,7 +113,8 @@ impl Node {
     }
 
     /// Two `rw` instances, VI_1 on [`VIP`] and VI_2 on [`VIP2`], as in the two-VIP
-    /// layout (no `[peer]`: each node is writable for its own VIP by design).
+    /// layout; without `[peer]` (`master` applies what it received), which the gate
+    /// tests do not need.
     pub fn two_instances(topology: &Topology, index: usize, server: &Server) -> Node {
         Node::configured(
             topology,

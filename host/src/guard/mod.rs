@@ -870,7 +870,10 @@ impl Guard {
                 // With gates, writable for an instance means serving it: a VIP that
                 // arrived on a node writable for another instance reaches nothing
                 // here, and must not keep its holder's renewals away.
-                let ours = self.leases().held.contains_key(*instance)
+                // Its own statement: the lease lock is let go before the gates' lock
+                // is taken (`serve` takes them the other way round).
+                let held_here = self.leases().held.contains_key(*instance);
+                let ours = held_here
                     || if self.gated_layout() {
                         self.serving
                             .lock()
