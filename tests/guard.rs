@@ -454,20 +454,7 @@ fn switchover_from_either_node_moves_the_writer_with_nothing_left_behind() {
         .parse()
         .unwrap();
     let _listener = topology.nodes[0].listen(port);
-    let node1_address = format!("10.98.{}.1", topology.subnet);
-    let routed = Command::new("ip")
-        .args([
-            "-n",
-            &topology.switch.name,
-            "route",
-            "add",
-            VIP,
-            "via",
-            &node1_address,
-        ])
-        .status()
-        .unwrap();
-    assert!(routed.success());
+    topology.route_through(VIP, 0);
     let vip: std::net::SocketAddr = format!("{VIP}:{port}").parse().unwrap();
     common::netns::connect_from(&topology.switch.name, vip, Duration::from_secs(1))
         .expect("the client reaches node1's VIP before the switch-over");
@@ -1186,15 +1173,8 @@ fn with_two_rw_instances_a_vip_reaches_a_writable_node_only_once_it_serves_that_
     // A client on the switch reaches both VIPs through node1, where a listener
     // stands in for MariaDB (the gate does not depend on the port).
     let _listener = topology.nodes[0].listen(3306);
-    let node1_address = topology.address(0);
-    for vip in [VIP, VIP2] {
-        let routed = Command::new("ip")
-            .args(["-n", &topology.switch.name, "route", "add", vip])
-            .args(["via", &node1_address])
-            .status()
-            .unwrap();
-        assert!(routed.success());
-    }
+    topology.route_through(VIP, 0);
+    topology.route_through(VIP2, 0);
     let connect = |vip: &str| {
         let to: std::net::SocketAddr = format!("{vip}:3306").parse().unwrap();
         common::netns::connect_from(&topology.switch.name, to, Duration::from_secs(1))

@@ -86,6 +86,19 @@ impl Topology {
         format!("10.98.{}.254", self.subnet)
     }
 
+    /// Routes `vip` from the switch (where test clients connect from) through `node`.
+    pub fn route_through(&self, vip: &str, node: usize) {
+        ip(&[
+            "-n",
+            &self.switch.name,
+            "route",
+            "add",
+            vip,
+            "via",
+            &self.address(node),
+        ]);
+    }
+
     /// Cuts `node` off from everything (its switch port down), or back.
     pub fn cut(&self, node: usize, cut: bool) {
         ip(&[

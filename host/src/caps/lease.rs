@@ -57,29 +57,21 @@ pub fn serve(state_dir: &Path, granted: &Granted, log: &crate::log::Log) {
             &format!("SERVE {instance}"),
             Duration::from_secs(2),
         );
-        match answer
-            .as_deref()
-            .map(|line| line.split_once(' ').unwrap_or((line, "")))
-        {
-            Ok(("SERVING", _)) => {}
-            Ok((_, why)) => log.write(
-                crate::log::Level::Error,
-                &[(
-                    "msg",
-                    &format!(
-                        "{instance}: its VIP is not served here: {}",
-                        crate::log::one_line(why)
-                    ),
-                )],
-            ),
-            Err(why) => log.write(
-                crate::log::Level::Error,
-                &[(
-                    "msg",
-                    &format!("{instance}: its VIP is not served here: {why}"),
-                )],
-            ),
-        }
+        let why = match answer {
+            Ok(line) if line.split(' ').next() == Some("SERVING") => continue,
+            Ok(line) => {
+                let why = line.split_once(' ').map_or(line.as_str(), |(_, why)| why);
+                crate::log::one_line(why).into_owned()
+            }
+            Err(why) => why,
+        };
+        log.write(
+            crate::log::Level::Error,
+            &[(
+                "msg",
+                &format!("{instance}: its VIP is not served here: {why}"),
+            )],
+        );
     }
 }
 

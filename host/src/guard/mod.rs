@@ -106,6 +106,14 @@ struct Leases {
     fenced_peer_quiet: HashMap<String, Instant>,
 }
 
+/// One instance as a rule turn finds it.
+#[derive(Clone, Copy)]
+struct InstanceNow {
+    /// Its lease is held and usable beyond the fence's lead.
+    leased: bool,
+    vip_held: bool,
+}
+
 impl Leases {
     /// Whether some reason of the guard's still holds `instance` in FAULT.
     fn keeps_in_fault(&self, instance: &str) -> bool {
@@ -479,7 +487,7 @@ impl Guard {
     /// passed while this node holds its lease: the clients that arrive through it
     /// find every write of the previous holder here.
     pub fn serve(&self, instance: &str) -> std::result::Result<String, String> {
-        let Some((_, vip)) = self.instances.iter().find(|(name, _)| name == instance) else {
+        let Some(vip) = self.vip_of(instance) else {
             return Err(format!("{instance} is not an rw instance of this site"));
         };
         if !self.gated_layout() {
@@ -492,14 +500,13 @@ impl Guard {
         let leased = self.leases().held.get(instance).is_some_and(|until| {
             until.saturating_duration_since(Instant::now()) > self.fence_lead()
         });
-        if !leased || !Self::holds_vip(*vip) {
+        if !leased || !Self::holds_vip(vip) {
             return Err(format!(
                 "{instance}: gate kept closed: this node does not hold both its lease and its VIP"
             ));
         }
         serving.insert(instance.to_string());
-        if let Err(e) = turn_away::set_gate(*vip, true, &self.vips(), &self.gated_except(&serving))
-        {
+        if let Err(e) = turn_away::set_gate(vip, true, &self.vips(), &self.gated_except(&serving)) {
             serving.remove(instance);
             return Err(format!(
                 "{instance}: the gate of {vip} could not be opened: {e}"
@@ -523,10 +530,10 @@ impl Guard {
         if !serving.remove(instance) {
             return;
         }
-        let Some((_, vip)) = self.instances.iter().find(|(name, _)| name == instance) else {
+        let Some(vip) = self.vip_of(instance) else {
             return;
         };
-        let outcome = turn_away::set_gate(*vip, false, &self.vips(), &self.gated_except(&serving));
+        let outcome = turn_away::set_gate(vip, false, &self.vips(), &self.gated_except(&serving));
         drop(serving);
         match outcome {
             Ok(()) => self.log.write(
@@ -544,8 +551,9 @@ impl Guard {
     /// Closes the gate of each served instance whose lease has run down to the fence's
     /// lead, whose VIP left, or whose keepalived died, and steps aside from it while
     /// its VIP is here: the node may stay writable for another instance, and this
-    /// one's clients then belong to the peer.
-    fn review_gates(&self, seen: &watch::Seen) {
+    /// one's clients then belong to the peer. `found`: per instance, as the rule turn
+    /// just found it, whether its lease is usable beyond the lead and its VIP here.
+    fn review_gates(&self, seen: &watch::Seen, found: &HashMap<&str, InstanceNow>) {
         let served: Vec<String> = self
             .serving
             .lock()
@@ -553,17 +561,10 @@ impl Guard {
             .iter()
             .cloned()
             .collect();
-        let now = Instant::now();
         for name in served {
-            let Some((_, vip)) = self.instances.iter().find(|(n, _)| *n == name) else {
+            let Some(&InstanceNow { leased, vip_held }) = found.get(name.as_str()) else {
                 continue;
             };
-            let vip_held = Self::holds_vip(*vip);
-            let leased = self
-                .leases()
-                .held
-                .get(&name)
-                .is_some_and(|until| until.saturating_duration_since(now) > self.fence_lead());
             let why = if !seen.keepalived_alive {
                 "keepalived is not running"
             } else if !leased {
@@ -586,9 +587,15 @@ impl Guard {
 
     /// Whether this node holds the VIP of `instance`.
     fn holds_vip_of(&self, instance: &str) -> bool {
+        self.vip_of(instance).is_some_and(Self::holds_vip)
+    }
+
+    /// The VIP of `rw` instance `instance`.
+    fn vip_of(&self, instance: &str) -> Option<IpAddr> {
         self.instances
             .iter()
-            .any(|(name, vip)| name == instance && Self::holds_vip(*vip))
+            .find(|(name, _)| name == instance)
+            .map(|(_, vip)| *vip)
     }
 
     /// One lease round for `instance`: this node's own vote, the peer's guard and the
@@ -1176,9 +1183,11 @@ impl Guard {
         let lead = self.fence_lead();
         let mut allowed = false;
         let mut next = self.guard.lease;
+        let mut found = HashMap::new();
         for (name, vip) in &self.instances {
             let vip_held = Self::holds_vip(*vip);
             let leases = self.leases();
+            let mut leased = false;
             if let Some(until) = leases.held.get(name) {
                 let usable = until.saturating_duration_since(now);
                 // Looked at again before any running lease ends, allowed or not: a
@@ -1188,12 +1197,14 @@ impl Guard {
                 } else if !usable.is_zero() {
                     next = next.min(usable);
                 }
-                if usable > lead && vip_held && seen.keepalived_alive {
+                leased = usable > lead;
+                if leased && vip_held && seen.keepalived_alive {
                     allowed = true;
                 }
             }
+            found.insert(name.as_str(), InstanceNow { leased, vip_held });
         }
-        self.review_gates(&seen);
+        self.review_gates(&seen, &found);
         let writer = self.holds_a_lease() || seen.database == (Database::Up { read_only: false });
         if writer && self.cut_off_with_commits_waiting(&seen) {
             self.fence(

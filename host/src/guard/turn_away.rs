@@ -33,16 +33,12 @@ const TABLE: &str = "mmvip";
 /// mid-switch-over left (adding it first makes deleting it succeed when it was not
 /// there). Priority raw: before connection tracking, which has nothing to add here.
 fn define(vips: &[IpAddr], gated: &[IpAddr]) -> String {
-    let set = |name: &str, kind: &str, v4: bool| {
-        let members: Vec<String> = if name.starts_with("gated") {
-            gated
-        } else {
-            vips
-        }
-        .iter()
-        .filter(|vip| vip.is_ipv4() == v4)
-        .map(IpAddr::to_string)
-        .collect();
+    let set = |name: &str, kind: &str, v4: bool, addresses: &[IpAddr]| {
+        let members: Vec<String> = addresses
+            .iter()
+            .filter(|vip| vip.is_ipv4() == v4)
+            .map(IpAddr::to_string)
+            .collect();
         if members.is_empty() {
             format!("set {name} {{ type {kind}; }}")
         } else {
@@ -56,10 +52,10 @@ fn define(vips: &[IpAddr], gated: &[IpAddr]) -> String {
         format!("add table inet {TABLE}"),
         format!("delete table inet {TABLE}"),
         format!("table inet {TABLE} {{"),
-        set("vips4", "ipv4_addr", true),
-        set("vips6", "ipv6_addr", false),
-        set("gated4", "ipv4_addr", true),
-        set("gated6", "ipv6_addr", false),
+        set("vips4", "ipv4_addr", true, vips),
+        set("vips6", "ipv6_addr", false, vips),
+        set("gated4", "ipv4_addr", true, gated),
+        set("gated6", "ipv6_addr", false, gated),
         "set refused4 { type ipv4_addr . inet_service; }".into(),
         "set refused6 { type ipv6_addr . inet_service; }".into(),
         "chain turn_away {".into(),

@@ -70,15 +70,11 @@ pub fn wait(
     }
     check_not_broken(&replicas, &[])?;
     let peer_limit = bounds.peer_read_only.min(bounds.limit);
-    let (peer, silent) = match peer_final_position(node, peer_limit, guarded, gated)? {
-        PeerFinal::Known(status) => (Some(status), false),
-        PeerFinal::Silent => (None, true),
-        PeerFinal::NotAsked => (None, false),
-    };
+    let peer = peer_final_position(node, peer_limit, guarded, gated)?;
     start_stopped_io_threads(node, &replicas)?;
     let mut summary = String::new();
     match &peer {
-        Some(peer) => {
+        PeerFinal::Known(peer) => {
             let ours = own_binlog_state(node)?;
             let peer_pos = gtid::parse(&peer.gtid_binlog_pos)
                 .map_err(|e| fail(format!("the peer's gtid_binlog_pos: {e}")))?;
@@ -111,11 +107,11 @@ pub fn wait(
                 }
             ));
         }
-        None => {
+        PeerFinal::Silent | PeerFinal::NotAsked => {
             stop_waiting_for_a_gone_peer(node);
             // Only a silent peer's connection may still deliver a commit its guard
             // rolls back; without [peer] the peer is alive as far as anyone knows.
-            let paused = if guarded && silent {
+            let paused = if guarded && matches!(peer, PeerFinal::Silent) {
                 pause_replication_from_a_silent_peer(node)?
             } else {
                 Vec::new()
@@ -176,7 +172,8 @@ fn connection_name(replica: &ReplicaStatus) -> &str {
 
 /// What became of asking the peer for its final position.
 enum PeerFinal {
-    /// Read-only, at this position.
+    /// At this position, final: read-only, or writable for another instance only
+    /// (`gated`).
     Known(PeerStatus),
     /// Unreachable, or not answering (its guard silent too, where there is one).
     Silent,
@@ -193,10 +190,9 @@ enum PeerFinal {
 /// sequence numbers written again here (a lab chaos run: the peer's server had just
 /// restarted, and answered after the 500 ms `[peer]` timeout).
 /// `gated`: this node holds the lease, and the site has several `rw` instances, so
-/// each VIP has a gate (the guard's). The peer closed its gate for this instance and
-/// killed its clients' sessions before it gave the lease back: a peer still writable
-/// for its own instance has written its last through this one, and its position
-/// read now covers it.
+/// each VIP has a gate (the guard's). The peer closed its gate for this instance
+/// before its lease ended: a peer still writable for its own instance has written
+/// its last through this one, and its position read now covers it.
 fn peer_final_position(
     node: &mut impl Node,
     limit: Duration,
