@@ -292,32 +292,98 @@ fn a_node_that_stepped_aside_and_then_got_the_lease_leaves_fault() {
     );
 }
 
+/// The fence armed inside mariadbd: a writer whose guard stops (frozen, stuck) is
+/// read-only before its peer can hold the lease, though nothing of the guard runs;
+/// once the guard resumes it finishes the fence (FAULT, the lease given back).
 #[test]
-fn a_holder_paused_past_its_lease_fences_as_it_resumes() {
+fn a_writer_whose_guard_stops_is_read_only_before_its_peer_can_hold_the_lease() {
     let pair = Pair::start();
     let (_topology, node1, node2) = node1_promoted(&pair);
-    // Its guard stops for two leases: to it, time jumps a lease and more.
+    assert!(
+        !pair.node1.read_only(),
+        "node 1 writable after its promotion"
+    );
     node1.signal_guard(rustix::process::Signal::STOP);
-    // keepalived (frozen with it, in real life) loses the VIP to node2.
+    let stopped = Instant::now();
     node2.hold_vip(true);
-    assert!(node2.ask("ACQUIRE VI_1 5000").starts_with("HELD"));
+    let (read_only_at, held_at) = std::thread::scope(|scope| {
+        let read_only_at = scope.spawn(|| {
+            wait_for(
+                "node 1 read-only while its guard is stopped",
+                Duration::from_secs(5),
+                || pair.node1.read_only(),
+            );
+            Instant::now()
+        });
+        let answer = node2.ask("ACQUIRE VI_1 5000");
+        assert!(answer.starts_with("HELD"), "{answer}");
+        let held_at = Instant::now();
+        (read_only_at.join().unwrap(), held_at)
+    });
+    assert!(
+        read_only_at < held_at,
+        "read-only {:?} after the guard stopped, but the peer held the lease after {:?}",
+        read_only_at - stopped,
+        held_at - stopped
+    );
+    eprintln!(
+        "read-only {:?} after the guard stopped; the peer held the lease after {:?}",
+        read_only_at - stopped,
+        held_at - stopped
+    );
     node1.signal_guard(rustix::process::Signal::CONT);
-    let fenced = wait_for(
-        &format!(
-            "read-only after resuming ({})",
-            node1.site.path("mmvip.log").display()
-        ),
+    wait_for(
+        "the resumed guard finishing the fence",
         Duration::from_secs(3),
+        || {
+            node1
+                .guard_log()
+                .contains("the fence armed in mariadbd made the node read-only")
+        },
+    );
+    // The fence's log line comes before its track file.
+    let track = node1.site.path("track/VI_1");
+    wait_for("node 1 in FAULT", Duration::from_secs(1), || {
+        std::fs::read_to_string(&track).unwrap_or_default().trim() == "1"
+    });
+    assert!(node1.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+}
+
+/// A killed guard's fence fires at once: its statements wait for a lock the guard's
+/// own connection held, and that connection ended with it. The node is read-only
+/// long before its lease could pass on. A new guard arms anew, and nothing of the
+/// old one fires into the lease the new one takes.
+#[test]
+fn a_dead_guards_armed_fence_fires_at_once_and_a_new_guard_arms_anew() {
+    let pair = Pair::start();
+    let (_topology, mut node1, _node2) = node1_promoted(&pair);
+    node1.guard = None;
+    let read_only_after = wait_for(
+        "read-only with no guard running",
+        Duration::from_secs(5),
         || pair.node1.read_only(),
     );
     assert!(
-        node1.guard_log().contains("fencing:"),
-        "{}",
+        read_only_after < Duration::from_millis(LEASE_MS),
+        "read-only only {read_only_after:?} after the guard died: its lease had run out"
+    );
+    // keepalived's FAULT for the dead guard, then a new guard and a promotion.
+    node1.hold_vip(false);
+    node1.start_guard();
+    promote(&node1);
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    assert!(
+        !pair.node1.read_only(),
+        "a fence fired into the new guard's lease: {}",
         node1.guard_log()
     );
-    eprintln!("writable {fenced:?} after the guard resumed");
-    // node1 does not take the lease back from node2.
-    assert!(node1.ask("ACQUIRE VI_1 300").starts_with("REFUSED"));
+    let status = node1.hook(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        json["guard"]["armed_fence_ms"].as_u64().is_some(),
+        "{json:#}"
+    );
+    eprintln!("read-only {read_only_after:?} after its guard died");
 }
 
 #[test]
@@ -636,6 +702,7 @@ fn status_shows_the_vip_the_servers_the_lease_and_the_last_runs() {
         "peer 127.0.0.1:",
         "guard VI_1: lease held here",
         "guard: local MariaDB healthy",
+        "guard: fence armed in mariadbd",
         "plugin=master",
     ] {
         assert!(text.contains(expected), "{expected} missing:\n{text}");
@@ -649,6 +716,7 @@ fn status_shows_the_vip_the_servers_the_lease_and_the_last_runs() {
     assert_eq!(json["mariadb"]["read_only"], false);
     assert_eq!(json["peer"]["server"]["read_only"], true);
     assert!(json["guard"]["leases"]["VI_1"]["held_ms"].as_u64().unwrap() > 0);
+    assert!(json["guard"]["armed_fence_ms"].as_u64().unwrap() > 0);
     assert_eq!(json["guard"]["healthy"], true);
 
     // Demoted, VIP gone: the lease is given back, and status says so.
@@ -663,6 +731,7 @@ fn status_shows_the_vip_the_servers_the_lease_and_the_last_runs() {
         json["guard"]["leases"]["VI_1"]["held_ms"].is_null(),
         "{json:#}"
     );
+    assert!(json["guard"]["armed_fence_ms"].is_null(), "{json:#}");
 }
 
 #[test]
@@ -1042,7 +1111,10 @@ fn a_commit_recovery_dropped_after_it_came_back_around_the_ring_is_fetched_again
         "recovery kept the commit: {error_log}"
     );
     wait_for(
-        "the commit fetched back from node 2",
+        &format!(
+            "the commit fetched back from node 2 ({})",
+            node1.site.path("mmvip.log").display()
+        ),
         Duration::from_secs(10),
         || pair.node1.value(row).as_deref() == Some("1"),
     );

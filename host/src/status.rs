@@ -149,17 +149,23 @@ fn sql_text(state: SqlState) -> &'static str {
     }
 }
 
-/// The guard's `STATUS` line: `VI_1=held:1450,vote:db1:2400,gate:open healthy=true`
-/// (a gate only with several `rw` instances).
+/// The guard's `STATUS` line: `VI_1=held:1450,vote:db1:2400,gate:open armed=1320
+/// healthy=true` (a gate only with several `rw` instances; `armed=off` when no fence
+/// waits in mariadbd).
 fn guard_status(line: &str) -> Value {
     let mut instances = serde_json::Map::new();
     let mut healthy = None;
+    let mut armed = Value::Null;
     for word in line.split_whitespace().skip(1) {
         let Some((key, value)) = word.split_once('=') else {
             continue;
         };
         if key == "healthy" {
             healthy = Some(value == "true");
+            continue;
+        }
+        if key == "armed" {
+            armed = json!(value.parse::<u64>().ok());
             continue;
         }
         let mut entry = json!({ "held_ms": null, "vote": null, "gate": null });
@@ -176,7 +182,7 @@ fn guard_status(line: &str) -> Value {
         }
         instances.insert(key.to_string(), entry);
     }
-    json!({ "leases": instances, "healthy": healthy })
+    json!({ "leases": instances, "armed_fence_ms": armed, "healthy": healthy })
 }
 
 /// The role hooks' last decisions, from the state file.
@@ -291,6 +297,21 @@ pub fn render(status: &Value) -> String {
                 };
                 line(format!("guard {name}: {held}; {vote}{gate}"));
             }
+            let holds_a_lease = guard["leases"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .any(|(_, lease)| lease["held_ms"].is_u64());
+            match (guard["armed_fence_ms"].as_u64(), holds_a_lease) {
+                (Some(ms), _) => line(format!(
+                    "guard: fence armed in mariadbd (read_only = ON in {ms} ms unless renewed)"
+                )),
+                (None, true) => line(
+                    "guard: NO fence armed in mariadbd although a lease is held (see the guard's log)"
+                        .into(),
+                ),
+                (None, false) => {}
+            }
             line(format!(
                 "guard: local MariaDB {}",
                 if guard["healthy"].as_bool() == Some(true) {
@@ -358,8 +379,19 @@ mod tests {
         assert_eq!(status["leases"]["VI_1"]["gate"], "open");
         assert_eq!(status["leases"]["VI_2"]["held_ms"], Value::Null);
         assert_eq!(status["leases"]["VI_2"]["gate"], "closed");
-        let single = guard_status("STATUS VI_1=held:1450 healthy=true");
+        let single = guard_status("STATUS VI_1=held:1450 armed=1320 healthy=true");
         assert_eq!(single["leases"]["VI_1"]["gate"], Value::Null);
+        assert_eq!(single["armed_fence_ms"], 1320);
+        assert_eq!(status["armed_fence_ms"], Value::Null);
+        let shown = render(&json!({ "guard": single }));
+        assert!(
+            shown.contains("fence armed in mariadbd (read_only = ON in 1320 ms"),
+            "{shown}"
+        );
+        let unarmed = render(
+            &json!({ "guard": guard_status("STATUS VI_1=held:1450 armed=off healthy=true") }),
+        );
+        assert!(unarmed.contains("NO fence armed"), "{unarmed}");
         assert_eq!(status["healthy"], true);
     }
 

@@ -5,7 +5,7 @@
 //! ACQUIRE <instance> <timeout_ms>  →  HELD <left_ms>  |  REFUSED <why>
 //! RELEASE <instance>               →  RELEASED
 //! SERVE <instance>                 →  SERVING <what>  |  REFUSED <why>
-//! STATUS                           →  STATUS <instance>=held:<ms>,vote:<holder>:<ms>,gate:<open|closed> ... healthy=<bool>
+//! STATUS                           →  STATUS <instance>=held:<ms>,vote:<holder>:<ms>,gate:<open|closed> ... armed=<ms|off> healthy=<bool>
 //! ```
 
 use std::io::{BufRead as _, BufReader, Write as _};

@@ -13,6 +13,7 @@
 //! host, because they must hold even when a plugin traps or hangs; how the node is
 //! demoted (what to kill, what to spare) is the `fault` plugin's, run as a hook.
 
+pub mod armed_fence;
 pub mod config;
 pub mod control;
 pub(crate) mod dump_threads;
@@ -32,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use self::armed_fence::ArmedFence;
 use self::config::{GuardConfig, LastResort, WithoutPeer};
 use self::lease::{Answer, Ballots, Outcome, Rules};
 use self::watch::{Database, Watched};
@@ -162,6 +164,8 @@ pub struct Guard {
     /// The instances whose VIP's gate is open (`turn_away`: several `rw` instances
     /// only). Held across each nft run, so that gates change one at a time.
     serving: Mutex<HashSet<String>>,
+    /// `read_only = ON` waiting inside mariadbd for the leases to run out.
+    armed_fence: Arc<ArmedFence>,
 }
 
 /// Runs the guard of this node until the process ends.
@@ -217,6 +221,16 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         }
         None => None,
     };
+    let armed_fence = {
+        let watched = Arc::clone(&watched);
+        ArmedFence::new(
+            local.clone(),
+            guard_config.lease,
+            Duration::from_secs(1),
+            Box::new(move || watched.nudge()),
+            log.clone(),
+        )
+    };
     let guard = Arc::new(Guard {
         config: config.clone(),
         config_path: config_path.to_path_buf(),
@@ -238,6 +252,7 @@ pub fn run(config: &Config, config_path: &Path, log: Log) -> Result<()> {
         serving: Mutex::default(),
         notifier: systemd::Notifier::from_env(),
         rule_turned: Mutex::new(Instant::now()),
+        armed_fence,
     });
     guard.start()
 }
@@ -264,6 +279,7 @@ impl Guard {
         for (name, _) in &self.instances {
             track::write(&self.track(name), false, &self.log);
         }
+        self.armed_fence.start();
         let endpoint = self.local.clone();
         {
             let watched = Arc::clone(&self.watched);
@@ -445,6 +461,25 @@ impl Guard {
     /// that it is done (well) within the margin.
     fn fence_lead(&self) -> Duration {
         self.guard.margin / 4
+    }
+
+    /// Arms the fence inside mariadbd for the earliest lease still in use: halfway
+    /// from where the guard's own fence starts to the lease's end, so that it fires
+    /// only when the guard did not run. A lease within the lead is the guard's own
+    /// fence's (or gate's) to end.
+    fn arm_fence(&self) {
+        let lead = self.fence_lead();
+        let now = Instant::now();
+        // Set under the lease lock: threads that arm at once cannot leave an older
+        // view of the leases in place of a newer one.
+        let leases = self.leases();
+        let due = leases
+            .held
+            .values()
+            .filter(|until| until.saturating_duration_since(now) > lead)
+            .map(|until| *until - lead / 2)
+            .min();
+        self.armed_fence.set(due);
     }
 
     fn track(&self, name: &str) -> PathBuf {
@@ -690,6 +725,8 @@ impl Guard {
                 if leases.stepped_aside.remove(instance).is_some() {
                     track::write(&self.track(instance), false, &self.log);
                 }
+                drop(leases);
+                self.arm_fence();
             }
             Outcome::Lost(_) => {
                 let still_held = leases
@@ -727,6 +764,7 @@ impl Guard {
             leases.held.remove(instance);
             leases.ballots.release(instance, me);
         }
+        self.arm_fence();
         self.ask_peer(&format!("RELEASE {instance} {me} {}", wire::nonce()));
         drop(_round);
         let mut witness = self.rounds.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1205,6 +1243,12 @@ impl Guard {
             found.insert(name.as_str(), InstanceNow { leased, vip_held });
         }
         self.review_gates(&seen, &found);
+        self.arm_fence();
+        if let Some(fired) = self.armed_fence.take_fired()
+            && self.after_the_armed_fence(fired, allowed)
+        {
+            return next;
+        }
         let writer = self.holds_a_lease() || seen.database == (Database::Up { read_only: false });
         if writer && self.cut_off_with_commits_waiting(&seen) {
             self.fence(
@@ -1510,6 +1554,62 @@ impl Guard {
         }
     }
 
+    /// What follows a fence that fired inside mariadbd; whether this turn is over.
+    /// Its lease gone, the node is fenced the rest of the way: FAULT, so that VRRP
+    /// moves the VIP to the writer; the sessions killed; the leases given back. Its
+    /// lease still valid, the fence fired only because the server did not take a
+    /// renewal's replacement in time (stalled past the fence's slack) or its wall
+    /// clock stepped forward: the node may write, and is made writable again
+    /// rather than failed over. On a node that was read-only it changed nothing.
+    fn after_the_armed_fence(&self, fired: armed_fence::Fired, allowed: bool) -> bool {
+        let ago = fired.at.elapsed().as_millis();
+        if !fired.was_writable {
+            self.log.write(
+                Level::Info,
+                &[(
+                    "msg",
+                    &format!("the fence armed in mariadbd fired {ago} ms ago on a read-only node"),
+                )],
+            );
+            return false;
+        }
+        if !allowed {
+            self.fence(&format!(
+                "the fence armed in mariadbd made the node read-only {ago} ms ago, as the write lease ran out before the guard could act (frozen or stalled?)"
+            ));
+            return true;
+        }
+        let mut session = crate::mariadb::Session::new(
+            self.local.clone(),
+            Duration::from_secs(1),
+            Instant::now() + Duration::from_secs(1),
+            self.log.clone(),
+        );
+        let restored = session.run(Level::Info, "SET GLOBAL read_only = OFF", |conn, sql| {
+            mysql::prelude::Queryable::query_drop(conn, sql)
+        });
+        match restored {
+            Ok(()) => {
+                self.log.write(
+                    Level::Warn,
+                    &[(
+                        "msg",
+                        &format!(
+                            "the fence armed in mariadbd fired {ago} ms ago while the write lease still runs (the server stalled past the fence's slack, or its clock stepped forward): writable again"
+                        ),
+                    )],
+                );
+                false
+            }
+            Err(why) => {
+                self.fence(&format!(
+                    "the fence armed in mariadbd fired while the write lease still runs, and the node cannot be made writable again ({why})"
+                ));
+                true
+            }
+        }
+    }
+
     /// Cut off from everything while commits wait for the peer's acknowledgement. A
     /// writer must not let them complete: `rpl_semi_sync_master_timeout` after they
     /// began, semi-sync would give up on the peer and commit them here alone, and the
@@ -1748,6 +1848,13 @@ impl Guard {
                     .join(",")
             ));
         }
+        drop(leases);
+        parts.push(format!(
+            "armed={}",
+            self.armed_fence
+                .fires_in()
+                .map_or("off".to_string(), |left| left.as_millis().to_string())
+        ));
         let seen = self.watched.seen();
         parts.push(format!("healthy={}", seen.healthy()));
         parts.join(" ")

@@ -567,6 +567,14 @@ fn timed_out(error: &mysql::Error) -> bool {
     )
 }
 
+/// A connection to the local MariaDB over its socket, for the guard's other
+/// long-lived statements; the error says why not.
+pub(super) fn open_socket(endpoint: &Endpoint, timeout: Duration) -> Result<mysql::Conn, String> {
+    open(endpoint, timeout).map_err(|lost| match lost {
+        Lost::Connection(why) | Lost::Hung(why) => why,
+    })
+}
+
 fn open(endpoint: &Endpoint, timeout: Duration) -> Result<mysql::Conn, Lost> {
     let Target::Socket(socket) = &endpoint.target else {
         return Err(Lost::Connection(
