@@ -214,6 +214,27 @@ impl ArmedFence {
         }
     }
 
+    /// Waits until a statement for the wanted time has been sent (the server runs
+    /// it even if the guard stops now), at most `limit`; whether one has.
+    pub fn wait_armed(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut state = self.state();
+        loop {
+            if state.due.is_some() && state.armed_as_wanted() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
     /// The statement that fired since last asked, if one did.
     pub fn take_fired(&self) -> Option<Fired> {
         self.state().fired.take()
@@ -255,13 +276,7 @@ impl ArmedFence {
                 match self.open_armed() {
                     Ok(opened) => conn = Some(opened),
                     Err(why) => {
-                        self.state().failing = true;
-                        complain(
-                            &self.log,
-                            &mut complaint,
-                            format!("cannot arm the fence in mariadbd: {why}"),
-                        );
-                        std::thread::sleep(RETRY);
+                        self.cannot_arm(&mut complaint, &why, RETRY);
                         continue;
                     }
                 }
@@ -352,13 +367,7 @@ impl ArmedFence {
                 // Not for want of a connection (privileges, a server without
                 // compound statements): tried again, and said once.
                 Err(mysql::Error::MySqlError(e)) => {
-                    self.state().failing = true;
-                    complain(
-                        &self.log,
-                        &mut complaint,
-                        format!("cannot arm the fence in mariadbd: {}", e.message),
-                    );
-                    std::thread::sleep(RETRY * 10);
+                    self.cannot_arm(&mut complaint, &e.message, RETRY * 10)
                 }
                 // Killed with its session (a demotion kills the guard's too), or the
                 // server went: a new connection for the next one.
@@ -411,14 +420,7 @@ impl ArmedFence {
                             self.state().holding = true;
                             self.changed.notify_all();
                         }
-                        Err(why) => {
-                            complain(
-                                &self.log,
-                                &mut complaint,
-                                format!("cannot arm the fence in mariadbd: {why}"),
-                            );
-                            std::thread::sleep(RETRY);
-                        }
+                        Err(why) => self.cannot_arm(&mut complaint, &why, RETRY),
                     }
                     continue;
                 }
@@ -491,6 +493,18 @@ impl ArmedFence {
             Some(1) => Ok(conn),
             _ => Err(format!("the user lock {LOCK} is held elsewhere")),
         }
+    }
+
+    /// Arming failed: said once while it keeps failing the same way, shown by
+    /// `fires_in`, and tried again after `pause`.
+    fn cannot_arm(&self, complaint: &mut Option<String>, why: &str, pause: Duration) {
+        self.state().failing = true;
+        complain(
+            &self.log,
+            complaint,
+            format!("cannot arm the fence in mariadbd: {why}"),
+        );
+        std::thread::sleep(pause);
     }
 
     /// A connection for armed statements, and its id.

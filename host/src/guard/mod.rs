@@ -64,6 +64,8 @@ const CAUGHT_UP_WITHIN: Duration = Duration::from_millis(200);
 /// What the last resort needs to be sure of ending mariadbd: SIGKILL, and the kernel
 /// tearing it down.
 const KILL_WITHIN: Duration = Duration::from_millis(50);
+/// How long a promotion waits for the fence inside mariadbd to be armed.
+const ARM_WITHIN: Duration = Duration::from_millis(100);
 /// How soon a promotion asks again for a lease it was refused.
 const ACQUIRE_RETRY: Duration = Duration::from_millis(20);
 
@@ -993,6 +995,21 @@ impl Guard {
                         Level::Info,
                         &[("msg", &format!("holds the write lease of {instance}"))],
                     );
+                    // The hook goes writable after this answer: the fence inside
+                    // mariadbd is armed first, so that a node frozen right after
+                    // its promotion is read-only as it resumes too.
+                    if !self.armed_fence.wait_armed(ARM_WITHIN) {
+                        self.log.write(
+                            Level::Warn,
+                            &[(
+                                "msg",
+                                &format!(
+                                    "the fence in mariadbd is not armed within {} ms; the promotion goes on",
+                                    ARM_WITHIN.as_millis()
+                                ),
+                            )],
+                        );
+                    }
                     return Ok(until.saturating_duration_since(Instant::now()));
                 }
                 Outcome::Lost(why) if Instant::now() + ACQUIRE_RETRY >= deadline => {
