@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::mariadb::Server;
+use common::wait_for;
 use mmvip::guard::armed_fence::ArmedFence;
 use mmvip::mariadb::{Endpoint, Target};
 use mysql::prelude::Queryable;
@@ -55,14 +56,6 @@ fn lock_holder(server: &Server) -> Option<u64> {
     server
         .value("SELECT IS_USED_LOCK('mmvip_armed_fence')")
         .and_then(|id| id.parse().ok())
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

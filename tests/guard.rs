@@ -11,16 +11,7 @@ use std::time::{Duration, Instant};
 use common::guard::{LEASE_MS, MARGIN_MS, Node, Timing, VIP, VIP2};
 use common::mariadb::{Pair, Server};
 use common::topology::Topology;
-use common::{exit_code, stderr};
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    started.elapsed()
-}
+use common::{exit_code, stderr, wait_for};
 
 /// Gives `node` the VIP and runs its `master` hook, which must succeed.
 fn promote(node: &Node) {

@@ -294,3 +294,14 @@ pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
     config.failure_persistence = None;
     config
 }
+
+/// Polls `done` every 10 ms until it holds, failing the test after `limit`; how
+/// long it took.
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed()
+}

@@ -1596,16 +1596,7 @@ impl Guard {
             ));
             return true;
         }
-        let mut session = crate::mariadb::Session::new(
-            self.local.clone(),
-            Duration::from_secs(1),
-            Instant::now() + Duration::from_secs(1),
-            self.log.clone(),
-        );
-        let restored = session.run(Level::Info, "SET GLOBAL read_only = OFF", |conn, sql| {
-            mysql::prelude::Queryable::query_drop(conn, sql)
-        });
-        match restored {
+        match self.set_read_only("OFF", Duration::from_secs(1)) {
             Ok(()) => {
                 self.log.write(
                     Level::Warn,
@@ -1754,13 +1745,10 @@ impl Guard {
     /// `read_only` as the server says it now, on a fresh connection (the watching
     /// connection reports only once its sleep ends), if it answers within a second.
     fn read_only_now(&self) -> Option<bool> {
-        let mut session = crate::mariadb::Session::new(
-            self.local.clone(),
-            Duration::from_secs(1),
-            Instant::now() + Duration::from_secs(1),
-            self.log.clone(),
-        );
-        match session.value(Level::Debug, "SELECT @@GLOBAL.read_only") {
+        match self
+            .bounded_local_session(Duration::from_secs(1))
+            .value(Level::Debug, "SELECT @@GLOBAL.read_only")
+        {
             Ok(Some(value)) => Some(value != "0"),
             _ => None,
         }
@@ -1772,15 +1760,31 @@ impl Guard {
     /// transaction can hold the statement up, and then the plugin's demotion, which
     /// gets through blockers, does the work.
     fn read_only_at_once(&self) {
-        let mut session = crate::mariadb::Session::new(
+        let _ = self.set_read_only("ON", READ_ONLY_AT_ONCE);
+    }
+
+    /// `SET GLOBAL read_only` on a fresh connection, bounded by `within`.
+    fn set_read_only(
+        &self,
+        value: &str,
+        within: Duration,
+    ) -> std::result::Result<(), crate::caps::sql::SqlError> {
+        let statement = format!("SET GLOBAL read_only = {value}");
+        self.bounded_local_session(within)
+            .run(Level::Info, &statement, |conn, sql| {
+                mysql::prelude::Queryable::query_drop(conn, sql)
+            })
+    }
+
+    /// A fresh session to the local MariaDB whose statements, and all of it, end
+    /// within `within`.
+    fn bounded_local_session(&self, within: Duration) -> crate::mariadb::Session {
+        crate::mariadb::Session::new(
             self.local.clone(),
-            READ_ONLY_AT_ONCE,
-            Instant::now() + READ_ONLY_AT_ONCE,
+            within,
+            Instant::now() + within,
             self.log.clone(),
-        );
-        let _ = session.run(Level::Info, "SET GLOBAL read_only = ON", |conn, sql| {
-            mysql::prelude::Queryable::query_drop(conn, sql)
-        });
+        )
     }
 
     /// Returns whether mariadbd is gone, so that the node can no longer write.
